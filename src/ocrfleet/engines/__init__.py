@@ -1,0 +1,27 @@
+"""OCR engines behind one protocol (base.OcrEngine); `create_engine` picks one by name."""
+
+from __future__ import annotations
+
+import importlib
+
+from ..config import EngineConfig
+from .base import EngineNeeds, OcrEngine, OcrRequest, OcrResult
+
+__all__ = ["EngineNeeds", "OcrEngine", "OcrRequest", "OcrResult", "create_engine"]
+
+
+def create_engine(config: EngineConfig) -> OcrEngine:
+    """The engine named in the config; vLLM is imported only when asked for."""
+    if config.name == "text":
+        from .text import TextLayerEngine
+
+        return TextLayerEngine()
+    if config.name == "vllm":
+        from .vllm import VllmEngine
+
+        return VllmEngine(config)
+    # "module:factory": an engine of the user's own (and the scripted engines of the tests).
+    module_name, _, attr = config.name.partition(":")
+    factory = getattr(importlib.import_module(module_name), attr)
+    engine: OcrEngine = factory(config)
+    return engine

@@ -1,0 +1,185 @@
+"""The `vllm` engine: DeepSeek-OCR on vLLM's AsyncLLM, fed one page at a time, never batched.
+
+Each page is its own request; vLLM's scheduler batches whatever is in flight at every step
+(continuous batching), so a slow page never holds a batch back. The settings are the vLLM
+recipe's (n-gram no-repeat processor, no prefix caching, no multimodal processor cache,
+greedy decoding, special tokens kept for the grounding tags).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from typing import Any
+
+from ..config import EngineConfig
+from ..errors import EngineDead, EngineError
+from .base import EngineNeeds, OcrRequest, OcrResult
+
+log = logging.getLogger(__name__)
+
+RECIPE_PROCESSOR = "vllm.model_executor.models.deepseek_ocr:NGramPerReqLogitsProcessor"
+BATCHED_PROCESSOR = "ocrfleet.vllm_plugin.ngram:BatchedNGramLogitsProcessor"
+# vLLM resolves logits processors given as "module:Class" strings in every engine process.
+
+
+def logits_processors(config: EngineConfig) -> list[str]:
+    if config.ngram_impl == "off" or config.ngram_size == 0:
+        return []
+    return [BATCHED_PROCESSOR if config.ngram_impl == "batched" else RECIPE_PROCESSOR]
+
+
+def ngram_extra_args(config: EngineConfig) -> dict[str, Any]:
+    """The processor is applied only to requests that carry `ngram_size` (recipe semantics)."""
+    if config.ngram_impl == "off" or config.ngram_size == 0:
+        return {}
+    return {
+        "ngram_size": config.ngram_size,
+        "window_size": config.ngram_window,
+        "whitelist_token_ids": list(config.ngram_whitelist),
+    }
+
+
+def engine_kwargs(config: EngineConfig) -> dict[str, Any]:
+    """AsyncEngineArgs for this config: recipe settings, then the user's extra arguments."""
+    kwargs: dict[str, Any] = {
+        "model": config.model,
+        "dtype": config.dtype,
+        "kv_cache_dtype": config.kv_cache_dtype,
+        "gpu_memory_utilization": config.gpu_memory_utilization,
+        "max_model_len": config.max_model_len,
+        "tensor_parallel_size": config.tensor_parallel_size,
+        "enable_prefix_caching": False,
+        "mm_processor_cache_gb": 0,
+        "limit_mm_per_prompt": {"image": 1},
+        "logits_processors": logits_processors(config),
+        "enforce_eager": config.enforce_eager,
+    }
+    if config.quantization:
+        kwargs["quantization"] = config.quantization
+    if config.max_num_seqs is not None:
+        kwargs["max_num_seqs"] = config.max_num_seqs
+    if config.load_format:
+        kwargs["load_format"] = config.load_format
+    # mm_encoder_tp_mode "data" is not supported by DeepSeek-OCR (vllm_checks warns); vLLM
+    # falls back to weights itself, so the option is passed through unchanged.
+    if config.mm_encoder_tp_mode:
+        kwargs["mm_encoder_tp_mode"] = config.mm_encoder_tp_mode
+    if config.resolution != "gundam":
+        from ..vllm_plugin.modes import engine_overrides
+
+        kwargs.update(engine_overrides(config.resolution))
+    kwargs.update(config.extra_args)
+    return kwargs
+
+
+def sampling_params(config: EngineConfig, max_tokens: int) -> Any:
+    from vllm import SamplingParams
+    from vllm.sampling_params import RequestOutputKind
+
+    return SamplingParams(
+        temperature=0.0,
+        max_tokens=max_tokens,
+        skip_special_tokens=False,
+        ignore_eos=config.ignore_eos,
+        extra_args=ngram_extra_args(config) or None,
+        output_kind=RequestOutputKind.FINAL_ONLY,
+    )
+
+
+class VllmEngine:
+    name = "vllm"
+
+    def __init__(self, config: EngineConfig) -> None:
+        self.config = config
+        self.started = False
+        self._llm: Any = None
+        self._max_num_seqs = config.max_num_seqs or 256
+        self._versions: dict[str, str] = {}
+
+    @property
+    def needs(self) -> EngineNeeds:
+        return EngineNeeds(image=True, text_layer=False)
+
+    @property
+    def max_concurrency(self) -> int:
+        return self._max_num_seqs
+
+    async def start(self) -> None:
+        import torch
+        import vllm
+        from vllm.engine.arg_utils import AsyncEngineArgs
+        from vllm.usage.usage_lib import UsageContext
+        from vllm.v1.engine.async_llm import AsyncLLM
+
+        kwargs = engine_kwargs(self.config)
+        log.info("starting vLLM %s engine: %s", vllm.__version__, kwargs)
+        began = time.monotonic()
+        args = AsyncEngineArgs(**kwargs)
+        # LLM_CLASS: the batch defaults of offline inference (vLLM's LLM), as the recipe gets.
+        self._llm = AsyncLLM.from_engine_args(args, usage_context=UsageContext.LLM_CLASS)
+        scheduler = self._llm.vllm_config.scheduler_config
+        self._max_num_seqs = int(scheduler.max_num_seqs)
+        self._versions = {"vllm": vllm.__version__, "torch": torch.__version__}
+        self.started = True
+        log.info(
+            "vLLM engine ready in %.1f s (max_num_seqs %d, n-gram processor %s)",
+            time.monotonic() - began, self._max_num_seqs,
+            logits_processors(self.config) or "off",
+        )
+
+    async def ocr(self, request: OcrRequest) -> OcrResult:
+        from vllm.v1.engine.exceptions import EngineDeadError
+
+        prompt = {"prompt": request.prompt, "multi_modal_data": {"image": request.page.image()}}
+        params = sampling_params(self.config, request.max_tokens)
+        request_id = f"{request.request_id}-{uuid.uuid4().hex[:8]}"
+        submitted = time.monotonic()
+        final = None
+        try:
+            async for output in self._llm.generate(prompt, params, request_id=request_id):
+                final = output
+        except EngineDeadError as exc:
+            raise EngineDead(f"vLLM engine died: {exc}") from exc
+        except (ValueError, RuntimeError) as exc:
+            raise EngineError(f"vLLM rejected the page: {exc}") from exc
+        except Exception as exc:
+            if type(exc).__name__ == "EngineGenerateError":
+                raise EngineError(f"vLLM failed the page: {exc.__cause__ or exc}") from exc
+            raise
+        if final is None or not final.outputs:
+            raise EngineError("vLLM returned no output for the page")
+        completion = final.outputs[0]
+        return OcrResult(
+            text=completion.text,
+            finish_reason=str(completion.finish_reason or "length"),
+            prompt_tokens=len(final.prompt_token_ids or ()),
+            output_tokens=len(completion.token_ids),
+            timings=request_timings(final, submitted),
+        )
+
+    async def close(self) -> None:
+        if self._llm is not None:
+            self._llm.shutdown()
+            self._llm = None
+
+    def describe(self) -> dict[str, Any]:
+        return {"engine": "vllm", **self._versions, "settings": engine_kwargs(self.config)}
+
+
+def request_timings(output: Any, submitted: float) -> dict[str, float]:
+    """Seconds per stage from vLLM's request stats (engine core timestamps are monotonic)."""
+    stats = getattr(output, "metrics", None)
+    if stats is None or not getattr(stats, "queued_ts", 0.0):
+        return {}
+    queued, scheduled = stats.queued_ts, stats.scheduled_ts
+    first, last = stats.first_token_ts, stats.last_token_ts
+    timings = {"preprocess": max(0.0, queued - submitted)}
+    if scheduled:
+        timings["engine_queue"] = max(0.0, scheduled - queued)
+    if first and scheduled:
+        timings["prefill"] = max(0.0, first - scheduled)
+    if last and first:
+        timings["decode"] = max(0.0, last - first)
+    return timings

@@ -1,0 +1,54 @@
+"""The exceptions ocrfleet raises, one hierarchy so callers can catch what they can handle.
+
+    OcrfleetError
+    ├── ConfigError          options that cannot work together (raised before anything loads)
+    ├── InputError           a PDF that cannot be read: carries the file and, when known, the page
+    │   └── RenderError      a page that cannot be rendered
+    ├── EngineError          the OCR engine failed a page or died
+    │   ├── EngineTimeout    a page ran past --timeout-seconds
+    │   └── EngineDead       the engine cannot serve any further page (the worker restarts)
+    └── LedgerError          the ledger is unusable (wrong schema, a different run's options)
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class OcrfleetError(Exception):
+    """Base class of every error ocrfleet raises on purpose."""
+
+
+class ConfigError(OcrfleetError):
+    """Options that cannot work; the message says what to run instead."""
+
+
+class InputError(OcrfleetError):
+    """A document (and optionally one page of it) that cannot be processed."""
+
+    def __init__(self, source: str | Path, reason: str, page: int | None = None) -> None:
+        self.source = str(source)
+        self.reason = reason
+        self.page = page
+        where = f"{self.source} page {page}" if page is not None else self.source
+        super().__init__(f"{where}: {reason}")
+
+
+class RenderError(InputError):
+    """A page that pypdfium2 could not turn into an image."""
+
+
+class EngineError(OcrfleetError):
+    """The engine failed one request; the page may be retried."""
+
+
+class EngineTimeout(EngineError):
+    """A request ran past its deadline and was aborted inside the engine."""
+
+
+class EngineDead(EngineError):
+    """The engine cannot take more requests; the worker process must restart."""
+
+
+class LedgerError(OcrfleetError):
+    """The ledger cannot be used as it is."""

@@ -1,0 +1,423 @@
+"""One engine worker: claim pages from the ledger, render, OCR, post-process, record.
+
+The worker keeps its engine continuously fed: as soon as a page leaves, another claimed and
+rendered page takes its place, so the engine never waits at a batch barrier. It owns the page
+lifecycle: blank detection before inference, attempts with a deadline, a different prompt
+when the model does not end the page, the choice of what to keep, and the document assembly
+when the last page of a document lands.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from .config import PROMPTS, RunConfig
+from .engines.base import OcrEngine, OcrRequest, OcrResult
+from .errors import EngineDead, EngineError, RenderError
+from .ledger import Claim, DocumentRow, Ledger, PageOutcome
+from .postprocess import clean_page
+from .quality import assess
+from .render import RenderedPage, RenderPool, RenderRequest, RenderSettings
+from .writers import OutputLayout, assemble_document, save_figures
+
+log = logging.getLogger(__name__)
+
+EventSink = Callable[[dict[str, Any]], None]
+PageKey = tuple[str, int]
+
+
+@dataclass
+class AttemptLog:
+    """What the attempts on one page produced, in order."""
+
+    results: list[tuple[str, OcrResult]] = field(default_factory=list)  # (prompt name, result)
+    errors: list[str] = field(default_factory=list)
+    infer_seconds: float = 0.0
+    started: int = 0
+
+
+def render_settings(config: RunConfig, engine: OcrEngine) -> RenderSettings:
+    needs = engine.needs
+    return RenderSettings(
+        dpi=config.dpi,
+        max_pixels=config.max_image_pixels,
+        max_side=config.max_image_side,
+        cache_dir=config.image_cache,
+        want_text=needs.text_layer,
+        prepare=needs.prepare,
+        keep_pixels=needs.image or config.mode == "clean",
+    )
+
+
+def prompt_for_attempt(first: str, attempt: int) -> str:
+    """Attempt 1 uses the chosen prompt; later attempts switch: a page that looped under the
+    grounding prompt is asked for plain text (glossAPI's repair retry)."""
+    if attempt == 1:
+        return first
+    return "free" if first == "markdown" else "markdown"
+
+
+def pick_result(results: list[tuple[str, OcrResult]]) -> tuple[str, OcrResult] | None:
+    """The first attempt that ended the page wins; otherwise the least repetitive output."""
+    for name, result in results:
+        if result.finish_reason != "length":
+            return name, result
+    if not results:
+        return None
+
+    def loopiness(item: tuple[str, OcrResult]) -> float:
+        metrics = assess(item[1].text, finish_reason=item[1].finish_reason).metrics
+        return metrics.get("repeated_ngram_ratio", 0.0)
+
+    return min(results, key=loopiness)
+
+
+class PageWorker:
+    """Runs inside an engine worker process (or in-process in tests)."""
+
+    def __init__(
+        self,
+        config: RunConfig,
+        ledger: Ledger,
+        engine: OcrEngine,
+        worker_id: str,
+        *,
+        render_workers: int,
+        on_event: EventSink | None = None,
+    ) -> None:
+        self.config = config
+        self.ledger = ledger
+        self.engine = engine
+        self.worker_id = worker_id
+        self.layout = OutputLayout(config.output_dir)
+        self.pool = RenderPool(render_workers, render_settings(config, engine))
+        self.on_event = on_event or (lambda _event: None)
+        self.render_workers = render_workers
+        self.capacity = 1  # set once the engine has started and knows its batch size
+        self._tasks: dict[asyncio.Task[None], PageKey] = {}
+        self._in_engine: set[PageKey] = set()
+        self._open_attempts: dict[PageKey, int] = {}
+        self._docs: dict[str, DocumentRow] = {}
+        self._suspects: set[PageKey] = set()
+        self._changed = asyncio.Event()
+        self._stopping = False
+        self._stop_deadline: float | None = None
+        self.fatal: BaseException | None = None
+        self.pages_finished = 0
+
+    # ---- lifecycle --------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Process pages until none is left, a stop is requested, or the engine dies."""
+        await self.engine.start()
+        self.capacity = self.config.batch_pages or (
+            self.engine.max_concurrency + 2 * self.render_workers
+        )
+        self.pool.start()
+        heartbeat = asyncio.create_task(self._heartbeat())
+        try:
+            await self._feed()
+            await self._drain()
+        finally:
+            heartbeat.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await heartbeat
+            self.pool.close()
+            await self.engine.close()
+        if self.fatal is not None:
+            raise self.fatal
+
+    def request_stop(self, grace_seconds: float) -> None:
+        """Stop claiming; pages inside the engine may finish within the grace period."""
+        if not self._stopping:
+            log.info("stop requested: finishing in-flight pages for up to %.0f s", grace_seconds)
+        self._stopping = True
+        deadline = time.monotonic() + grace_seconds
+        self._stop_deadline = min(self._stop_deadline or deadline, deadline)
+        self._changed.set()
+
+    async def _heartbeat(self) -> None:
+        interval = max(0.5, self.config.lease_seconds / 4)
+        while True:
+            await asyncio.sleep(interval)
+            self.ledger.heartbeat(self.worker_id, self.config.lease_seconds)
+
+    async def _feed(self) -> None:
+        while not self._stopping and self.fatal is None:
+            room = self.capacity - len(self._tasks)
+            claims = self._claim(room) if room > 0 else []
+            for claim in claims:
+                self._spawn(claim)
+            if claims:
+                await asyncio.sleep(0)
+                continue
+            if not self._tasks and self.ledger.pending_pages() == 0:
+                return
+            self._changed.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._changed.wait(), timeout=0.5)
+
+    def _claim(self, room: int) -> list[Claim]:
+        claims: list[Claim] = []
+        if not self._suspects:
+            claims = self.ledger.claim(
+                self.worker_id, 1, self.config.lease_seconds, suspect=True
+            )
+            self._suspects.update((c.doc_id, c.page) for c in claims)
+        room -= len(claims)
+        if room > 0:
+            claims += self.ledger.claim(
+                self.worker_id, room, self.config.lease_seconds, suspect=False
+            )
+        return claims
+
+    def _spawn(self, claim: Claim) -> None:
+        key = (claim.doc_id, claim.page)
+        task = asyncio.create_task(self._page(claim), name=f"page {claim.doc_id[:8]}:{claim.page}")
+        self._tasks[task] = key
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        key = self._tasks.pop(task, None)
+        if key is not None:
+            self._suspects.discard(key)
+        if not task.cancelled() and task.exception() is not None and self.fatal is None:
+            self.fatal = task.exception()
+        self._changed.set()
+
+    async def _drain(self) -> None:
+        """Wait for in-flight pages; on stop, cancel what has not reached the engine."""
+        while self._tasks:
+            if self.fatal is not None:
+                await self._cancel_all()
+                return
+            if self._stopping:
+                for task, key in list(self._tasks.items()):
+                    if key not in self._in_engine:
+                        task.cancel()
+                if self._stop_deadline is not None and time.monotonic() >= self._stop_deadline:
+                    await self._cancel_all()
+                    return
+            self._changed.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._changed.wait(), timeout=0.5)
+
+    async def _cancel_all(self) -> None:
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    # ---- one page ---------------------------------------------------------------------
+
+    def _document(self, doc_id: str) -> DocumentRow:
+        doc = self._docs.get(doc_id)
+        if doc is None:
+            doc = self._docs[doc_id] = self.ledger.document(doc_id)
+        return doc
+
+    async def _page(self, claim: Claim) -> None:
+        key = (claim.doc_id, claim.page)
+        doc = self._document(claim.doc_id)
+        claimed_at = time.monotonic()
+        try:
+            try:
+                rendered = await self.pool.render(
+                    RenderRequest(doc.doc_id, doc.path, claim.page, doc.source)
+                )
+            except RenderError as exc:
+                self._finish(doc, claim, None, AttemptLog(errors=[exc.reason]), claimed_at)
+                return
+            if rendered.ink_ratio < self.config.blank_threshold:
+                self._finish(doc, claim, rendered, AttemptLog(), claimed_at, blank=True)
+                return
+            queued = time.monotonic() - claimed_at
+            self._in_engine.add(key)
+            attempts = await self._attempts(doc, claim, rendered)
+            self._finish(doc, claim, rendered, attempts, claimed_at, queue_seconds=queued)
+        except EngineDead:
+            # Leave the claim and the open attempt: the supervisor reaps this worker and
+            # counts a crash against every page that was inside the engine.
+            raise
+        except asyncio.CancelledError:
+            attempt_id = self._open_attempts.pop(key, None)
+            if attempt_id is not None:
+                self.ledger.finish_attempt(attempt_id, "interrupted")
+            self.ledger.release(self.worker_id, [key])
+            raise
+        finally:
+            self._in_engine.discard(key)
+
+    async def _attempts(
+        self, doc: DocumentRow, claim: Claim, rendered: RenderedPage
+    ) -> AttemptLog:
+        log_ = AttemptLog()
+        key = (claim.doc_id, claim.page)
+        for n in range(1, self.config.max_attempts + 1):
+            prompt_name = prompt_for_attempt(self.config.prompt, n)
+            request = OcrRequest(
+                request_id=f"{doc.doc_id[:16]}-p{claim.page}-a{claim.attempts + n}",
+                page=rendered,
+                prompt=PROMPTS[prompt_name],
+                prompt_name=prompt_name,
+                max_tokens=self.config.engine.max_tokens,
+            )
+            attempt_id = self.ledger.start_attempt(
+                self.worker_id, doc.doc_id, claim.page, claim.attempts + n, prompt_name
+            )
+            self._open_attempts[key] = attempt_id
+            log_.started += 1
+            started = time.monotonic()
+            try:
+                result = await asyncio.wait_for(
+                    self.engine.ocr(request), timeout=self.config.timeout_seconds
+                )
+            except TimeoutError:
+                reason = f"timed out after {self.config.timeout_seconds:g} s"
+                self._close_attempt(key, "timeout", error=reason)
+                log_.errors.append(reason)
+                log.warning("%s page %d attempt %d: %s", doc.source, claim.page, n, reason)
+                continue
+            except EngineDead:
+                raise
+            except (EngineError, ValueError, RuntimeError) as exc:
+                reason = f"engine error: {exc}"
+                self._close_attempt(key, "error", error=reason)
+                log_.errors.append(reason)
+                log.warning("%s page %d attempt %d: %s", doc.source, claim.page, n, reason)
+                continue
+            finally:
+                log_.infer_seconds += time.monotonic() - started
+            outcome = "no_eos" if result.finish_reason == "length" else "ok"
+            self._close_attempt(
+                key, outcome, finish_reason=result.finish_reason,
+                output_tokens=result.output_tokens,
+            )
+            log_.results.append((prompt_name, result))
+            if result.finish_reason != "length":
+                break
+        return log_
+
+    def _close_attempt(self, key: PageKey, outcome: str, **fields: Any) -> None:
+        attempt_id = self._open_attempts.pop(key, None)
+        if attempt_id is not None:
+            self.ledger.finish_attempt(attempt_id, outcome, **fields)
+
+    # ---- finishing --------------------------------------------------------------------
+
+    def _finish(
+        self,
+        doc: DocumentRow,
+        claim: Claim,
+        rendered: RenderedPage | None,
+        attempts: AttemptLog,
+        claimed_at: float,
+        *,
+        blank: bool = False,
+        queue_seconds: float = 0.0,
+    ) -> None:
+        outcome = self._outcome(doc, claim, rendered, attempts, blank, queue_seconds)
+        stored, assemble = self.ledger.finish_page(self.worker_id, outcome)
+        self.pages_finished += stored
+        record = outcome.record
+        self.on_event(
+            {
+                "kind": "page",
+                "status": outcome.status,
+                "stored": stored,
+                "prompt_tokens": record.get("prompt_tokens", 0),
+                "output_tokens": record.get("output_tokens", 0),
+                "render_seconds": record.get("render_seconds", 0.0),
+                "queue_seconds": record.get("queue_seconds", 0.0),
+                "infer_seconds": record.get("infer_seconds", 0.0),
+                "wall_seconds": time.monotonic() - claimed_at,
+            }
+        )
+        if outcome.status == "failed":
+            log.error("%s page %d failed: %s", doc.source, claim.page, outcome.error)
+        if assemble:
+            self.assemble(doc.doc_id)
+
+    def assemble(self, doc_id: str) -> None:
+        doc = self._document(doc_id)
+        status, error = assemble_document(self.layout, doc, self.ledger.stored_pages(doc_id))
+        self.ledger.finish_document(doc_id, status, error)
+        self.on_event({"kind": "document", "status": status, "source": doc.source})
+        if error:
+            log.error("%s: %s", doc.source, error)
+
+    def _outcome(
+        self,
+        doc: DocumentRow,
+        claim: Claim,
+        rendered: RenderedPage | None,
+        attempts: AttemptLog,
+        blank: bool,
+        queue_seconds: float,
+    ) -> PageOutcome:
+        record: dict[str, Any] = {
+            "engine": self.engine.name,
+            "attempts": claim.attempts + attempts.started,
+            "render_seconds": round(rendered.render_seconds, 4) if rendered else 0.0,
+            "queue_seconds": round(max(0.0, queue_seconds), 4),
+            "infer_seconds": round(attempts.infer_seconds, 4),
+        }
+        if rendered is not None:
+            record.update(
+                width=rendered.width,
+                height=rendered.height,
+                dpi=rendered.effective_dpi,
+                ink_ratio=round(rendered.ink_ratio, 6),
+                scaled_down=rendered.scaled_down,
+            )
+        if blank:
+            record.update(status="blank", text="", quality_flags=["blank"])
+            return PageOutcome(doc.doc_id, claim.page, "blank", "", None, record, 0)
+        chosen = pick_result(attempts.results)
+        if chosen is None:
+            error = "; ".join(attempts.errors) or "no output"
+            record.update(status="failed", text="", error=error, quality_flags=[])
+            return PageOutcome(
+                doc.doc_id, claim.page, "failed", "", None, record, attempts.started, error
+            )
+        prompt_name, result = chosen
+        status = "truncated" if result.finish_reason == "length" else "done"
+        text, figures = self._post_process(doc, claim.page, rendered, result.text)
+        quality = assess(text, finish_reason=result.finish_reason, raw=result.text)
+        record.update(
+            status=status,
+            text=text,
+            prompt=prompt_name,
+            finish_reason=result.finish_reason,
+            prompt_tokens=result.prompt_tokens,
+            output_tokens=result.output_tokens,
+            quality_flags=list(quality.flags),
+            quality=quality.metrics,
+            figures=figures,
+            engine_timings={k: round(v, 4) for k, v in result.timings.items()},
+        )
+        if self.config.mode == "clean":
+            record["raw"] = result.text
+        if attempts.errors:
+            record["attempt_errors"] = attempts.errors
+        return PageOutcome(
+            doc.doc_id, claim.page, status, text, result.text, record, attempts.started
+        )
+
+    def _post_process(
+        self, doc: DocumentRow, page: int, rendered: RenderedPage | None, raw: str
+    ) -> tuple[str, list[str]]:
+        if self.config.mode == "raw":
+            return raw, []
+        layout = self.layout
+        cleaned = clean_page(raw, lambda fig: layout.figure_link(doc.rel, page, fig.index))
+        figures: list[str] = []
+        if cleaned.figures and rendered is not None and rendered.pixels is not None:
+            figures = save_figures(layout, doc.rel, page, rendered.image(), cleaned.figures)
+        return cleaned.markdown, figures

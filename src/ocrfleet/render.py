@@ -1,0 +1,509 @@
+"""Render PDF pages to images in worker processes that run just ahead of the engine.
+
+Pages are rendered one at a time with pypdfium2 (never a whole PDF in memory), at `dpi`,
+scaled down when a page would exceed the pixel cap (page-size bombs). Each render process
+serves requests first-in first-out over a pipe of its own, so when pdfium takes a process
+down the page that did it is known exactly: it is retried once in a fresh process, then
+failed with the reason, and the pages queued behind it are re-sent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import multiprocessing
+import os
+import signal
+import threading
+import time
+from collections import OrderedDict, deque
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection, wait
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from .errors import RenderError
+
+if TYPE_CHECKING:
+    from multiprocessing.process import BaseProcess
+
+    import pypdfium2
+    from PIL import Image
+
+log = logging.getLogger(__name__)
+
+# Luminance under which a pixel counts as ink, for blank-page detection.
+INK_LUMINANCE = 160
+
+
+@dataclass(frozen=True)
+class RenderSettings:
+    dpi: int = 144
+    max_pixels: int = 25_000_000
+    max_side: int = 10_000
+    cache_dir: Path | None = None
+    want_text: bool = False
+    # Name of a preparer (ocrfleet.prepare) that turns the page into engine-ready arrays
+    # inside the render process, off the engine's critical path.
+    prepare: str | None = None
+    keep_pixels: bool = True
+
+
+@dataclass(frozen=True)
+class RenderRequest:
+    doc_id: str
+    path: str
+    page: int  # 1-based
+    source: str = ""
+
+
+@dataclass
+class RenderedPage:
+    doc_id: str
+    page: int
+    width: int
+    height: int
+    stride: int
+    pixels: bytes | None
+    ink_ratio: float
+    scaled_down: bool
+    effective_dpi: float
+    render_seconds: float
+    text_layer: str | None = None
+    arrays: dict[str, np.ndarray] = field(default_factory=dict)
+    from_cache: bool = False
+
+    def image(self) -> Image.Image:
+        """The page as an RGB PIL image (no copy of the pixel buffer where PIL allows)."""
+        from PIL import Image
+
+        if self.pixels is None:
+            raise ValueError("this page was rendered without keeping its pixels")
+        return Image.frombuffer(
+            "RGB", (self.width, self.height), self.pixels, "raw", "RGB", self.stride, 1
+        )
+
+
+@dataclass(frozen=True)
+class _Header:
+    """What a render process sends before the pixel buffer (and any prepared arrays)."""
+
+    ok: bool
+    error: str | None
+    page: RenderedPage | None
+    array_specs: tuple[tuple[str, tuple[int, ...], str], ...] = ()
+    has_pixels: bool = False
+
+
+# ---- rendering one page (used in render processes and by the raw-renderer benchmark) ------
+
+
+class DocumentCache:
+    """A few open PdfDocuments per render process: pages of one PDF arrive in runs."""
+
+    def __init__(self, capacity: int = 4) -> None:
+        self._capacity = capacity
+        self._docs: OrderedDict[str, pypdfium2.PdfDocument] = OrderedDict()
+
+    def get(self, path: str) -> pypdfium2.PdfDocument:
+        import pypdfium2 as pdfium
+
+        if path in self._docs:
+            self._docs.move_to_end(path)
+            return self._docs[path]
+        pdf = pdfium.PdfDocument(path)
+        self._docs[path] = pdf
+        while len(self._docs) > self._capacity:
+            _, old = self._docs.popitem(last=False)
+            old.close()
+        return pdf
+
+    def close(self) -> None:
+        for pdf in self._docs.values():
+            pdf.close()
+        self._docs.clear()
+
+
+def page_scale(width_pt: float, height_pt: float, settings: RenderSettings) -> tuple[float, bool]:
+    """Scale factor from PDF points to pixels, capped so no page becomes a memory bomb."""
+    if not (width_pt > 0 and height_pt > 0) or not math.isfinite(width_pt * height_pt):
+        raise ValueError(f"page has no usable size ({width_pt} x {height_pt} pt)")
+    scale = settings.dpi / 72.0
+    capped = False
+    pixels = width_pt * height_pt * scale * scale
+    if pixels > settings.max_pixels:
+        scale *= math.sqrt(settings.max_pixels / pixels)
+        capped = True
+    longest = max(width_pt, height_pt) * scale
+    if longest > settings.max_side:
+        scale *= settings.max_side / longest
+        capped = True
+    return scale, capped
+
+
+def ink_ratio(rgb: np.ndarray) -> float:
+    """Share of ink pixels, on every second pixel of every second row (marks survive that)."""
+    sub = rgb[::2, ::2]
+    if sub.size == 0:
+        return 0.0
+    lum = sub[..., 0] * 0.299 + sub[..., 1] * 0.587 + sub[..., 2] * 0.114
+    return float(np.count_nonzero(lum < INK_LUMINANCE)) / float(lum.size)
+
+
+def render_page(docs: DocumentCache, req: RenderRequest, settings: RenderSettings) -> RenderedPage:
+    """Render one page; raises RenderError naming the file and page."""
+    started = time.perf_counter()
+    cached = _load_cached(req, settings)
+    if cached is not None:
+        rgb, scaled, dpi = cached
+        text = _text_layer(docs, req) if settings.want_text else None
+        return _rendered(req, rgb, scaled, dpi, started, text, from_cache=True)
+    try:
+        pdf = docs.get(req.path)
+    except Exception as exc:  # pdfium raises PdfiumError; a vanished file raises OSError
+        raise RenderError(req.source or req.path, f"cannot open PDF: {exc}", req.page) from exc
+    try:
+        page = pdf[req.page - 1]
+    except Exception as exc:
+        raise RenderError(req.source or req.path, f"cannot load page: {exc}", req.page) from exc
+    try:
+        width_pt, height_pt = page.get_size()
+        scale, scaled = page_scale(width_pt, height_pt, settings)
+        bitmap = page.render(scale=scale, rev_byteorder=True, draw_annots=True)
+        rgb = np.ascontiguousarray(bitmap.to_numpy()[..., :3])
+        bitmap.close()
+        text = _page_text(page) if settings.want_text else None
+    except Exception as exc:
+        raise RenderError(req.source or req.path, f"cannot render page: {exc}", req.page) from exc
+    finally:
+        page.close()
+    _store_cached(req, settings, rgb, scaled, scale * 72.0)
+    return _rendered(req, rgb, scaled, scale * 72.0, started, text)
+
+
+def _rendered(
+    req: RenderRequest,
+    rgb: np.ndarray,
+    scaled: bool,
+    dpi: float,
+    started: float,
+    text: str | None,
+    *,
+    from_cache: bool = False,
+) -> RenderedPage:
+    height, width = int(rgb.shape[0]), int(rgb.shape[1])
+    return RenderedPage(
+        doc_id=req.doc_id,
+        page=req.page,
+        width=width,
+        height=height,
+        stride=width * 3,
+        pixels=rgb.tobytes(),
+        ink_ratio=ink_ratio(rgb),
+        scaled_down=scaled,
+        effective_dpi=round(dpi, 2),
+        render_seconds=time.perf_counter() - started,
+        text_layer=text,
+        from_cache=from_cache,
+    )
+
+
+def _page_text(page: pypdfium2.PdfPage) -> str:
+    textpage = page.get_textpage()
+    try:
+        text = textpage.get_text_range()
+    finally:
+        textpage.close()
+    lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+    return "\n".join(line.rstrip() for line in lines).strip()
+
+
+def _text_layer(docs: DocumentCache, req: RenderRequest) -> str:
+    try:
+        page = docs.get(req.path)[req.page - 1]
+    except Exception as exc:
+        raise RenderError(req.source or req.path, f"cannot load page: {exc}", req.page) from exc
+    try:
+        return _page_text(page)
+    finally:
+        page.close()
+
+
+def _cache_path(req: RenderRequest, settings: RenderSettings) -> Path | None:
+    if settings.cache_dir is None:
+        return None
+    key = f"p{req.page:05d}-{settings.dpi}dpi-{settings.max_pixels}-{settings.max_side}.png"
+    return settings.cache_dir / req.doc_id[:2] / req.doc_id / key
+
+
+def _load_cached(
+    req: RenderRequest, settings: RenderSettings
+) -> tuple[np.ndarray, bool, float] | None:
+    path = _cache_path(req, settings)
+    if path is None or not path.exists():
+        return None
+    from PIL import Image
+
+    try:
+        with Image.open(path) as img:
+            rgb = np.asarray(img.convert("RGB"))
+            scaled = img.info.get("ocrfleet-scaled") == "1"
+            dpi = float(img.info.get("ocrfleet-dpi", settings.dpi))
+    except Exception:  # a torn cache file is re-rendered, never trusted
+        log.warning("ignoring unreadable image cache file %s", path)
+        return None
+    return rgb, scaled, dpi
+
+
+def _store_cached(
+    req: RenderRequest, settings: RenderSettings, rgb: np.ndarray, scaled: bool, dpi: float
+) -> None:
+    path = _cache_path(req, settings)
+    if path is None:
+        return
+    from PIL import Image, PngImagePlugin
+
+    info = PngImagePlugin.PngInfo()
+    info.add_text("ocrfleet-scaled", "1" if scaled else "0")
+    info.add_text("ocrfleet-dpi", f"{dpi:.3f}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    Image.fromarray(rgb).save(tmp, format="PNG", compress_level=1, pnginfo=info)
+    tmp.replace(path)
+
+
+# ---- the render process -------------------------------------------------------------------
+
+
+def _render_process(conn: Connection, settings: RenderSettings) -> None:
+    """Loop of a render process: requests in, (header, pixels, arrays…) out, in order."""
+    # The parent owns shutdown: a terminal Ctrl-C must not kill renders mid-page.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    docs = DocumentCache()
+    preparer = _load_preparer(settings.prepare)
+    try:
+        while True:
+            try:
+                req = conn.recv()
+            except EOFError:
+                return
+            if req is None:
+                return
+            _serve(conn, docs, req, settings, preparer)
+    finally:
+        docs.close()
+
+
+def _serve(
+    conn: Connection, docs: DocumentCache, req: RenderRequest, settings: RenderSettings,
+    preparer: Any,
+) -> None:
+    try:
+        page = render_page(docs, req, settings)
+        arrays: dict[str, np.ndarray] = preparer(page) if preparer is not None else {}
+    except RenderError as exc:
+        conn.send(_Header(ok=False, error=exc.reason, page=None))
+        return
+    except Exception as exc:  # a bug in a preparer must not stop the render process
+        conn.send(_Header(ok=False, error=f"{type(exc).__name__}: {exc}", page=None))
+        return
+    pixels = page.pixels if settings.keep_pixels else None
+    page.pixels = None
+    specs = tuple((name, tuple(a.shape), str(a.dtype)) for name, a in arrays.items())
+    conn.send(_Header(ok=True, error=None, page=page, array_specs=specs,
+                      has_pixels=pixels is not None))
+    if pixels is not None:
+        conn.send_bytes(pixels)
+    for array in arrays.values():
+        conn.send_bytes(np.ascontiguousarray(array).data)
+
+
+def _load_preparer(name: str | None) -> Any:
+    if name is None:
+        return None
+    from .prepare import load_preparer
+
+    return load_preparer(name)
+
+
+def _receive(conn: Connection) -> _Header:
+    header: _Header = conn.recv()
+    if header.ok and header.page is not None:
+        if header.has_pixels:
+            header.page.pixels = conn.recv_bytes()
+        for name, shape, dtype in header.array_specs:
+            buf = conn.recv_bytes()
+            header.page.arrays[name] = np.frombuffer(buf, dtype=dtype).reshape(shape)
+    return header
+
+
+# ---- the pool (parent side) ---------------------------------------------------------------
+
+
+class RenderCrash(RenderError):
+    """pdfium took the render process down on this page, twice."""
+
+
+@dataclass
+class _Job:
+    req: RenderRequest
+    future: asyncio.Future[RenderedPage]
+    crashes: int = 0
+
+
+@dataclass
+class _Slot:
+    process: BaseProcess
+    conn: Connection
+    jobs: deque[_Job] = field(default_factory=deque)
+
+
+class RenderPool:
+    """N render processes, each with a bounded FIFO of requests; results come back as futures.
+
+    A reader thread receives results and watches for dead processes; the event loop only
+    sends small request objects.
+    """
+
+    def __init__(self, workers: int, settings: RenderSettings, *, per_worker: int = 3) -> None:
+        self.workers = max(1, workers)
+        self.settings = settings
+        self.per_worker = per_worker
+        self._ctx = multiprocessing.get_context("spawn")
+        self._lock = threading.Lock()
+        self._slots: list[_Slot] = []
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._capacity: asyncio.Semaphore | None = None
+        self._reader: threading.Thread | None = None
+        self._closing = threading.Event()
+        self.restarts = 0
+
+    def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._capacity = asyncio.Semaphore(self.workers * self.per_worker)
+        self._slots = [self._spawn() for _ in range(self.workers)]
+        self._reader = threading.Thread(target=self._read_loop, name="render-reader", daemon=True)
+        self._reader.start()
+
+    def _spawn(self) -> _Slot:
+        parent, child = self._ctx.Pipe(duplex=True)
+        process = self._ctx.Process(
+            target=_render_process, args=(child, self.settings), name="ocrfleet-render",
+            daemon=True,
+        )
+        process.start()
+        child.close()
+        return _Slot(process, parent)
+
+    async def render(self, req: RenderRequest) -> RenderedPage:
+        """Render a page in a render process; raises RenderError (with file and page)."""
+        assert self._loop is not None and self._capacity is not None, "start() first"
+        async with self._capacity:
+            future: asyncio.Future[RenderedPage] = self._loop.create_future()
+            with self._lock:
+                slot = min(self._slots, key=lambda s: len(s.jobs))
+                job = _Job(req, future)
+                slot.jobs.append(job)
+                self._send(slot, job)
+            return await future
+
+    def _send(self, slot: _Slot, job: _Job) -> None:
+        try:
+            slot.conn.send(job.req)
+        except (BrokenPipeError, OSError):
+            pass  # the process is dead; the reader thread re-sends its jobs
+
+    def _read_loop(self) -> None:
+        while not self._closing.is_set():
+            with self._lock:
+                waitables: dict[Any, _Slot] = {}
+                for slot in self._slots:
+                    waitables[slot.conn] = slot
+                    waitables[slot.process.sentinel] = slot
+            for ready in wait(list(waitables), timeout=0.2):
+                slot = waitables[ready]
+                if ready is slot.conn:
+                    self._drain(slot)
+                elif not self._closing.is_set():
+                    self._drain(slot)
+                    self._replace(slot)
+
+    def _drain(self, slot: _Slot) -> None:
+        try:
+            while slot.conn.poll():
+                header = _receive(slot.conn)
+                with self._lock:
+                    job = slot.jobs.popleft()
+                self._resolve(job, header)
+        except (EOFError, OSError):
+            return
+
+    def _resolve(self, job: _Job, header: _Header) -> None:
+        assert self._loop is not None
+        if header.ok and header.page is not None:
+            self._settle(job.future, header.page, None)
+        else:
+            err = RenderError(job.req.source or job.req.path, header.error or "?", job.req.page)
+            self._settle(job.future, None, err)
+
+    def _settle(
+        self, future: asyncio.Future[RenderedPage], page: RenderedPage | None,
+        error: BaseException | None,
+    ) -> None:
+        def apply() -> None:
+            if future.done():
+                return
+            if error is not None:
+                future.set_exception(error)
+            elif page is not None:
+                future.set_result(page)
+
+        assert self._loop is not None
+        with contextlib.suppress(RuntimeError):  # loop closed during shutdown
+            self._loop.call_soon_threadsafe(apply)
+
+    def _replace(self, dead: _Slot) -> None:
+        """A render process died: the job at the head of its queue did it."""
+        with self._lock:
+            jobs = list(dead.jobs)
+            dead.conn.close()
+            fresh = self._spawn()
+            self.restarts += 1
+            self._slots[self._slots.index(dead)] = fresh
+            if jobs:
+                culprit = jobs[0]
+                culprit.crashes += 1
+                code = dead.process.exitcode
+                log.warning(
+                    "render process died (exit %s) on %s page %d", code,
+                    culprit.req.source or culprit.req.path, culprit.req.page,
+                )
+                if culprit.crashes >= 2:
+                    jobs.pop(0)
+                    self._settle(culprit.future, None, RenderCrash(
+                        culprit.req.source or culprit.req.path,
+                        f"the PDF renderer crashed on this page (exit code {code}), twice",
+                        culprit.req.page,
+                    ))
+            for job in jobs:
+                fresh.jobs.append(job)
+                self._send(fresh, job)
+
+    def close(self) -> None:
+        self._closing.set()
+        with self._lock:
+            slots = list(self._slots)
+        for slot in slots:
+            with contextlib.suppress(OSError, BrokenPipeError):
+                slot.conn.send(None)
+        for slot in slots:
+            slot.process.join(timeout=5)
+            if slot.process.is_alive():
+                slot.process.kill()
+            slot.conn.close()
+        if self._reader is not None:
+            self._reader.join(timeout=2)

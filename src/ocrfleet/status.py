@@ -1,0 +1,74 @@
+"""`ocrfleet status OUT`: progress of a run, read from its ledger(s) only.
+
+An output directory holds one ledger per shard that wrote to it; the corpus view adds them up.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigError
+from .ledger import DOC_STATUSES, PAGE_STATUSES, Ledger
+
+LEDGER_GLOB = "ocrfleet*.sqlite"
+
+
+def find_ledgers(output_dir: Path) -> list[Path]:
+    ledgers = sorted(output_dir.glob(LEDGER_GLOB))
+    if not ledgers:
+        raise ConfigError(f"no ocrfleet ledger in {output_dir} (expected {LEDGER_GLOB})")
+    return ledgers
+
+
+def collect_status(output_dir: Path) -> dict[str, Any]:
+    documents = dict.fromkeys(DOC_STATUSES, 0)
+    pages = dict.fromkeys(PAGE_STATUSES, 0)
+    in_flight = 0
+    failed: list[dict[str, Any]] = []
+    shards: list[dict[str, Any]] = []
+    for path in find_ledgers(output_dir):
+        try:
+            ledger = Ledger(path)
+        except sqlite3.DatabaseError as exc:
+            raise ConfigError(f"{path} is not a readable ledger: {exc}") from exc
+        try:
+            counts = ledger.counts()
+            shard_failed = ledger.failed_documents()
+        finally:
+            ledger.close()
+        for key, value in counts.documents.items():
+            documents[key] += value
+        for key, value in counts.pages.items():
+            pages[key] += value
+        in_flight += counts.in_flight
+        failed += shard_failed
+        shards.append({"ledger": path.name, **counts.as_dict()})
+    # "assembling" is a moment between the last page and the files: report it as pending.
+    documents["pending"] += documents.pop("assembling")
+    total_pages = sum(pages.values())
+    finished = total_pages - pages["pending"]
+    return {
+        "output_dir": str(output_dir),
+        "documents": documents,
+        "pages": pages,
+        "pages_in_flight": in_flight,
+        "progress": round(finished / total_pages, 4) if total_pages else 1.0,
+        "failed_documents": failed,
+        "shards": shards,
+    }
+
+
+def format_status(status: dict[str, Any]) -> str:
+    docs, pages = status["documents"], status["pages"]
+    lines = [
+        f"{status['output_dir']}: {status['progress'] * 100:.1f}% of pages finished",
+        "documents  " + "  ".join(f"{k} {v}" for k, v in docs.items()),
+        "pages      " + "  ".join(f"{k} {v}" for k, v in pages.items())
+        + f"  (in flight {status['pages_in_flight']})",
+    ]
+    if status["failed_documents"]:
+        lines.append("failed documents:")
+        lines += [f"  {d['source']}: {d['reason']}" for d in status["failed_documents"]]
+    return "\n".join(lines)

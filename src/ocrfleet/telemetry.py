@@ -1,0 +1,99 @@
+"""Run statistics from worker events: the live progress bar and the numbers of the summary."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+from tqdm import tqdm
+
+STAGES = ("render_seconds", "queue_seconds", "infer_seconds")
+
+
+@dataclass
+class RunStats:
+    """Counts what workers report, page by page, for this run only."""
+
+    started: float = field(default_factory=time.monotonic)
+    statuses: Counter[str] = field(default_factory=Counter)
+    documents: Counter[str] = field(default_factory=Counter)
+    prompt_tokens: int = 0
+    output_tokens: int = 0
+    stage_seconds: dict[str, float] = field(default_factory=lambda: dict.fromkeys(STAGES, 0.0))
+    first_page: float | None = None
+    last_page: float | None = None
+
+    def add(self, event: dict[str, Any]) -> None:
+        kind = event.get("kind")
+        if kind == "document":
+            self.documents[str(event.get("status"))] += 1
+        if kind != "page" or not event.get("stored"):
+            return
+        now = time.monotonic()
+        self.first_page = self.first_page or now
+        self.last_page = now
+        self.statuses[str(event.get("status"))] += 1
+        self.prompt_tokens += int(event.get("prompt_tokens") or 0)
+        self.output_tokens += int(event.get("output_tokens") or 0)
+        for stage in STAGES:
+            self.stage_seconds[stage] += float(event.get(stage) or 0.0)
+
+    @property
+    def pages(self) -> int:
+        return sum(self.statuses.values())
+
+    def summary(self) -> dict[str, Any]:
+        wall = time.monotonic() - self.started
+        pages = self.pages
+        ocr_pages = self.statuses["done"] + self.statuses["truncated"]
+        return {
+            "wall_seconds": round(wall, 3),
+            "pages_processed": pages,
+            "pages_by_status": dict(self.statuses),
+            "documents_finished": dict(self.documents),
+            "pages_per_second": round(pages / wall, 4) if wall > 0 else 0.0,
+            "prompt_tokens": self.prompt_tokens,
+            "output_tokens": self.output_tokens,
+            "output_tokens_per_second": round(self.output_tokens / wall, 2) if wall > 0 else 0.0,
+            "seconds_per_page_by_stage": {
+                stage.removesuffix("_seconds"): round(total / ocr_pages, 4) if ocr_pages else 0.0
+                for stage, total in self.stage_seconds.items()
+            },
+        }
+
+
+class Progress:
+    """One bar for the node: pages done of pages to do, pages/s, ETA, per-worker rates."""
+
+    def __init__(self, total: int, done: int, enabled: bool) -> None:
+        self._bar: tqdm[Any] | None = None
+        if enabled:
+            self._bar = tqdm(
+                total=total, initial=done, unit="page", dynamic_ncols=True, smoothing=0.05,
+                file=sys.stderr, desc="ocrfleet",
+            )
+
+    def advance(self, rates: dict[str, float] | None = None) -> None:
+        if self._bar is None:
+            return
+        self._bar.update(1)
+        if rates:
+            self._bar.set_postfix({k: f"{v:.2f}/s" for k, v in rates.items()}, refresh=False)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+
+
+class TqdmLogHandler(logging.Handler):
+    """Log lines that do not tear the progress bar."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            tqdm.write(self.format(record), file=sys.stderr)
+        except Exception:
+            self.handleError(record)

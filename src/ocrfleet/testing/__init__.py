@@ -1,0 +1,1 @@
+"""Test helpers: synthetic DeepSeek-OCR checkpoints that vLLM loads without real weights."""

@@ -1,0 +1,386 @@
+"""Engine worker processes and the supervisor that runs them: one node, one ledger, N engines.
+
+Each worker is a full pipeline consumer (pipeline.PageWorker) with its own engine, pinned to
+its GPU(s) with CUDA_VISIBLE_DEVICES, claiming pages from the shared ledger. The supervisor
+starts them, shows one progress bar, restarts a worker that dies (backoff, capped) after
+handing its in-flight pages back with a crash counted against each, kills a worker whose
+heartbeat stops, and stops them all cleanly on Ctrl-C / SIGTERM (a second one ends at once).
+
+Workers run in their own process group, so a terminal's Ctrl-C reaches only the supervisor,
+which then asks them to stop; if the supervisor is killed they get SIGTERM from the kernel
+(PR_SET_PDEATHSIG) and hand their pages back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import logging
+import multiprocessing
+import os
+import signal
+import socket
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection, wait
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .config import RunConfig
+from .engines import create_engine
+from .errors import EngineDead
+from .ledger import Ledger
+from .pipeline import PageWorker
+
+if TYPE_CHECKING:
+    from multiprocessing.process import BaseProcess
+
+log = logging.getLogger(__name__)
+
+EXIT_OK = 0
+EXIT_ERROR = 1
+EXIT_ENGINE_DEAD = 3
+EXIT_ENGINE_START = 4
+PR_SET_PDEATHSIG = 1
+STOP_GRACE_SECONDS = 60.0
+RESTART_BACKOFF_CAP = 60.0
+# A first vLLM start compiles and captures CUDA graphs: minutes, with the event loop blocked.
+ENGINE_START_GRACE = 1800.0
+
+
+@dataclass(frozen=True)
+class WorkerSpec:
+    slot: int
+    gpus: tuple[int, ...]  # empty: CPU worker
+    render_workers: int
+    memory_fraction: float | None = None
+
+    @property
+    def label(self) -> str:
+        return f"gpu{','.join(map(str, self.gpus))}" if self.gpus else f"cpu{self.slot}"
+
+
+def worker_id(slot: int, pid: int) -> str:
+    return f"{socket.gethostname()}:{pid}:{slot}"
+
+
+def plan_workers(config: RunConfig, cpu_count: int) -> list[WorkerSpec]:
+    """Slots: one engine per GPU (× engines-per-gpu), or --workers CPU workers."""
+    count = config.worker_count
+    render = config.render_workers or max(1, cpu_count // max(1, count))
+    if not config.gpus:
+        return [WorkerSpec(slot, (), render) for slot in range(count)]
+    tp = config.engine.tensor_parallel_size
+    specs: list[WorkerSpec] = []
+    if tp > 1:
+        groups = [config.gpus[i : i + tp] for i in range(0, len(config.gpus), tp)]
+        for slot, group in enumerate(g for g in groups if len(g) == tp):
+            specs.append(WorkerSpec(slot, tuple(group), render))
+        return specs
+    fraction = config.engine.gpu_memory_utilization / config.engines_per_gpu
+    for gpu in config.gpus:
+        for _ in range(config.engines_per_gpu):
+            specs.append(WorkerSpec(len(specs), (gpu,), render, fraction))
+    return specs
+
+
+# ---- the worker process -------------------------------------------------------------------
+
+
+def _die_with_parent() -> None:
+    with contextlib.suppress(Exception):
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+def worker_main(config_json: str, spec: WorkerSpec, conn: Connection, db_path: str) -> None:
+    """Entry point of an engine worker process."""
+    os.setpgrp()
+    _die_with_parent()
+    if spec.gpus:
+        os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(str(g) for g in spec.gpus)
+    config = RunConfig.from_json(config_json)
+    if spec.memory_fraction is not None:
+        from dataclasses import replace
+
+        config = replace(
+            config,
+            engine=replace(config.engine, gpu_memory_utilization=spec.memory_fraction),
+        )
+    _setup_worker_logging(config, spec)
+    me = worker_id(spec.slot, os.getpid())
+    ledger = Ledger(Path(db_path))
+    ledger.register_worker(me, spec.slot, os.getpid(), spec.label, ENGINE_START_GRACE)
+
+    def send(event: dict[str, Any]) -> None:
+        event["slot"] = spec.slot
+        with contextlib.suppress(OSError, BrokenPipeError):
+            conn.send(event)
+
+    engine = create_engine(config.engine)
+    worker = PageWorker(
+        config, ledger, engine, me, render_workers=spec.render_workers, on_event=send
+    )
+    code = asyncio.run(_serve(worker, conn, send))
+    ledger.close()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)  # skip interpreter teardown: engine threads can hang it
+
+
+async def _serve(
+    worker: PageWorker, conn: Connection, send: Callable[[dict[str, Any]], None]
+) -> int:
+    loop = asyncio.get_running_loop()
+    signals = 0
+
+    def on_term() -> None:
+        nonlocal signals
+        signals += 1
+        worker.request_stop(STOP_GRACE_SECONDS if signals == 1 else 0.0)
+
+    def on_control() -> None:
+        try:
+            message = conn.recv()
+        except (EOFError, OSError):
+            loop.remove_reader(conn.fileno())
+            worker.request_stop(0.0)  # the supervisor is gone
+            return
+        if isinstance(message, tuple) and message[0] == "stop":
+            worker.request_stop(float(message[1]))
+
+    loop.add_signal_handler(signal.SIGTERM, on_term)
+    loop.add_signal_handler(signal.SIGINT, on_term)
+    loop.add_reader(conn.fileno(), on_control)
+    send({"kind": "starting"})
+    try:
+        await worker.run()
+    except EngineDead as exc:
+        log.error("engine died: %s", exc)
+        return EXIT_ENGINE_DEAD
+    except Exception as exc:
+        log.exception("worker failed: %s", exc)
+        started = getattr(worker.engine, "started", True)
+        return EXIT_ERROR if started else EXIT_ENGINE_START
+    finally:
+        with contextlib.suppress(Exception):
+            loop.remove_reader(conn.fileno())
+    send({"kind": "finished", "pages": worker.pages_finished})
+    return EXIT_OK
+
+
+def _setup_worker_logging(config: RunConfig, spec: WorkerSpec) -> None:
+    logs = config.output_dir / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(logs / f"worker-{spec.slot}.log", encoding="utf-8")
+    handler.setFormatter(
+        logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+    )
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(config.log_level.upper())
+    # vLLM logs through its own handlers to stdout/stderr, which we redirect to the file too.
+    stream = (logs / f"worker-{spec.slot}.out").open("a", encoding="utf-8", buffering=1)
+    os.dup2(stream.fileno(), 1)
+    os.dup2(stream.fileno(), 2)
+
+
+# ---- the supervisor -----------------------------------------------------------------------
+
+
+@dataclass
+class SlotState:
+    spec: WorkerSpec
+    process: BaseProcess | None = None
+    conn: Connection | None = None
+    worker: str = ""
+    restarts: int = 0
+    restart_at: float | None = None
+    done: bool = False
+    gave_up: bool = False
+    pages: int = 0
+    output_tokens: int = 0
+    first_page_at: float | None = None
+    last_page_at: float | None = None
+
+    def pages_per_second(self) -> float:
+        if self.first_page_at is None or self.last_page_at is None or self.pages < 2:
+            return 0.0
+        span = self.last_page_at - self.first_page_at
+        return (self.pages - 1) / span if span > 0 else 0.0
+
+
+@dataclass
+class SupervisorResult:
+    slots: list[SlotState]
+    interrupted: bool
+    poisoned: list[tuple[str, int]] = field(default_factory=list)
+
+
+class Supervisor:
+    def __init__(
+        self,
+        config: RunConfig,
+        db_path: Path,
+        ledger: Ledger,
+        specs: list[WorkerSpec],
+        on_event: Callable[[dict[str, Any]], None],
+    ) -> None:
+        self.config = config
+        self.db_path = db_path
+        self.ledger = ledger
+        self.slots = [SlotState(spec) for spec in specs]
+        self.on_event = on_event
+        self._ctx = multiprocessing.get_context("spawn")
+        self._stopping = False
+        self._kill = False
+        self._poisoned: list[tuple[str, int]] = []
+
+    @property
+    def stopping(self) -> bool:
+        return self._stopping
+
+    @property
+    def killed(self) -> bool:
+        return self._kill
+
+    def request_stop(self) -> None:
+        """First call: stop claiming, finish in-flight pages. Second: stop now."""
+        if self._stopping:
+            self._kill = True
+            return
+        self._stopping = True
+        for state in self.slots:
+            self._send(state, ("stop", STOP_GRACE_SECONDS))
+
+    def _send(self, state: SlotState, message: object) -> None:
+        if state.conn is not None:
+            with contextlib.suppress(OSError, BrokenPipeError):
+                state.conn.send(message)
+
+    def _start(self, state: SlotState) -> None:
+        parent, child = self._ctx.Pipe(duplex=True)
+        process = self._ctx.Process(
+            target=worker_main,
+            args=(self.config.to_json(), state.spec, child, str(self.db_path)),
+            name=f"ocrfleet-worker-{state.spec.slot}",
+        )
+        process.start()
+        child.close()
+        assert process.pid is not None
+        state.process, state.conn = process, parent
+        state.worker = worker_id(state.spec.slot, process.pid)
+        state.restart_at = None
+        log.info("worker %d (%s) started, pid %d", state.spec.slot, state.spec.label, process.pid)
+
+    def run(self) -> SupervisorResult:
+        for state in self.slots:
+            self._start(state)
+        next_health_check = time.monotonic() + self.config.lease_seconds / 2
+        while not all(s.done or s.gave_up for s in self.slots):
+            if self._kill:
+                self._kill_all()
+                break
+            self._restart_due()
+            waitables: dict[Any, SlotState] = {}
+            for s in self.slots:
+                if s.process is not None and not s.done:
+                    waitables[s.process.sentinel] = s
+                    if s.conn is not None:
+                        waitables[s.conn] = s
+            for ready in wait(list(waitables), timeout=0.5):
+                state = waitables[ready]
+                if ready is state.conn:
+                    self._receive(state)
+                elif state.process is not None and ready == state.process.sentinel:
+                    self._receive(state)
+                    self._exited(state)
+            if time.monotonic() >= next_health_check:
+                self._kill_stale()
+                next_health_check = time.monotonic() + self.config.lease_seconds / 2
+        return SupervisorResult(self.slots, self._stopping, self._poisoned)
+
+    def _receive(self, state: SlotState) -> None:
+        conn = state.conn
+        if conn is None:
+            return
+        try:
+            while conn.poll():
+                event = conn.recv()
+                self._count(state, event)
+                self.on_event(event)
+        except (EOFError, OSError):
+            return
+
+    def _count(self, state: SlotState, event: dict[str, Any]) -> None:
+        if event.get("kind") == "page" and event.get("stored"):
+            now = time.monotonic()
+            state.pages += 1
+            state.output_tokens += int(event.get("output_tokens") or 0)
+            state.first_page_at = state.first_page_at or now
+            state.last_page_at = now
+
+    def _exited(self, state: SlotState) -> None:
+        assert state.process is not None
+        state.process.join(timeout=1)
+        code = state.process.exitcode
+        if state.conn is not None:
+            state.conn.close()
+            state.conn = None
+        state.process = None
+        if code == EXIT_OK:
+            state.done = True
+            return
+        poisoned = self.ledger.reap_worker(state.worker, self.config.max_page_crashes)
+        self._poisoned.extend(poisoned)
+        for doc_id, page in poisoned:
+            log.error("page %d of %s failed as a poison page", page, doc_id)
+            self.on_event({"kind": "page", "status": "failed", "stored": True, "slot": -1})
+        if self._stopping:
+            state.done = True
+            return
+        state.restarts += 1
+        if state.restarts > self.config.max_worker_restarts:
+            log.error(
+                "worker %d (%s) died %d times (last exit %s): giving up on it; see "
+                "%s/logs/worker-%d.out",
+                state.spec.slot, state.spec.label, state.restarts, code,
+                self.config.output_dir, state.spec.slot,
+            )
+            state.gave_up = True
+            return
+        delay = min(RESTART_BACKOFF_CAP, 2.0 ** (state.restarts - 1))
+        log.warning(
+            "worker %d (%s) died (exit %s); restart %d/%d in %.0f s",
+            state.spec.slot, state.spec.label, code, state.restarts,
+            self.config.max_worker_restarts, delay,
+        )
+        state.restart_at = time.monotonic() + delay
+
+    def _restart_due(self) -> None:
+        now = time.monotonic()
+        for state in self.slots:
+            if state.restart_at is not None and now >= state.restart_at and not self._stopping:
+                self._start(state)
+            elif state.restart_at is not None and self._stopping:
+                state.restart_at = None
+                state.done = True
+
+    def _kill_stale(self) -> None:
+        """A worker whose heartbeat stopped (hung engine, blocked loop) is killed and reaped."""
+        stale = set(self.ledger.stale_workers(time.time() - 2 * self.config.lease_seconds))
+        for state in self.slots:
+            if state.worker in stale and state.process is not None and state.process.is_alive():
+                log.error("worker %d stopped heartbeating: killing it", state.spec.slot)
+                state.process.kill()
+
+    def _kill_all(self) -> None:
+        for state in self.slots:
+            if state.process is not None and state.process.is_alive():
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(state.process.pid or 0, signal.SIGKILL)
+                state.process.join(timeout=5)
+            state.done = True

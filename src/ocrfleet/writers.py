@@ -1,0 +1,156 @@
+"""Files a run writes: per-document Markdown, per-page JSON Lines, figure crops, summaries.
+
+Every file is written atomically (a temporary file in the same directory, then rename), so a
+reader never sees half a file and a crash never leaves one. A document's Markdown and JSONL
+are assembled once, from the ledger, when its last page has landed.
+
+    OUT/markdown/<rel>.md                 the document, with explicit page markers
+    OUT/markdown/<rel>_figures/pNNNN_K.jpg figures cropped from the page (clean mode)
+    OUT/pages/<rel>.jsonl                 one JSON record per page, in page order
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
+
+from .postprocess import Figure, pixel_box
+
+if TYPE_CHECKING:
+    from PIL import Image
+
+    from .ledger import DocumentRow, StoredPage
+
+FIGURE_QUALITY = 90
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name[:40]}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+        Path(tmp).replace(path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+@dataclass(frozen=True)
+class OutputLayout:
+    """Where each output of a document goes, mirroring its place in the input tree."""
+
+    root: Path
+
+    def markdown(self, rel: str) -> Path:
+        return self.root / "markdown" / f"{rel}.md"
+
+    def pages(self, rel: str) -> Path:
+        return self.root / "pages" / f"{rel}.jsonl"
+
+    def figures_dir(self, rel: str) -> Path:
+        return self.root / "markdown" / f"{rel}_figures"
+
+    def figure(self, rel: str, page: int, index: int) -> Path:
+        return self.figures_dir(rel) / f"p{page:04d}_{index}.jpg"
+
+    def figure_link(self, rel: str, page: int, index: int) -> str:
+        """Link from the document's Markdown to a figure: relative, percent-encoded."""
+        name = PurePosixPath(rel).name
+        return quote(f"{name}_figures/p{page:04d}_{index}.jpg")
+
+    def summary(self, shard_suffix: str = "") -> Path:
+        return self.root / f"run-summary{shard_suffix}.json"
+
+
+def save_figures(
+    layout: OutputLayout, rel: str, page: int, image: Image.Image, figures: Sequence[Figure]
+) -> list[str]:
+    """Crop each figure box out of the rendered page; returns paths relative to OUT."""
+    saved: list[str] = []
+    for fig in figures:
+        left, top, right, bottom = pixel_box(fig.box, image.width, image.height)
+        crop = image.crop((left, top, right, bottom))
+        target = layout.figure(rel, page, fig.index)
+        buffer = io.BytesIO()
+        crop.save(buffer, format="JPEG", quality=FIGURE_QUALITY)
+        atomic_write_bytes(target, buffer.getvalue())
+        saved.append(str(target.relative_to(layout.root)))
+    return saved
+
+
+def page_marker(page: int, pages: int, status: str, error: str | None) -> str:
+    note = ""
+    if status == "blank":
+        note = ": blank"
+    elif status == "truncated":
+        note = ": truncated (no end of page after every attempt; text kept as produced)"
+    elif status == "failed":
+        note = f": failed: {error or 'unknown error'}"
+    elif status == "pending":
+        note = ": missing"
+    return f"<!-- page {page} / {pages}{note.replace('--', '—')} -->"
+
+
+def document_markdown(pages: int, stored: Sequence[StoredPage]) -> str:
+    parts: list[str] = []
+    for page in stored:
+        parts.append(page_marker(page.page, pages, page.status, page.error))
+        body = (page.text or "").strip()
+        if body and page.status in ("done", "truncated"):
+            parts.append(body)
+    return "\n\n".join(parts) + "\n"
+
+
+def document_records(doc: DocumentRow, stored: Sequence[StoredPage]) -> str:
+    lines: list[str] = []
+    for page in stored:
+        record: dict[str, Any] = dict(page.record or {})
+        # Document-level fields come from the ledger, so every record agrees with it.
+        record.update(
+            doc_id=doc.doc_id,
+            source=doc.source,
+            output=f"{doc.rel}.md",
+            page=page.page,
+            pages=doc.pages,
+            status=page.status,
+        )
+        record.setdefault("text", page.text or "")
+        if page.error:
+            record["error"] = page.error
+        lines.append(json.dumps(record, ensure_ascii=False, sort_keys=True))
+    return "\n".join(lines) + "\n"
+
+
+def document_verdict(stored: Sequence[StoredPage]) -> tuple[str, str | None]:
+    """A document fails when any page failed; truncated pages are flagged, not failures."""
+    failed = [p for p in stored if p.status == "failed"]
+    if not failed:
+        return "done", None
+    first = failed[0]
+    listed = ", ".join(str(p.page) for p in failed[:10]) + ("…" if len(failed) > 10 else "")
+    return "failed", f"{len(failed)} page(s) failed ({listed}); page {first.page}: {first.error}"
+
+
+def assemble_document(
+    layout: OutputLayout, doc: DocumentRow, stored: Sequence[StoredPage]
+) -> tuple[str, str | None]:
+    """Write the document's Markdown and JSONL; returns (status, error) for the ledger."""
+    atomic_write_text(layout.pages(doc.rel), document_records(doc, stored))
+    atomic_write_text(layout.markdown(doc.rel), document_markdown(doc.pages, stored))
+    return document_verdict(stored)
+
+
+def write_json(path: Path, data: dict[str, Any]) -> None:
+    atomic_write_text(path, json.dumps(data, indent=2, ensure_ascii=False, sort_keys=True) + "\n")

@@ -1,0 +1,74 @@
+"""Shared fixtures: sample corpora made on the spot, and a way to run the CLI for real."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ocrfleet.testing import samples
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@dataclass
+class Corpus:
+    root: Path
+    pages: dict[str, int]  # relative output path -> pages
+
+
+@pytest.fixture
+def greek_corpus(tmp_path: Path) -> Corpus:
+    """Born-digital and image-only Greek/English PDFs, with awkward names and nesting."""
+    root = tmp_path / "in"
+    samples.text_pdf(root / "a" / "report.pdf", [samples.paragraph(i) for i in range(3)])
+    samples.image_pdf(root / "b" / "report.pdf", [samples.paragraph(i, False) for i in range(2)])
+    samples.mixed_pdf(
+        root / "Μελέτη με κενά 'και' \"εισαγωγικά\".pdf",
+        [("text", samples.paragraph(1)), ("blank", ""), ("image", samples.paragraph(2))],
+    )
+    return Corpus(
+        root,
+        {"a/report": 3, "b/report": 2, "Μελέτη με κενά 'και' \"εισαγωγικά\"": 3},
+    )
+
+
+def cli_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO / "src"), str(REPO)])
+    env.pop("CUDA_VISIBLE_DEVICES", None)
+    return env
+
+
+def run_cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    """`python -m ocrfleet ARGS` in a real process, as a user would run it."""
+    return subprocess.run(
+        [sys.executable, "-m", "ocrfleet", *args],
+        capture_output=True, text=True, timeout=timeout, env=cli_env(), check=False,
+    )
+
+
+def read_records(out: Path) -> list[dict[str, Any]]:
+    records = []
+    for path in sorted((out / "pages").rglob("*.jsonl")):
+        records += [json.loads(line) for line in path.read_text("utf-8").splitlines() if line]
+    return records
+
+
+def outputs_without_timings(out: Path) -> dict[str, Any]:
+    """Every Markdown file and every page record, minus the fields that time a run."""
+    timing = {"render_seconds", "queue_seconds", "infer_seconds", "engine_timings", "attempts"}
+    markdown = {
+        str(p.relative_to(out)): p.read_text("utf-8") for p in sorted(out.rglob("*.md"))
+    }
+    records = {
+        (r["source"], r["page"]): {k: v for k, v in r.items() if k not in timing}
+        for r in read_records(out)
+    }
+    return {"markdown": markdown, "records": records}

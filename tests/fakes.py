@@ -1,0 +1,86 @@
+"""Scripted engines for failure injection (tests only; the product never uses them).
+
+Selected with `--engine tests.fakes:scripted` (worker processes import it by name) and
+scripted through the engine's extra args: {"script": {"<page>": [behaviour per attempt]}}.
+Behaviours: "ok" (text ending the page), "loop" (no EOS: finish_reason length), "sleep:S"
+(takes S seconds), "figure" (grounded output with an image region and a torn last tag),
+"error" (the engine rejects the page), "crash" (the worker process dies
+at once, like a CUDA fault), "dead" (the engine reports itself dead). Pages not scripted get
+"ok". The text says which page and attempt produced it, so tests can check what was kept.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections import defaultdict
+from typing import Any
+
+from ocrfleet.config import EngineConfig
+from ocrfleet.engines.base import EngineNeeds, OcrRequest, OcrResult
+from ocrfleet.errors import EngineDead, EngineError
+
+
+class ScriptedEngine:
+    name = "scripted"
+
+    def __init__(self, config: EngineConfig) -> None:
+        self.script: dict[str, list[str]] = config.extra_args.get("script", {})
+        self.concurrency = int(config.extra_args.get("concurrency", 4))
+        self.calls: defaultdict[tuple[str, int], int] = defaultdict(int)
+        self.started = False
+
+    @property
+    def needs(self) -> EngineNeeds:
+        return EngineNeeds(image=True, text_layer=True)
+
+    @property
+    def max_concurrency(self) -> int:
+        return self.concurrency
+
+    async def start(self) -> None:
+        self.started = True
+
+    async def ocr(self, request: OcrRequest) -> OcrResult:
+        page = request.page
+        key = (page.doc_id, page.page)
+        self.calls[key] += 1
+        attempt = self.calls[key]
+        plan = self.script.get(str(page.page), [])
+        behaviour = plan[attempt - 1] if attempt <= len(plan) else "ok"
+        base = page.text_layer or f"page {page.page}"
+        text = f"{base}\n\n[{request.prompt_name} attempt {attempt}]"
+        if behaviour.startswith("sleep:"):
+            await asyncio.sleep(float(behaviour.split(":", 1)[1]))
+            return OcrResult(text=text, finish_reason="stop", prompt_tokens=10, output_tokens=5)
+        if behaviour == "loop":
+            looping = text + "\n" + "<td>1</td> same words again " * 200
+            return OcrResult(text=looping, finish_reason="length", prompt_tokens=10,
+                             output_tokens=8192)
+        if behaviour == "figure":
+            grounded = (
+                "<|ref|>title<|/ref|><|det|>[[100, 50, 900, 90]]<|/det|>\n# Τίτλος\n\n"
+                "<|ref|>image<|/ref|><|det|>[[100, 200, 500, 600]]<|/det|>\n\n"
+                "<|ref|>image_caption<|/ref|><|det|>[[100, 610, 500, 640]]<|/det|>\n"
+                "<center>Σχ. 1 \\coloneqq</center>\n\n"
+                "<|ref|>text<|/ref|><|det|>[[100, 700"
+            )
+            return OcrResult(text=grounded, finish_reason="stop", prompt_tokens=10,
+                             output_tokens=60)
+        if behaviour == "error":
+            raise EngineError(f"scripted error on page {page.page}")
+        if behaviour == "crash":
+            os._exit(17)
+        if behaviour == "dead":
+            raise EngineDead("scripted engine death")
+        return OcrResult(text=text, finish_reason="stop", prompt_tokens=10, output_tokens=5)
+
+    async def close(self) -> None:
+        return None
+
+    def describe(self) -> dict[str, Any]:
+        return {"engine": "scripted"}
+
+
+def scripted(config: EngineConfig) -> ScriptedEngine:
+    return ScriptedEngine(config)
