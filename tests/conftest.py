@@ -17,6 +17,19 @@ from ocrfleet.testing import samples
 REPO = Path(__file__).resolve().parent.parent
 
 
+def _vllm_importable() -> bool:
+    try:
+        import vllm  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+# tests/vllm/ needs torch and vLLM: it runs inside the CPU vLLM environment, started by
+# tests/test_vllm_suite.py (scripts/setup_vllm_cpu_env.sh installs that environment).
+collect_ignore_glob = [] if _vllm_importable() else ["vllm/*"]
+
+
 @dataclass
 class Corpus:
     root: Path

@@ -7,6 +7,7 @@ Behaviours: "ok" (text ending the page), "loop" (no EOS: finish_reason length), 
 "error" (the engine rejects the page), "crash" (the worker process dies
 at once, like a CUDA fault), "dead" (the engine reports itself dead). Pages not scripted get
 "ok". The text says which page and attempt produced it, so tests can check what was kept.
+Extra args "delay" (seconds on every page) and "fail_start" (the engine cannot start) too.
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ class ScriptedEngine:
     def __init__(self, config: EngineConfig) -> None:
         self.script: dict[str, list[str]] = config.extra_args.get("script", {})
         self.concurrency = int(config.extra_args.get("concurrency", 4))
+        self.delay = float(config.extra_args.get("delay", 0.0))
+        self.fail_start = bool(config.extra_args.get("fail_start", False))
         self.calls: defaultdict[tuple[str, int], int] = defaultdict(int)
         self.started = False
 
@@ -39,6 +42,8 @@ class ScriptedEngine:
         return self.concurrency
 
     async def start(self) -> None:
+        if self.fail_start:
+            raise RuntimeError("scripted engine cannot start")
         self.started = True
 
     async def ocr(self, request: OcrRequest) -> OcrResult:
@@ -46,6 +51,8 @@ class ScriptedEngine:
         key = (page.doc_id, page.page)
         self.calls[key] += 1
         attempt = self.calls[key]
+        if self.delay:
+            await asyncio.sleep(self.delay)
         plan = self.script.get(str(page.page), [])
         behaviour = plan[attempt - 1] if attempt <= len(plan) else "ok"
         base = page.text_layer or f"page {page.page}"

@@ -118,11 +118,18 @@ def _add_run(sub: Any) -> None:
     vllm.add_argument("--mm-encoder-tp-mode", choices=("weights", "data"))
     vllm.add_argument("--load-format", help="e.g. dummy: random weights (tests, benchmarks)")
     vllm.add_argument("--enforce-eager", action="store_true")
-    vllm.add_argument("--resolution", choices=RESOLUTIONS, default="gundam")
+    vllm.add_argument("--resolution", choices=RESOLUTIONS, default="gundam",
+                      help="DeepSeek-OCR mode: tiny 73, small 111, base 273, large 421 image "
+                      "tokens; gundam 273 + tiles (up to 933)")
+    vllm.add_argument("--preprocess", choices=("render", "vllm"), default="render",
+                      help="render: resize/tile in ocrfleet's render processes (fast); vllm: "
+                      "in vLLM's frontend thread, as the recipe")
     vllm.add_argument("--ngram", choices=("batched", "per-request", "off"), default="batched",
                       help="no-repeat n-gram logits processor")
     vllm.add_argument("--ngram-size", type=int, default=30)
     vllm.add_argument("--ngram-window", type=int, default=90)
+    vllm.add_argument("--ignore-eos", action="store_true",
+                      help="benchmarks only: always decode --max-tokens (random weights)")
     vllm.add_argument("--vllm-arg", type=_vllm_arg, action="append", default=[],
                       metavar="KEY=VALUE", help="any other vLLM engine argument")
 
@@ -159,10 +166,12 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         load_format=args.load_format,
         enforce_eager=args.enforce_eager,
         resolution=args.resolution,
+        preprocess=args.preprocess,
         ngram_impl=args.ngram,
         ngram_size=args.ngram_size,
         ngram_window=args.ngram_window,
         extra_args=dict(args.vllm_arg),
+        ignore_eos=args.ignore_eos,
     )
     gpus: tuple[int, ...] = ()
     if args.engine == "vllm":

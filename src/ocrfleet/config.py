@@ -47,6 +47,10 @@ class EngineConfig:
     load_format: str | None = None
     enforce_eager: bool = False
     resolution: Resolution = "gundam"
+    # "render": DeepSeek's resize/pad/tile in ocrfleet's render processes, uint8 to vLLM,
+    # normalised on the GPU (ocrfleet's plugin). "vllm": vLLM's own processor does it all in
+    # the engine's frontend thread, as the recipe does.
+    preprocess: Literal["render", "vllm"] = "render"
     ngram_impl: NGramImpl = "batched"
     ngram_size: int = 30
     ngram_window: int = 90
@@ -75,6 +79,8 @@ class EngineConfig:
             raise ConfigError("--max-num-seqs must be at least 1")
         if self.resolution not in RESOLUTIONS:
             raise ConfigError(f"--resolution must be one of {', '.join(RESOLUTIONS)}")
+        if self.preprocess not in ("render", "vllm"):
+            raise ConfigError("--preprocess must be render or vllm")
         if self.ngram_size < 0 or self.ngram_window < self.ngram_size:
             raise ConfigError("--ngram-window must be at least --ngram-size")
 

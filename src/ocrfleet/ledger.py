@@ -565,6 +565,11 @@ class Ledger:
             self._db.execute("SELECT COUNT(*) FROM pages WHERE status='pending'").fetchone()[0]
         )
 
+    def live_workers(self) -> list[tuple[str, int]]:
+        """Workers not recorded as stopped: (worker id, pid)."""
+        rows = self._db.execute("SELECT worker, pid FROM workers WHERE stopped_at IS NULL")
+        return [(r[0], int(r[1] or 0)) for r in rows]
+
     def stale_workers(self, older_than: float) -> list[str]:
         rows = self._db.execute(
             "SELECT worker FROM workers WHERE stopped_at IS NULL AND heartbeat_at < ?",

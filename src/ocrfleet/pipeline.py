@@ -120,6 +120,8 @@ class PageWorker:
             self.engine.max_concurrency + 2 * self.render_workers
         )
         self.pool.start()
+        self.on_event({"kind": "engine_ready", "capacity": self.capacity,
+                       "engine": self.engine.describe()})
         heartbeat = asyncio.create_task(self._heartbeat())
         try:
             await self._feed()

@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import signal
+import socket
 import time
 import uuid
 from collections.abc import Iterator
@@ -100,6 +101,7 @@ def _run_locked(config: RunConfig, suffix: str) -> RunResult:
     layout = OutputLayout(config.output_dir)
     run_id = time.strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:8]
     try:
+        _wait_for_orphans(ledger)
         released = ledger.recover_interrupted()
         if released:
             log.info("resuming: %d page(s) a previous run left in flight go back in the queue",
@@ -185,6 +187,17 @@ def _supervise(
         for s in result.slots
     ]
     return result.interrupted, supervisor.killed, slots
+
+
+def _wait_for_orphans(ledger: Ledger, timeout: float = 30.0) -> None:
+    """Workers of a supervisor that was killed hand their pages back within moments (they get
+    SIGTERM from the kernel); give them that moment before taking the pages over."""
+    host = socket.gethostname()
+    pids = [pid for worker, pid in ledger.live_workers() if worker.startswith(f"{host}:")]
+    deadline = time.monotonic() + timeout
+    for pid in pids:
+        while pid > 0 and Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
 
 
 def _warn_changed_options(previous: str | None, config: RunConfig) -> None:

@@ -26,9 +26,15 @@ class RunStats:
     stage_seconds: dict[str, float] = field(default_factory=lambda: dict.fromkeys(STAGES, 0.0))
     first_page: float | None = None
     last_page: float | None = None
+    engine_ready: float | None = None
+    engines: list[dict[str, Any]] = field(default_factory=list)
 
     def add(self, event: dict[str, Any]) -> None:
         kind = event.get("kind")
+        if kind == "engine_ready":
+            self.engine_ready = self.engine_ready or time.monotonic()
+            if not self.engines:
+                self.engines.append(event.get("engine") or {})
         if kind == "document":
             self.documents[str(event.get("status"))] += 1
         if kind != "page" or not event.get("stored"):
@@ -50,8 +56,15 @@ class RunStats:
         wall = time.monotonic() - self.started
         pages = self.pages
         ocr_pages = self.statuses["done"] + self.statuses["truncated"]
+        # Throughput once the first engine was ready: what the GPU work itself sustained,
+        # engine start-up (minutes on a first vLLM start) left out.
+        busy = (self.last_page - self.engine_ready) if self.engine_ready and self.last_page else 0
         return {
             "wall_seconds": round(wall, 3),
+            "engine_start_seconds": round(self.engine_ready - self.started, 3)
+            if self.engine_ready else None,
+            "pages_per_second_after_engine_start": round(pages / busy, 4) if busy > 0 else None,
+            "engine": self.engines[0] if self.engines else None,
             "pages_processed": pages,
             "pages_by_status": dict(self.statuses),
             "documents_finished": dict(self.documents),

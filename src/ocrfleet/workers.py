@@ -135,12 +135,12 @@ async def _serve(
     worker: PageWorker, conn: Connection, send: Callable[[dict[str, Any]], None]
 ) -> int:
     loop = asyncio.get_running_loop()
-    signals = 0
 
     def on_term() -> None:
-        nonlocal signals
-        signals += 1
-        worker.request_stop(STOP_GRACE_SECONDS if signals == 1 else 0.0)
+        # Workers live in their own process group: SIGTERM comes from the kernel when the
+        # supervisor died (PR_SET_PDEATHSIG) or from someone who wants this worker gone.
+        # Either way, hand the pages back now; graceful stops arrive as control messages.
+        worker.request_stop(0.0)
 
     def on_control() -> None:
         try:

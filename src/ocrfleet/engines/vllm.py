@@ -15,6 +15,7 @@ from typing import Any
 
 from ..config import EngineConfig
 from ..errors import EngineDead, EngineError
+from ..vllm_plugin.modes import engine_overrides
 from .base import EngineNeeds, OcrRequest, OcrResult
 
 log = logging.getLogger(__name__)
@@ -22,6 +23,11 @@ log = logging.getLogger(__name__)
 RECIPE_PROCESSOR = "vllm.model_executor.models.deepseek_ocr:NGramPerReqLogitsProcessor"
 BATCHED_PROCESSOR = "ocrfleet.vllm_plugin.ngram:BatchedNGramLogitsProcessor"
 # vLLM resolves logits processors given as "module:Class" strings in every engine process.
+
+
+def uses_plugin(config: EngineConfig) -> bool:
+    """ocrfleet's model variant serves packed pages and the four extra resolution modes."""
+    return config.preprocess == "render" or config.resolution != "gundam"
 
 
 def logits_processors(config: EngineConfig) -> list[str]:
@@ -66,9 +72,7 @@ def engine_kwargs(config: EngineConfig) -> dict[str, Any]:
     # falls back to weights itself, so the option is passed through unchanged.
     if config.mm_encoder_tp_mode:
         kwargs["mm_encoder_tp_mode"] = config.mm_encoder_tp_mode
-    if config.resolution != "gundam":
-        from ..vllm_plugin.modes import engine_overrides
-
+    if uses_plugin(config):
         kwargs.update(engine_overrides(config.resolution))
     kwargs.update(config.extra_args)
     return kwargs
@@ -100,7 +104,10 @@ class VllmEngine:
 
     @property
     def needs(self) -> EngineNeeds:
-        return EngineNeeds(image=True, text_layer=False)
+        prepare = None
+        if self.config.preprocess == "render":
+            prepare = f"deepseek-ocr:{self.config.resolution}"
+        return EngineNeeds(image=True, text_layer=False, prepare=prepare)
 
     @property
     def max_concurrency(self) -> int:
@@ -113,6 +120,12 @@ class VllmEngine:
         from vllm.usage.usage_lib import UsageContext
         from vllm.v1.engine.async_llm import AsyncLLM
 
+        if uses_plugin(self.config):
+            # The entry point registers it in vLLM's own processes; this covers ours even
+            # when ocrfleet runs from a source tree without installed metadata.
+            from ..vllm_plugin import register
+
+            register()
         kwargs = engine_kwargs(self.config)
         log.info("starting vLLM %s engine: %s", vllm.__version__, kwargs)
         began = time.monotonic()
@@ -132,7 +145,7 @@ class VllmEngine:
     async def ocr(self, request: OcrRequest) -> OcrResult:
         from vllm.v1.engine.exceptions import EngineDeadError
 
-        prompt = {"prompt": request.prompt, "multi_modal_data": {"image": request.page.image()}}
+        prompt = vllm_prompt(request, self.config.resolution)
         params = sampling_params(self.config, request.max_tokens)
         request_id = f"{request.request_id}-{uuid.uuid4().hex[:8]}"
         submitted = time.monotonic()
@@ -166,6 +179,22 @@ class VllmEngine:
 
     def describe(self) -> dict[str, Any]:
         return {"engine": "vllm", **self._versions, "settings": engine_kwargs(self.config)}
+
+
+def vllm_prompt(request: OcrRequest, resolution: str) -> dict[str, Any]:
+    """The page as vLLM input: a packed page when a render process prepared one."""
+    page = request.page
+    packed = page.arrays.get("packed")
+    if packed is None:
+        return {"prompt": request.prompt, "multi_modal_data": {"image": page.image()}}
+    # A content-derived id instead of hashing 10 MB of pixels per page; vLLM keys its
+    # encoder cache on it, so it must differ whenever the pixels do.
+    uuid_ = f"ocrfleet-{page.doc_id}-p{page.page}-{resolution}-{page.effective_dpi}"
+    return {
+        "prompt": request.prompt,
+        "multi_modal_data": {"image": packed},
+        "multi_modal_uuids": {"image": [uuid_]},
+    }
 
 
 def request_timings(output: Any, submitted: float) -> dict[str, float]:

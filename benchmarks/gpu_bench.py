@@ -1,0 +1,288 @@
+"""GPU benchmark: vLLM's DeepSeek-OCR recipe against ocrfleet's pipeline on the same pages.
+
+Synthetic full-size checkpoint, dummy weights, fixed output length (ignore_eos, max_tokens):
+the engine's real cost per page at that length (OCR quality cannot be measured this way).
+
+    python benchmarks/gpu_bench.py recipe   --pdf pages.pdf --model CKPT --tokens 512 --json a.json
+    python benchmarks/gpu_bench.py ocrfleet --pdf pages.pdf --model CKPT --tokens 512 --json b.json \
+        [-- any extra `ocrfleet run` options, e.g. --engines-per-gpu 2 --kv-cache-dtype auto]
+    python benchmarks/gpu_bench.py combine a.json b.json --out benchmarks/results/x.json
+
+recipe: as users write it (vLLM's docs): every page rendered first (pypdfium2, 144 dpi), then
+one LLM.generate with the recipe settings (NGramPerReqLogitsProcessor, no prefix caching, no
+mm processor cache, greedy). Its pages/s counts generate() only (rendering and engine start
+excluded), which favours the recipe. ocrfleet: `ocrfleet run` on the PDF; pages/s from the
+first engine ready to the last page (engine start excluded, rendering overlapped inside).
+GPU busy: NVML utilisation sampled every 100 ms over the measured window.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+PROMPT = "<image>\n<|grounding|>Convert the document to markdown."
+NGRAM = {"ngram_size": 30, "window_size": 90, "whitelist_token_ids": [128821, 128822]}
+
+
+class GpuSampler:
+    """NVML utilisation of the visible GPUs, every 100 ms, with timestamps."""
+
+    def __init__(self) -> None:
+        self.samples: list[tuple[float, float]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        try:
+            import pynvml
+
+            pynvml.nvmlInit()
+            visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+            ids = [int(x) for x in visible.split(",")] if visible else list(
+                range(pynvml.nvmlDeviceGetCount()))
+            handles = [pynvml.nvmlDeviceGetHandleByIndex(i) for i in ids]
+        except Exception as exc:  # no NVML: report no busy figure rather than a wrong one
+            print(f"gpu sampler unavailable: {exc}", file=sys.stderr)
+            return
+        while not self._stop.is_set():
+            utils = [pynvml.nvmlDeviceGetUtilizationRates(h).gpu for h in handles]
+            self.samples.append((time.monotonic(), sum(utils) / len(utils)))
+            time.sleep(0.1)
+
+    def start(self) -> GpuSampler:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def busy(self, begin: float, end: float) -> float | None:
+        window = [u for t, u in self.samples if begin <= t <= end]
+        return round(statistics.fmean(window) / 100, 4) if window else None
+
+
+def versions() -> dict[str, Any]:
+    info: dict[str, Any] = {}
+    try:
+        import torch
+        import vllm
+
+        info = {"vllm": vllm.__version__, "torch": torch.__version__}
+        if torch.cuda.is_available():
+            info["gpu"] = torch.cuda.get_device_name(0)
+            info["gpu_count_visible"] = torch.cuda.device_count()
+    except Exception as exc:
+        info["error"] = str(exc)
+    try:
+        info["driver"] = subprocess.run(
+            ["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+            capture_output=True, text=True, check=False).stdout.splitlines()[0]
+    except (OSError, IndexError):
+        pass
+    return info
+
+
+def render_all(pdf: Path, pages: int, dpi: int = 144) -> list[Any]:
+    import pypdfium2 as pdfium
+
+    doc = pdfium.PdfDocument(str(pdf))
+    images = []
+    for i in range(min(pages, len(doc))):
+        page = doc[i]
+        images.append(page.render(scale=dpi / 72, rev_byteorder=True).to_pil().convert("RGB"))
+        page.close()
+    return images
+
+
+def mean(values: list[float]) -> float | None:
+    return round(statistics.fmean(values), 5) if values else None
+
+
+def run_recipe(args: argparse.Namespace) -> dict[str, Any]:
+    from vllm import LLM, SamplingParams
+    from vllm.model_executor.models.deepseek_ocr import NGramPerReqLogitsProcessor
+
+    began = time.perf_counter()
+    images = render_all(args.pdf, args.pages)
+    render_seconds = time.perf_counter() - began
+    engine_kwargs: dict[str, Any] = {
+        "model": str(args.model), "load_format": "dummy", "enable_prefix_caching": False,
+        "mm_processor_cache_gb": 0, "logits_processors": [NGramPerReqLogitsProcessor],
+        "kv_cache_dtype": args.kv_cache_dtype, "gpu_memory_utilization": args.gpu_memory,
+        "max_model_len": 8192, "disable_log_stats": False,
+    }
+    if args.quantization:
+        engine_kwargs["quantization"] = args.quantization
+    started = time.perf_counter()
+    llm = LLM(**engine_kwargs)
+    engine_start = time.perf_counter() - started
+    params = SamplingParams(temperature=0.0, max_tokens=args.tokens, ignore_eos=True,
+                            skip_special_tokens=False, extra_args=dict(NGRAM))
+    inputs = [{"prompt": PROMPT, "multi_modal_data": {"image": img}} for img in images]
+    llm.generate(inputs[:8], params, use_tqdm=False)  # warm-up, not timed
+    sampler = GpuSampler().start()
+    t0 = time.monotonic()
+    outputs = llm.generate(inputs, params, use_tqdm=False)
+    t1 = time.monotonic()
+    sampler.stop()
+    seconds = t1 - t0
+    output_tokens = sum(len(o.outputs[0].token_ids) for o in outputs)
+    prompt_tokens = [len(o.prompt_token_ids or ()) for o in outputs]
+    stats = [o.metrics for o in outputs if getattr(o, "metrics", None) is not None]
+    return {
+        "variant": "recipe",
+        "settings": {k: str(v) for k, v in engine_kwargs.items()},
+        "pages": len(outputs),
+        "output_tokens_per_page": args.tokens,
+        "prompt_tokens_per_page": mean([float(p) for p in prompt_tokens]),
+        "render_seconds_before_generate": round(render_seconds, 3),
+        "engine_start_seconds": round(engine_start, 3),
+        "generate_seconds": round(seconds, 3),
+        "pages_per_second": round(len(outputs) / seconds, 4),
+        "pages_per_second_with_rendering": round(len(outputs) / (seconds + render_seconds), 4),
+        "output_tokens_per_second": round(output_tokens / seconds, 1),
+        "gpu_busy": sampler.busy(t0, t1),
+        "seconds_per_page": {
+            "engine_queue": mean([s.scheduled_ts - s.queued_ts for s in stats]),
+            "prefill": mean([s.first_token_ts - s.scheduled_ts for s in stats]),
+            "decode": mean([s.last_token_ts - s.first_token_ts for s in stats]),
+        },
+        "frontend_preprocess_ms_per_page_one_core": preprocess_cost(llm, images[:16]),
+    }
+
+
+def preprocess_cost(llm: Any, images: list[Any]) -> float | None:
+    """vLLM's DeepseekOCRProcessor alone on one core: the frontend cost the recipe pays."""
+    try:
+        from vllm.transformers_utils.processors.deepseek_ocr import DeepseekOCRProcessor
+
+        tokenizer = llm.get_tokenizer()
+        processor = DeepseekOCRProcessor(tokenizer, image_size=640, base_size=1024,
+                                         strategy="v1")
+        processor(prompt=PROMPT, images=[images[0]], crop_mode=True)
+        began = time.perf_counter()
+        for image in images:
+            processor(prompt=PROMPT, images=[image], crop_mode=True)
+        return round((time.perf_counter() - began) * 1000 / len(images), 2)
+    except Exception as exc:
+        print(f"preprocess timing failed: {exc}", file=sys.stderr)
+        return None
+
+
+def run_ocrfleet(args: argparse.Namespace, extra: list[str]) -> dict[str, Any]:
+    out = Path(args.work) / f"ocrfleet-{os.getpid()}-{int(time.time())}"
+    cmd = [sys.executable, "-m", "ocrfleet", "run", str(args.pdf), "-o", str(out),
+           "--engine", "vllm", "--model", str(args.model), "--load-format", "dummy",
+           "--max-tokens", str(args.tokens), "--ignore-eos", "--max-attempts", "1",
+           "--kv-cache-dtype", args.kv_cache_dtype, "--gpu-memory-utilization",
+           str(args.gpu_memory), "--no-progress", "--log-level", "INFO", *extra]
+    if args.quantization:
+        cmd += ["--quantization", args.quantization]
+    sampler = GpuSampler().start()
+    began = time.monotonic()
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    ended = time.monotonic()
+    sampler.stop()
+    if proc.returncode != 0:
+        raise RuntimeError(f"ocrfleet run failed ({proc.returncode}):\n{proc.stderr[-5000:]}")
+    summary = json.loads((out / "run-summary.json").read_text("utf-8"))
+    run = summary["this_run"]
+    engine_ready = began + (run["engine_start_seconds"] or 0.0)
+    records = [json.loads(line) for path in (out / "pages").rglob("*.jsonl")
+               for line in path.read_text("utf-8").splitlines() if line]
+    timings = [r.get("engine_timings") or {} for r in records]
+    pages = run["pages_processed"]
+    rate = run["pages_per_second_after_engine_start"]
+    return {
+        "variant": "ocrfleet",
+        "command": cmd,
+        "pages": pages,
+        "output_tokens_per_page": args.tokens,
+        "prompt_tokens_per_page": mean([float(r.get("prompt_tokens") or 0) for r in records]),
+        "engine_start_seconds": run["engine_start_seconds"],
+        "wall_seconds": run["wall_seconds"],
+        "pages_per_second": rate,
+        "output_tokens_per_second": round(run["output_tokens"] * rate / pages, 1)
+        if rate else None,
+        "gpu_busy": sampler.busy(engine_ready, ended),
+        "seconds_per_page": {
+            stage: mean([t[stage] for t in timings if stage in t])
+            for stage in ("preprocess", "engine_queue", "prefill", "decode")
+        },
+        "seconds_per_page_by_pipeline_stage": run["seconds_per_page_by_stage"],
+        "workers": summary["workers"],
+        "statuses": summary["pages"],
+    }
+
+
+def combine(paths: list[Path], out: Path, name: str) -> dict[str, Any]:
+    parts = [json.loads(p.read_text("utf-8")) for p in paths]
+    recipe = next((p for p in parts if p["variant"] == "recipe"), None)
+    result: dict[str, Any] = {
+        "benchmark": name,
+        "date": time.strftime("%Y-%m-%d"),
+        **{k: parts[0]["versions"][k] for k in parts[0]["versions"]},
+        "pages": parts[0]["result"]["pages"],
+        "output_tokens": parts[0]["result"]["output_tokens_per_page"],
+    }
+    for part in parts:
+        label = part["label"]
+        result[label] = part["result"]
+        if recipe and part["variant"] == "ocrfleet" and result[label]["pages_per_second"]:
+            result[label]["speedup_vs_recipe"] = round(
+                result[label]["pages_per_second"] / recipe["result"]["pages_per_second"], 3)
+    if recipe:
+        best = max((p for p in parts if p["variant"] == "ocrfleet"),
+                   key=lambda p: p["result"]["pages_per_second"] or 0, default=None)
+        if best is not None:
+            result["speedup_vs_recipe"] = result[best["label"]]["speedup_vs_recipe"]
+            result["best_ocrfleet"] = best["label"]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name in ("recipe", "ocrfleet"):
+        p = sub.add_parser(name)
+        p.add_argument("--pdf", type=Path, required=True)
+        p.add_argument("--model", type=Path, required=True)
+        p.add_argument("--pages", type=int, default=512)
+        p.add_argument("--tokens", type=int, default=512)
+        p.add_argument("--kv-cache-dtype", default="auto")
+        p.add_argument("--quantization", default=None)
+        p.add_argument("--gpu-memory", type=float, default=0.9)
+        p.add_argument("--label", default=name)
+        p.add_argument("--work", default="/tmp/ocrfleet-bench")
+        p.add_argument("--json", type=Path, required=True)
+    c = sub.add_parser("combine")
+    c.add_argument("parts", nargs="+", type=Path)
+    c.add_argument("--out", type=Path, required=True)
+    c.add_argument("--name", default="recipe vs ocrfleet")
+    args, extra = parser.parse_known_args()
+    if args.command == "combine":
+        print(json.dumps(combine(args.parts, args.out, args.name), indent=2))
+        return
+    result = run_recipe(args) if args.command == "recipe" else run_ocrfleet(args, extra)
+    payload = {"variant": args.command, "label": args.label, "versions": versions(),
+               "result": result}
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
+    print(json.dumps(payload["result"], indent=2))
+
+
+if __name__ == "__main__":
+    main()
