@@ -3,9 +3,9 @@
 Synthetic full-size checkpoint, dummy weights, fixed output length (ignore_eos, max_tokens):
 the engine's real cost per page at that length (OCR quality cannot be measured this way).
 
-    python benchmarks/gpu_bench.py recipe   --pdf pages.pdf --model CKPT --tokens 512 --json a.json
-    python benchmarks/gpu_bench.py ocrfleet --pdf pages.pdf --model CKPT --tokens 512 --json b.json \
-        [-- any extra `ocrfleet run` options, e.g. --engines-per-gpu 2 --kv-cache-dtype auto]
+    gpu_bench.py recipe   --pdf pages.pdf --model CKPT --tokens 512 --json a.json
+    gpu_bench.py ocrfleet --pdf pages.pdf --model CKPT --tokens 512 --json b.json \
+        [any extra `ocrfleet run` options, e.g. --engines-per-gpu 2]
     python benchmarks/gpu_bench.py combine a.json b.json --out benchmarks/results/x.json
 
 recipe: as users write it (vLLM's docs): every page rendered first (pypdfium2, 144 dpi), then
@@ -19,6 +19,7 @@ GPU busy: NVML utilisation sampled every 100 ms over the measured window.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import statistics
@@ -47,8 +48,11 @@ class GpuSampler:
 
             pynvml.nvmlInit()
             visible = os.environ.get("CUDA_VISIBLE_DEVICES")
-            ids = [int(x) for x in visible.split(",")] if visible else list(
-                range(pynvml.nvmlDeviceGetCount()))
+            ids = (
+                [int(x) for x in visible.split(",")]
+                if visible
+                else list(range(pynvml.nvmlDeviceGetCount()))
+            )
             handles = [pynvml.nvmlDeviceGetHandleByIndex(i) for i in ids]
         except Exception as exc:  # no NVML: report no busy figure rather than a wrong one
             print(f"gpu sampler unavailable: {exc}", file=sys.stderr)
@@ -75,6 +79,7 @@ def versions() -> dict[str, Any]:
     info: dict[str, Any] = {}
     try:
         import torch
+
         import vllm
 
         info = {"vllm": vllm.__version__, "torch": torch.__version__}
@@ -83,12 +88,13 @@ def versions() -> dict[str, Any]:
             info["gpu_count_visible"] = torch.cuda.device_count()
     except Exception as exc:
         info["error"] = str(exc)
-    try:
+    with contextlib.suppress(OSError, IndexError):
         info["driver"] = subprocess.run(
             ["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
-            capture_output=True, text=True, check=False).stdout.splitlines()[0]
-    except (OSError, IndexError):
-        pass
+            capture_output=True,
+            text=True,
+            check=False,
+        ).stdout.splitlines()[0]
     return info
 
 
@@ -104,30 +110,60 @@ def render_all(pdf: Path, pages: int, dpi: int = 144) -> list[Any]:
     return images
 
 
+# Engine arguments that `ocrfleet run` takes as options of its own.
+OCRFLEET_FLAGS = {"dtype": "--dtype", "enforce_eager": "--enforce-eager",
+                  "max_model_len": "--max-model-len", "max_num_seqs": "--max-num-seqs"}
+
+
+def engine_args(pairs: list[str]) -> dict[str, Any]:
+    """--engine-arg KEY=VALUE (VALUE as JSON when it parses): the same extra engine settings
+    for both variants, e.g. the CPU settings when checking this script on a CPU machine."""
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        key, _, raw = pair.partition("=")
+        try:
+            out[key] = json.loads(raw)
+        except json.JSONDecodeError:
+            out[key] = raw
+    return out
+
+
 def mean(values: list[float]) -> float | None:
     return round(statistics.fmean(values), 5) if values else None
 
 
 def run_recipe(args: argparse.Namespace) -> dict[str, Any]:
-    from vllm import LLM, SamplingParams
     from vllm.model_executor.models.deepseek_ocr import NGramPerReqLogitsProcessor
+
+    from vllm import LLM, SamplingParams
 
     began = time.perf_counter()
     images = render_all(args.pdf, args.pages)
     render_seconds = time.perf_counter() - began
     engine_kwargs: dict[str, Any] = {
-        "model": str(args.model), "load_format": "dummy", "enable_prefix_caching": False,
-        "mm_processor_cache_gb": 0, "logits_processors": [NGramPerReqLogitsProcessor],
-        "kv_cache_dtype": args.kv_cache_dtype, "gpu_memory_utilization": args.gpu_memory,
-        "max_model_len": 8192, "disable_log_stats": False,
+        "model": str(args.model),
+        "load_format": "dummy",
+        "enable_prefix_caching": False,
+        "mm_processor_cache_gb": 0,
+        "logits_processors": [NGramPerReqLogitsProcessor],
+        "kv_cache_dtype": args.kv_cache_dtype,
+        "gpu_memory_utilization": args.gpu_memory,
+        "max_model_len": 8192,
+        "disable_log_stats": False,
     }
     if args.quantization:
         engine_kwargs["quantization"] = args.quantization
+    engine_kwargs.update(engine_args(args.engine_arg))
     started = time.perf_counter()
     llm = LLM(**engine_kwargs)
     engine_start = time.perf_counter() - started
-    params = SamplingParams(temperature=0.0, max_tokens=args.tokens, ignore_eos=True,
-                            skip_special_tokens=False, extra_args=dict(NGRAM))
+    params = SamplingParams(
+        temperature=0.0,
+        max_tokens=args.tokens,
+        ignore_eos=True,
+        skip_special_tokens=False,
+        extra_args=dict(NGRAM),
+    )
     inputs = [{"prompt": PROMPT, "multi_modal_data": {"image": img}} for img in images]
     llm.generate(inputs[:8], params, use_tqdm=False)  # warm-up, not timed
     sampler = GpuSampler().start()
@@ -167,8 +203,7 @@ def preprocess_cost(llm: Any, images: list[Any]) -> float | None:
         from vllm.transformers_utils.processors.deepseek_ocr import DeepseekOCRProcessor
 
         tokenizer = llm.get_tokenizer()
-        processor = DeepseekOCRProcessor(tokenizer, image_size=640, base_size=1024,
-                                         strategy="v1")
+        processor = DeepseekOCRProcessor(tokenizer, image_size=640, base_size=1024, strategy="v1")
         processor(prompt=PROMPT, images=[images[0]], crop_mode=True)
         began = time.perf_counter()
         for image in images:
@@ -179,15 +214,62 @@ def preprocess_cost(llm: Any, images: list[Any]) -> float | None:
         return None
 
 
+def first_pages(pdf: Path, pages: int, work: Path) -> Path:
+    """A copy of the PDF's first N pages, so ocrfleet processes exactly the recipe's pages."""
+    import pypdfium2 as pdfium
+
+    source = pdfium.PdfDocument(str(pdf))
+    if len(source) <= pages:
+        return pdf
+    subset = pdfium.PdfDocument.new()
+    subset.import_pages(source, list(range(pages)))
+    work.mkdir(parents=True, exist_ok=True)
+    target = work / f"{pdf.stem}-first-{pages}.pdf"
+    subset.save(str(target))
+    return target
+
+
 def run_ocrfleet(args: argparse.Namespace, extra: list[str]) -> dict[str, Any]:
-    out = Path(args.work) / f"ocrfleet-{os.getpid()}-{int(time.time())}"
-    cmd = [sys.executable, "-m", "ocrfleet", "run", str(args.pdf), "-o", str(out),
-           "--engine", "vllm", "--model", str(args.model), "--load-format", "dummy",
-           "--max-tokens", str(args.tokens), "--ignore-eos", "--max-attempts", "1",
-           "--kv-cache-dtype", args.kv_cache_dtype, "--gpu-memory-utilization",
-           str(args.gpu_memory), "--no-progress", "--log-level", "INFO", *extra]
+    work = Path(args.work) / f"ocrfleet-{os.getpid()}-{int(time.time())}"
+    out = work / "run"
+    cmd = [
+        sys.executable,
+        "-m",
+        "ocrfleet",
+        "run",
+        str(first_pages(args.pdf, args.pages, work)),
+        "-o",
+        str(out),
+        "--engine",
+        "vllm",
+        "--model",
+        str(args.model),
+        "--load-format",
+        "dummy",
+        "--max-tokens",
+        str(args.tokens),
+        "--ignore-eos",
+        "--max-attempts",
+        "1",
+        "--kv-cache-dtype",
+        args.kv_cache_dtype,
+        "--gpu-memory-utilization",
+        str(args.gpu_memory),
+        "--no-progress",
+        "--log-level",
+        "INFO",
+        *extra,
+    ]
     if args.quantization:
         cmd += ["--quantization", args.quantization]
+    for key, value in engine_args(args.engine_arg).items():
+        flag = OCRFLEET_FLAGS.get(key)
+        if flag is None:
+            cmd += ["--vllm-arg", f"{key}={json.dumps(value)}"]
+        elif value is True:
+            cmd.append(flag)
+        else:
+            cmd += [flag, str(value)]
     sampler = GpuSampler().start()
     began = time.monotonic()
     proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
@@ -198,8 +280,12 @@ def run_ocrfleet(args: argparse.Namespace, extra: list[str]) -> dict[str, Any]:
     summary = json.loads((out / "run-summary.json").read_text("utf-8"))
     run = summary["this_run"]
     engine_ready = began + (run["engine_start_seconds"] or 0.0)
-    records = [json.loads(line) for path in (out / "pages").rglob("*.jsonl")
-               for line in path.read_text("utf-8").splitlines() if line]
+    records = [
+        json.loads(line)
+        for path in (out / "pages").rglob("*.jsonl")
+        for line in path.read_text("utf-8").splitlines()
+        if line
+    ]
     timings = [r.get("engine_timings") or {} for r in records]
     pages = run["pages_processed"]
     rate = run["pages_per_second_after_engine_start"]
@@ -212,8 +298,7 @@ def run_ocrfleet(args: argparse.Namespace, extra: list[str]) -> dict[str, Any]:
         "engine_start_seconds": run["engine_start_seconds"],
         "wall_seconds": run["wall_seconds"],
         "pages_per_second": rate,
-        "output_tokens_per_second": round(run["output_tokens"] * rate / pages, 1)
-        if rate else None,
+        "output_tokens_per_second": round(run["output_tokens"] * rate / pages, 1) if rate else None,
         "gpu_busy": sampler.busy(engine_ready, ended),
         "seconds_per_page": {
             stage: mean([t[stage] for t in timings if stage in t])
@@ -240,10 +325,14 @@ def combine(paths: list[Path], out: Path, name: str) -> dict[str, Any]:
         result[label] = part["result"]
         if recipe and part["variant"] == "ocrfleet" and result[label]["pages_per_second"]:
             result[label]["speedup_vs_recipe"] = round(
-                result[label]["pages_per_second"] / recipe["result"]["pages_per_second"], 3)
+                result[label]["pages_per_second"] / recipe["result"]["pages_per_second"], 3
+            )
     if recipe:
-        best = max((p for p in parts if p["variant"] == "ocrfleet"),
-                   key=lambda p: p["result"]["pages_per_second"] or 0, default=None)
+        best = max(
+            (p for p in parts if p["variant"] == "ocrfleet"),
+            key=lambda p: p["result"]["pages_per_second"] or 0,
+            default=None,
+        )
         if best is not None:
             result["speedup_vs_recipe"] = result[best["label"]]["speedup_vs_recipe"]
             result["best_ocrfleet"] = best["label"]
@@ -253,8 +342,9 @@ def combine(paths: list[Path], out: Path, name: str) -> dict[str, Any]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     for name in ("recipe", "ocrfleet"):
         p = sub.add_parser(name)
@@ -268,17 +358,23 @@ def main() -> None:
         p.add_argument("--label", default=name)
         p.add_argument("--work", default="/tmp/ocrfleet-bench")
         p.add_argument("--json", type=Path, required=True)
+        p.add_argument("--engine-arg", action="append", default=[], metavar="KEY=VALUE")
     c = sub.add_parser("combine")
     c.add_argument("parts", nargs="+", type=Path)
     c.add_argument("--out", type=Path, required=True)
     c.add_argument("--name", default="recipe vs ocrfleet")
     args, extra = parser.parse_known_args()
+    extra = [arg for arg in extra if arg != "--"]  # "--" only separates ocrfleet's own options
     if args.command == "combine":
         print(json.dumps(combine(args.parts, args.out, args.name), indent=2))
         return
     result = run_recipe(args) if args.command == "recipe" else run_ocrfleet(args, extra)
-    payload = {"variant": args.command, "label": args.label, "versions": versions(),
-               "result": result}
+    payload = {
+        "variant": args.command,
+        "label": args.label,
+        "versions": versions(),
+        "result": result,
+    }
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
     print(json.dumps(payload["result"], indent=2))

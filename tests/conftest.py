@@ -63,7 +63,11 @@ def run_cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str
     """`python -m ocrfleet ARGS` in a real process, as a user would run it."""
     return subprocess.run(
         [sys.executable, "-m", "ocrfleet", *args],
-        capture_output=True, text=True, timeout=timeout, env=cli_env(), check=False,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=cli_env(),
+        check=False,
     )
 
 
@@ -77,9 +81,7 @@ def read_records(out: Path) -> list[dict[str, Any]]:
 def outputs_without_timings(out: Path) -> dict[str, Any]:
     """Every Markdown file and every page record, minus the fields that time a run."""
     timing = {"render_seconds", "queue_seconds", "infer_seconds", "engine_timings", "attempts"}
-    markdown = {
-        str(p.relative_to(out)): p.read_text("utf-8") for p in sorted(out.rglob("*.md"))
-    }
+    markdown = {str(p.relative_to(out)): p.read_text("utf-8") for p in sorted(out.rglob("*.md"))}
     records = {
         (r["source"], r["page"]): {k: v for k, v in r.items() if k not in timing}
         for r in read_records(out)

@@ -62,8 +62,9 @@ class ScriptedEngine:
             return OcrResult(text=text, finish_reason="stop", prompt_tokens=10, output_tokens=5)
         if behaviour == "loop":
             looping = text + "\n" + "<td>1</td> same words again " * 200
-            return OcrResult(text=looping, finish_reason="length", prompt_tokens=10,
-                             output_tokens=8192)
+            return OcrResult(
+                text=looping, finish_reason="length", prompt_tokens=10, output_tokens=8192
+            )
         if behaviour == "figure":
             grounded = (
                 "<|ref|>title<|/ref|><|det|>[[100, 50, 900, 90]]<|/det|>\n# Τίτλος\n\n"
@@ -72,8 +73,9 @@ class ScriptedEngine:
                 "<center>Σχ. 1 \\coloneqq</center>\n\n"
                 "<|ref|>text<|/ref|><|det|>[[100, 700"
             )
-            return OcrResult(text=grounded, finish_reason="stop", prompt_tokens=10,
-                             output_tokens=60)
+            return OcrResult(
+                text=grounded, finish_reason="stop", prompt_tokens=10, output_tokens=60
+            )
         if behaviour == "error":
             raise EngineError(f"scripted error on page {page.page}")
         if behaviour == "crash":

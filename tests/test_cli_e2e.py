@@ -53,7 +53,9 @@ def test_rerun_resumes_and_redoes_nothing(greek_corpus: Corpus, tmp_path: Path) 
 
 def test_moved_and_renamed_file_is_not_redone(greek_corpus: Corpus, tmp_path: Path) -> None:
     out = tmp_path / "out"
-    assert run_cli("run", str(greek_corpus.root), "-o", str(out), "--engine", "text").returncode == 0
+    assert (
+        run_cli("run", str(greek_corpus.root), "-o", str(out), "--engine", "text").returncode == 0
+    )
     shutil.move(greek_corpus.root / "a" / "report.pdf", greek_corpus.root / "moved.pdf")
     again = run_cli("run", str(greek_corpus.root), "-o", str(out), "--engine", "text")
     assert again.returncode == 0 and "0 page(s) to do" in again.stderr
@@ -67,8 +69,9 @@ def test_bad_inputs_are_reported_and_the_run_goes_on(tmp_path: Path) -> None:
     samples.corrupt_pdf(root / "broken.pdf")
     samples.text_pdf(root / "locked.pdf", ["μυστικό"], password="secret")
     out = tmp_path / "out"
-    result = run_cli("run", str(root), str(tmp_path / "absent.pdf"), "-o", str(out),
-                     "--engine", "text")
+    result = run_cli(
+        "run", str(root), str(tmp_path / "absent.pdf"), "-o", str(out), "--engine", "text"
+    )
     assert result.returncode == 1
     for name in ("empty.pdf", "download.pdf", "broken.pdf", "locked.pdf"):
         assert f"{name}:" in result.stderr  # each failure names its file
@@ -84,11 +87,23 @@ def test_bad_inputs_are_reported_and_the_run_goes_on(tmp_path: Path) -> None:
 def test_shards_partition_the_corpus(tmp_path: Path) -> None:
     root = tmp_path / "in"
     for n in range(7):
-        samples.text_pdf(root / f"d{n}.pdf", [f"{n}.{k} " + samples.paragraph(k) for k in range(n % 3 + 1)])
+        samples.text_pdf(
+            root / f"d{n}.pdf", [f"{n}.{k} " + samples.paragraph(k) for k in range(n % 3 + 1)]
+        )
     out = tmp_path / "out"
     for shard in range(3):
-        result = run_cli("run", str(root), "-o", str(out), "--engine", "text",
-                         "--num-shards", "3", "--shard-index", str(shard))
+        result = run_cli(
+            "run",
+            str(root),
+            "-o",
+            str(out),
+            "--engine",
+            "text",
+            "--num-shards",
+            "3",
+            "--shard-index",
+            str(shard),
+        )
         assert result.returncode == 0, result.stderr
     sources = [r["source"] for r in read_records(out) if r["page"] == 1]
     assert sorted(sources) == sorted(str(root / f"d{n}.pdf") for n in range(7))  # once each
@@ -105,18 +120,44 @@ def test_plan_command_verbatim_explains_the_topology(tmp_path: Path) -> None:
     from tests.conftest import cli_env
 
     result = subprocess.run(
-        [sys.executable, str(REPO / "run_pdf_ocr_vllm.py"),
-         "--input-dir", str(tmp_path / "in"), "--output-dir", str(tmp_path / "out"),
-         "--mode", "clean", "--tensor-parallel-size", "4", "--mm-encoder-tp-mode", "data",
-         "--num-shards", "4", "--shard-index", "0", "--batch-pages", "16",
-         "--gpu-memory-utilization", "0.93", "--log-level", "INFO", "--timeout-seconds", "300"],
-        capture_output=True, text=True, env=cli_env(), timeout=120, check=False,
+        [
+            sys.executable,
+            str(REPO / "run_pdf_ocr_vllm.py"),
+            "--input-dir",
+            str(tmp_path / "in"),
+            "--output-dir",
+            str(tmp_path / "out"),
+            "--mode",
+            "clean",
+            "--tensor-parallel-size",
+            "4",
+            "--mm-encoder-tp-mode",
+            "data",
+            "--num-shards",
+            "4",
+            "--shard-index",
+            "0",
+            "--batch-pages",
+            "16",
+            "--gpu-memory-utilization",
+            "0.93",
+            "--log-level",
+            "INFO",
+            "--timeout-seconds",
+            "300",
+        ],
+        capture_output=True,
+        text=True,
+        env=cli_env(),
+        timeout=120,
+        check=False,
     )
     assert result.returncode == 2
     assert "must divide its 10 attention heads" in result.stderr
-    assert "--gpus 0,1,2,3" in result.stderr and "--tensor-parallel-size" not in result.stderr.split(
-        "What was meant:"
-    )[1].split("\n")[1]
+    assert (
+        "--gpus 0,1,2,3" in result.stderr
+        and "--tensor-parallel-size" not in result.stderr.split("What was meant:")[1].split("\n")[1]
+    )
     assert not (tmp_path / "out" / "ocrfleet.shard-0-of-4.sqlite").exists()  # nothing loaded
 
 

@@ -21,8 +21,11 @@ def run_worker(
     pdf = samples.mixed_pdf(tmp_path / "in" / "doc.pdf", pages)
     engine_config = EngineConfig(name="tests.fakes:scripted", extra_args={"script": script})
     config = RunConfig(
-        inputs=(str(pdf),), output_dir=tmp_path / "out", engine=engine_config,
-        timeout_seconds=options.pop("timeout_seconds", 30.0), **options,
+        inputs=(str(pdf),),
+        output_dir=tmp_path / "out",
+        engine=engine_config,
+        timeout_seconds=options.pop("timeout_seconds", 30.0),
+        **options,
     )
     ledger = Ledger(ledger_path(config.output_dir, 1, 0))
     make_plan(config, ledger)
@@ -42,7 +45,7 @@ TEXT = [("text", samples.paragraph(0))]
 
 
 def test_no_eos_is_retried_with_the_free_prompt(tmp_path: Path) -> None:
-    records, engine, _ = run_worker(tmp_path, TEXT, {"1": ["loop", "ok"]})
+    records, _, _ = run_worker(tmp_path, TEXT, {"1": ["loop", "ok"]})
     page = records[1]
     assert page["status"] == "done" and page["finish_reason"] == "stop"
     assert page["prompt"] == "free" and "[free attempt 2]" in page["text"]

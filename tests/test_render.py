@@ -44,12 +44,14 @@ def test_renders_a_200_inch_page_within_the_cap(tmp_path: Path) -> None:
 
 def test_blank_and_text_pages_and_text_layer(tmp_path: Path) -> None:
     pdf = samples.mixed_pdf(
-        tmp_path / "m.pdf", [("text", samples.paragraph(0)), ("blank", ""), ("image", "Σκαναρισμένο")]
+        tmp_path / "m.pdf",
+        [("text", samples.paragraph(0)), ("blank", ""), ("image", "Σκαναρισμένο")],
     )
     docs = DocumentCache()
     settings = RenderSettings(want_text=True)
-    text, blank, image = (render_page(docs, RenderRequest("d", str(pdf), n), settings)
-                          for n in (1, 2, 3))
+    text, blank, image = (
+        render_page(docs, RenderRequest("d", str(pdf), n), settings) for n in (1, 2, 3)
+    )
     assert blank.ink_ratio == 0.0
     assert text.ink_ratio > 0.001 and image.ink_ratio > 0.0002
     assert (text.width, text.height) == (1191, 1684)  # A4 at 144 dpi
@@ -71,7 +73,9 @@ def test_image_cache_returns_the_same_pixels(tmp_path: Path) -> None:
 def test_bad_page_raises_render_error_naming_file_and_page(tmp_path: Path) -> None:
     pdf = samples.text_pdf(tmp_path / "one.pdf", ["x"])
     with pytest.raises(RenderError) as info:
-        render_page(DocumentCache(), RenderRequest("d", str(pdf), 5, "in/one.pdf"), RenderSettings())
+        render_page(
+            DocumentCache(), RenderRequest("d", str(pdf), 5, "in/one.pdf"), RenderSettings()
+        )
     assert info.value.page == 5 and info.value.source == "in/one.pdf"
     assert "in/one.pdf page 5" in str(info.value)
 
@@ -137,3 +141,23 @@ def test_ink_ratio_sees_small_marks() -> None:
     assert ink_ratio(page) == 0.0
     page[500:520, 400:410] = 0  # a page number
     assert ink_ratio(page) > 0
+
+
+def test_pool_runs_the_engine_preparer_in_the_render_process(tmp_path: Path) -> None:
+    """DeepSeek-OCR's resize/pad/tile happens in the render process; arrays arrive intact."""
+    from ocrfleet.vllm_plugin.packing import pack_page, unpack
+
+    pdf = samples.text_pdf(tmp_path / "p.pdf", [samples.paragraph(0)])
+
+    async def go() -> tuple[np.ndarray, Image.Image]:
+        pool = RenderPool(1, RenderSettings(prepare="deepseek-ocr:gundam"))
+        pool.start()
+        try:
+            page = await pool.render(RenderRequest("d", str(pdf), 1))
+        finally:
+            pool.close()
+        return page.arrays["packed"], page.image()
+
+    packed, image = asyncio.run(go())
+    assert np.array_equal(packed, pack_page(image, "gundam"))
+    assert unpack(packed).grid == (2, 3) and unpack(packed).tiles.shape == (6, 640, 640, 3)

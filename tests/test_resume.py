@@ -20,15 +20,32 @@ pytestmark = pytest.mark.slow
 def test_kill_9_then_resume_is_identical_to_an_uninterrupted_run(tmp_path: Path) -> None:
     total = make_corpus(tmp_path / "in", docs=8, pages=25)
     reference = tmp_path / "reference"
-    first = run_cli("run", str(tmp_path / "in"), "-o", str(reference), "--engine", "text",
-                    "--dpi", "200")
+    first = run_cli(
+        "run", str(tmp_path / "in"), "-o", str(reference), "--engine", "text", "--dpi", "200"
+    )
     assert first.returncode == 0, first.stderr
 
     out = tmp_path / "out"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "ocrfleet", "run", str(tmp_path / "in"), "-o", str(out),
-         "--engine", "text", "--render-workers", "1", "--dpi", "200", "--no-progress"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=cli_env(),
+        [
+            sys.executable,
+            "-m",
+            "ocrfleet",
+            "run",
+            str(tmp_path / "in"),
+            "-o",
+            str(out),
+            "--engine",
+            "text",
+            "--render-workers",
+            "1",
+            "--dpi",
+            "200",
+            "--no-progress",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=cli_env(),
     )
     wait_for(lambda: finished_pages(out) >= 30)
     os.kill(proc.pid, signal.SIGKILL)
@@ -36,8 +53,9 @@ def test_kill_9_then_resume_is_identical_to_an_uninterrupted_run(tmp_path: Path)
     done_before = finished_pages(out)
     assert done_before < total, "the run finished before it could be killed"
 
-    resumed = run_cli("run", str(tmp_path / "in"), "-o", str(out), "--engine", "text",
-                      "--dpi", "200")
+    resumed = run_cli(
+        "run", str(tmp_path / "in"), "-o", str(out), "--engine", "text", "--dpi", "200"
+    )
     assert resumed.returncode == 0, resumed.stderr
     keys = Counter((r["source"], r["page"]) for r in read_records(out))
     assert len(keys) == total and set(keys.values()) == {1}

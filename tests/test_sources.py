@@ -41,7 +41,7 @@ def test_missing_input_is_reported_not_fatal(tmp_path: Path) -> None:
 def test_binary_non_pdf_named_as_list_is_a_config_error(tmp_path: Path) -> None:
     blob = tmp_path / "blob.bin"
     blob.write_bytes(b"\xff\xfe\x00\x81" * 100)
-    with pytest.raises(ConfigError, match="blob.bin"):
+    with pytest.raises(ConfigError, match=r"blob\.bin"):
         discover([str(blob)])
 
 

@@ -22,7 +22,10 @@ pytestmark = [pytest.mark.vllm, pytest.mark.timeout(3600)]
 def vllm_env_python() -> Path:
     result = subprocess.run(
         ["bash", str(REPO / "scripts" / "setup_vllm_cpu_env.sh")],
-        capture_output=True, text=True, timeout=1800, check=False,
+        capture_output=True,
+        text=True,
+        timeout=1800,
+        check=False,
     )
     assert result.returncode == 0, result.stderr[-4000:]
     return Path(result.stdout.strip().splitlines()[-1])
@@ -32,9 +35,21 @@ def vllm_env_python() -> Path:
 def test_vllm_suite_on_cpu(tmp_path: Path) -> None:
     python = vllm_env_python()
     install = subprocess.run(
-        ["uv", "pip", "install", "-q", "--python", str(python), "--no-deps", "--reinstall",
-         str(REPO)],
-        capture_output=True, text=True, timeout=600, check=False,
+        [
+            "uv",
+            "pip",
+            "install",
+            "-q",
+            "--python",
+            str(python),
+            "--no-deps",
+            "--reinstall",
+            str(REPO),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
     )
     assert install.returncode == 0, install.stderr
     env = dict(os.environ)
@@ -43,9 +58,23 @@ def test_vllm_suite_on_cpu(tmp_path: Path) -> None:
     log = tmp_path / "vllm-suite.log"
     with log.open("w") as handle:
         result = subprocess.run(
-            [str(python), "-m", "pytest", "tests/vllm", "-m", "vllm", "-p", "no:cacheprovider",
-             "-v", "--durations=0"],
-            cwd=REPO, stdout=handle, stderr=subprocess.STDOUT, env=env, timeout=3500,
+            [
+                str(python),
+                "-m",
+                "pytest",
+                "tests/vllm",
+                "-m",
+                "vllm",
+                "-p",
+                "no:cacheprovider",
+                "-v",
+                "--durations=0",
+            ],
+            cwd=REPO,
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+            env=env,
+            timeout=3500,
             check=False,
         )
     output = log.read_text(errors="replace")

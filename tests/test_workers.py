@@ -23,8 +23,8 @@ pytestmark = pytest.mark.slow
 def make_corpus(root: Path, docs: int = 6, pages: int = 20) -> int:
     for d in range(docs):
         samples.text_pdf(
-            root / f"doc{d}.pdf", [f"Έγγραφο {d}, σελίδα {p}. " + samples.paragraph(p)
-                                   for p in range(pages)]
+            root / f"doc{d}.pdf",
+            [f"Έγγραφο {d}, σελίδα {p}. " + samples.paragraph(p) for p in range(pages)],
         )
     return docs * pages
 
@@ -32,7 +32,10 @@ def make_corpus(root: Path, docs: int = 6, pages: int = 20) -> int:
 def start(*args: str) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [sys.executable, "-m", "ocrfleet", "run", *args, "--no-progress"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=cli_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=cli_env(),
     )
 
 
@@ -42,8 +45,9 @@ def finished_pages(out: Path) -> int:
         return 0
     try:
         with sqlite3.connect(db, timeout=5) as conn:
-            return int(conn.execute("SELECT COUNT(*) FROM pages WHERE status!='pending'")
-                       .fetchone()[0])
+            return int(
+                conn.execute("SELECT COUNT(*) FROM pages WHERE status!='pending'").fetchone()[0]
+            )
     except sqlite3.OperationalError:
         return 0
 
@@ -73,8 +77,16 @@ def scripted_args(**extra: object) -> list[str]:
 def test_n_workers_process_every_page_exactly_once(tmp_path: Path) -> None:
     total = make_corpus(tmp_path / "in", docs=4, pages=10)
     out = tmp_path / "out"
-    result = run_cli("run", str(tmp_path / "in"), "-o", str(out), *SCRIPTED, "--workers", "3",
-                     *scripted_args(delay=0.02))
+    result = run_cli(
+        "run",
+        str(tmp_path / "in"),
+        "-o",
+        str(out),
+        *SCRIPTED,
+        "--workers",
+        "3",
+        *scripted_args(delay=0.02),
+    )
     assert result.returncode == 0, result.stderr
     keys = Counter((r["source"], r["page"]) for r in read_records(out))
     assert len(keys) == total and set(keys.values()) == {1}
@@ -88,8 +100,15 @@ def test_n_workers_process_every_page_exactly_once(tmp_path: Path) -> None:
 def test_a_worker_killed_mid_run_is_replaced_and_nothing_is_lost(tmp_path: Path) -> None:
     total = make_corpus(tmp_path / "in")
     out = tmp_path / "out"
-    proc = start(str(tmp_path / "in"), "-o", str(out), *SCRIPTED, "--workers", "2",
-                 *scripted_args(delay=0.05))
+    proc = start(
+        str(tmp_path / "in"),
+        "-o",
+        str(out),
+        *SCRIPTED,
+        "--workers",
+        "2",
+        *scripted_args(delay=0.05),
+    )
     wait_for(lambda: finished_pages(out) >= 10)
     victim = worker_pids(out)[0]
     os.kill(victim, signal.SIGKILL)
@@ -105,11 +124,22 @@ def test_a_worker_killed_mid_run_is_replaced_and_nothing_is_lost(tmp_path: Path)
 def test_sigterm_then_rerun_gives_the_uninterrupted_output(tmp_path: Path) -> None:
     total = make_corpus(tmp_path / "in")
     reference = tmp_path / "reference"
-    assert run_cli("run", str(tmp_path / "in"), "-o", str(reference), *SCRIPTED,
-                   "--workers", "2").returncode == 0
+    assert (
+        run_cli(
+            "run", str(tmp_path / "in"), "-o", str(reference), *SCRIPTED, "--workers", "2"
+        ).returncode
+        == 0
+    )
     out = tmp_path / "out"
-    proc = start(str(tmp_path / "in"), "-o", str(out), *SCRIPTED, "--workers", "2",
-                 *scripted_args(delay=0.05))
+    proc = start(
+        str(tmp_path / "in"),
+        "-o",
+        str(out),
+        *SCRIPTED,
+        "--workers",
+        "2",
+        *scripted_args(delay=0.05),
+    )
     wait_for(lambda: finished_pages(out) >= 10)
     proc.send_signal(signal.SIGTERM)
     _, stderr = proc.communicate(timeout=120)
@@ -123,8 +153,9 @@ def test_sigterm_then_rerun_gives_the_uninterrupted_output(tmp_path: Path) -> No
 def test_second_ctrl_c_stops_at_once(tmp_path: Path) -> None:
     make_corpus(tmp_path / "in", docs=2, pages=5)
     out = tmp_path / "out"
-    proc = start(str(tmp_path / "in"), "-o", str(out), *SCRIPTED, "--workers", "2",
-                 *scripted_args(delay=60))
+    proc = start(
+        str(tmp_path / "in"), "-o", str(out), *SCRIPTED, "--workers", "2", *scripted_args(delay=60)
+    )
     wait_for(lambda: (out / "ocrfleet.sqlite").exists() and len(worker_pids(out)) == 2)
     time.sleep(1.0)
     proc.send_signal(signal.SIGINT)
@@ -143,8 +174,14 @@ def test_poison_page_is_failed_with_the_reason_and_the_rest_finishes(tmp_path: P
     samples.text_pdf(tmp_path / "in" / "doc.pdf", [f"σελίδα {n}" for n in range(6)])
     samples.text_pdf(tmp_path / "in" / "other.pdf", ["άλλο"])
     out = tmp_path / "out"
-    result = run_cli("run", str(tmp_path / "in"), "-o", str(out), *SCRIPTED,
-                     *scripted_args(script={"3": ["crash", "crash", "crash", "crash"]}))
+    result = run_cli(
+        "run",
+        str(tmp_path / "in"),
+        "-o",
+        str(out),
+        *SCRIPTED,
+        *scripted_args(script={"3": ["crash", "crash", "crash", "crash"]}),
+    )
     assert result.returncode == 1, result.stderr  # the document with the poison page failed
     records = {(Path(r["source"]).name, r["page"]): r for r in read_records(out)}
     poison = records[("doc.pdf", 3)]
@@ -158,8 +195,16 @@ def test_poison_page_is_failed_with_the_reason_and_the_rest_finishes(tmp_path: P
 def test_a_worker_that_cannot_start_is_given_up_after_the_cap(tmp_path: Path) -> None:
     samples.text_pdf(tmp_path / "in" / "doc.pdf", ["x"])
     out = tmp_path / "out"
-    result = run_cli("run", str(tmp_path / "in"), "-o", str(out), *SCRIPTED,
-                     "--max-worker-restarts", "1", *scripted_args(fail_start=True))
+    result = run_cli(
+        "run",
+        str(tmp_path / "in"),
+        "-o",
+        str(out),
+        *SCRIPTED,
+        "--max-worker-restarts",
+        "1",
+        *scripted_args(fail_start=True),
+    )
     assert result.returncode == 3
     assert "giving up" in result.stderr
     assert "scripted engine cannot start" in (out / "logs" / "worker-0.log").read_text("utf-8")

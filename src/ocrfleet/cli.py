@@ -77,36 +77,57 @@ def _add_run(sub: Any) -> None:
     run.add_argument("inputs", nargs="*", help="PDF files, directories, globs or list files")
     run.add_argument("--input-dir", action="append", default=[], help="a directory of PDFs")
     run.add_argument("-o", "--output-dir", type=Path, required=True)
-    run.add_argument("--engine", default="vllm",
-                     help="vllm, text (the PDF's text layer), or module:factory")
+    run.add_argument(
+        "--engine", default="vllm", help="vllm, text (the PDF's text layer), or module:factory"
+    )
     run.add_argument("--mode", choices=("clean", "raw"), default="clean")
     run.add_argument("--prompt", choices=("markdown", "free"), default="markdown")
     run.add_argument("--dpi", type=int, default=144)
-    run.add_argument("--max-image-pixels", type=int, default=25_000_000,
-                     help="pages larger than this are rendered scaled down")
+    run.add_argument(
+        "--max-image-pixels",
+        type=int,
+        default=25_000_000,
+        help="pages larger than this are rendered scaled down",
+    )
     run.add_argument("--image-cache", type=Path, help="keep rendered pages here (local NVMe)")
     run.add_argument("--render-workers", type=int, help="render processes per engine worker")
     run.add_argument("--batch-pages", type=int, help="pages in flight per engine worker")
-    run.add_argument("--timeout-seconds", type=float, default=600.0,
-                     help="per page and attempt, queueing in the engine included")
+    run.add_argument(
+        "--timeout-seconds",
+        type=float,
+        default=600.0,
+        help="per page and attempt, queueing in the engine included",
+    )
     run.add_argument("--max-attempts", type=int, default=2)
     run.add_argument("--retry-failed", action="store_true", help="redo pages that failed")
     run.add_argument("--num-shards", type=int, default=1)
     run.add_argument("--shard-index", type=int, default=0)
-    run.add_argument("--gpus", type=_gpus_arg, default="auto",
-                     help="'auto' (every visible GPU) or a list like 0,1,2,3")
-    run.add_argument("--workers", type=int, default=1,
-                     help="worker processes when no GPU is used (e.g. the text engine)")
+    run.add_argument(
+        "--gpus",
+        type=_gpus_arg,
+        default="auto",
+        help="'auto' (every visible GPU) or a list like 0,1,2,3",
+    )
+    run.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="worker processes when no GPU is used (e.g. the text engine)",
+    )
     run.add_argument("--engines-per-gpu", type=int, default=1)
     run.add_argument("--max-worker-restarts", type=int, default=5)
-    run.add_argument("--blank-threshold", type=float, default=0.0001,
-                     help="ink share under which a page is blank (0 disables)")
+    run.add_argument(
+        "--blank-threshold",
+        type=float,
+        default=0.0001,
+        help="ink share under which a page is blank (0 disables)",
+    )
     run.add_argument("--no-progress", action="store_true")
-    run.add_argument("--log-level", default="INFO",
-                     choices=("DEBUG", "INFO", "WARNING", "ERROR"))
+    run.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
     vllm = run.add_argument_group("vLLM engine")
-    vllm.add_argument("--model", default="deepseek-ai/DeepSeek-OCR",
-                      help="hub id or local directory")
+    vllm.add_argument(
+        "--model", default="deepseek-ai/DeepSeek-OCR", help="hub id or local directory"
+    )
     vllm.add_argument("--dtype", default="bfloat16")
     vllm.add_argument("--kv-cache-dtype", default="fp8", choices=("auto", "fp8"))
     vllm.add_argument("--quantization", choices=("fp8",), help="fp8 weights")
@@ -118,20 +139,41 @@ def _add_run(sub: Any) -> None:
     vllm.add_argument("--mm-encoder-tp-mode", choices=("weights", "data"))
     vllm.add_argument("--load-format", help="e.g. dummy: random weights (tests, benchmarks)")
     vllm.add_argument("--enforce-eager", action="store_true")
-    vllm.add_argument("--resolution", choices=RESOLUTIONS, default="gundam",
-                      help="DeepSeek-OCR mode: tiny 73, small 111, base 273, large 421 image "
-                      "tokens; gundam 273 + tiles (up to 933)")
-    vllm.add_argument("--preprocess", choices=("render", "vllm"), default="render",
-                      help="render: resize/tile in ocrfleet's render processes (fast); vllm: "
-                      "in vLLM's frontend thread, as the recipe")
-    vllm.add_argument("--ngram", choices=("batched", "per-request", "off"), default="batched",
-                      help="no-repeat n-gram logits processor")
+    vllm.add_argument(
+        "--resolution",
+        choices=RESOLUTIONS,
+        default="gundam",
+        help="DeepSeek-OCR mode: tiny 73, small 111, base 273, large 421 image "
+        "tokens; gundam 273 + tiles (up to 933)",
+    )
+    vllm.add_argument(
+        "--preprocess",
+        choices=("render", "vllm"),
+        default="render",
+        help="render: resize/tile in ocrfleet's render processes (fast); vllm: "
+        "in vLLM's frontend thread, as the recipe",
+    )
+    vllm.add_argument(
+        "--ngram",
+        choices=("batched", "per-request", "off"),
+        default="batched",
+        help="no-repeat n-gram logits processor",
+    )
     vllm.add_argument("--ngram-size", type=int, default=30)
     vllm.add_argument("--ngram-window", type=int, default=90)
-    vllm.add_argument("--ignore-eos", action="store_true",
-                      help="benchmarks only: always decode --max-tokens (random weights)")
-    vllm.add_argument("--vllm-arg", type=_vllm_arg, action="append", default=[],
-                      metavar="KEY=VALUE", help="any other vLLM engine argument")
+    vllm.add_argument(
+        "--ignore-eos",
+        action="store_true",
+        help="benchmarks only: always decode --max-tokens (random weights)",
+    )
+    vllm.add_argument(
+        "--vllm-arg",
+        type=_vllm_arg,
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="any other vLLM engine argument",
+    )
 
 
 def detect_gpus() -> list[int]:
@@ -175,8 +217,10 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
     )
     gpus: tuple[int, ...] = ()
     if args.engine == "vllm":
-        gpus = tuple(detect_gpus()) if args.gpus == "auto" else tuple(
-            int(g) for g in args.gpus.split(",")
+        gpus = (
+            tuple(detect_gpus())
+            if args.gpus == "auto"
+            else tuple(int(g) for g in args.gpus.split(","))
         )
     return RunConfig(
         inputs=tuple(args.input_dir) + tuple(args.inputs),
@@ -238,8 +282,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
     for failed in s["failed_documents"][:20]:
         print(f"failed: {failed['source']}: {failed['reason']}", file=sys.stderr)
     if len(s["failed_documents"]) > 20:
-        print(f"… and {len(s['failed_documents']) - 20} more; see {result.summary_path}",
-              file=sys.stderr)
+        print(
+            f"… and {len(s['failed_documents']) - 20} more; see {result.summary_path}",
+            file=sys.stderr,
+        )
     print(f"summary: {result.summary_path}", file=sys.stderr)
     return result.exit_code
 

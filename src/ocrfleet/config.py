@@ -62,9 +62,7 @@ class EngineConfig:
 
     def __post_init__(self) -> None:
         if self.name not in ("vllm", "text") and ":" not in self.name:
-            raise ConfigError(
-                f"unknown engine {self.name!r}: choose vllm, text, or module:factory"
-            )
+            raise ConfigError(f"unknown engine {self.name!r}: choose vllm, text, or module:factory")
         if not 0.05 <= self.gpu_memory_utilization <= 0.99:
             raise ConfigError("--gpu-memory-utilization must be between 0.05 and 0.99")
         if self.kv_cache_dtype not in ("auto", "fp8", "fp8_e4m3", "fp8_e5m2", "bfloat16"):

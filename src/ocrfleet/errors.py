@@ -4,10 +4,13 @@
     ├── ConfigError          options that cannot work together (raised before anything loads)
     ├── InputError           a PDF that cannot be read: carries the file and, when known, the page
     │   └── RenderError      a page that cannot be rendered
+    │       └── RenderCrash  the renderer process died on this page, twice (render.py)
     ├── EngineError          the OCR engine failed a page or died
-    │   ├── EngineTimeout    a page ran past --timeout-seconds
     │   └── EngineDead       the engine cannot serve any further page (the worker restarts)
-    └── LedgerError          the ledger is unusable (wrong schema, a different run's options)
+    └── LedgerError          the ledger is unusable (another schema version)
+
+A page that runs past --timeout-seconds is not an exception: the attempt is recorded as timed
+out, the engine aborts the request, and the next attempt (or the failure) follows.
 """
 
 from __future__ import annotations
@@ -40,10 +43,6 @@ class RenderError(InputError):
 
 class EngineError(OcrfleetError):
     """The engine failed one request; the page may be retried."""
-
-
-class EngineTimeout(EngineError):
-    """A request ran past its deadline and was aborted inside the engine."""
 
 
 class EngineDead(EngineError):

@@ -240,8 +240,17 @@ class Ledger:
                     "INSERT INTO documents (doc_id, seq, source, path, rel, size, pages, status, "
                     "error, added_at, finished_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (
-                        doc.doc_id, next_seq, doc.source, doc.path, doc.rel, doc.size,
-                        doc.pages, status, doc.error, now, now if doc.error else None,
+                        doc.doc_id,
+                        next_seq,
+                        doc.source,
+                        doc.path,
+                        doc.rel,
+                        doc.size,
+                        doc.pages,
+                        status,
+                        doc.error,
+                        now,
+                        now if doc.error else None,
                     ),
                 )
                 db.executemany(
@@ -258,8 +267,7 @@ class Ledger:
         """Put failed pages (and their documents) back in the queue. Returns pages reset."""
         with self.transaction() as db:
             reset = db.execute(
-                "UPDATE pages SET status='pending', crashes=0, error=NULL "
-                "WHERE status='failed'"
+                "UPDATE pages SET status='pending', crashes=0, error=NULL WHERE status='failed'"
             ).rowcount
             db.execute(
                 "UPDATE documents SET status='pending', error=NULL, finished_at=NULL "
@@ -385,7 +393,10 @@ class Ledger:
                 "INSERT OR REPLACE INTO page_text (doc_id, page, text, raw, record) "
                 "VALUES (?, ?, ?, ?, ?)",
                 (
-                    outcome.doc_id, outcome.page, outcome.text, outcome.raw,
+                    outcome.doc_id,
+                    outcome.page,
+                    outcome.text,
+                    outcome.raw,
                     json.dumps(outcome.record, ensure_ascii=False, sort_keys=True),
                 ),
             )
@@ -491,7 +502,8 @@ class Ledger:
         now = time.time()
         with self.transaction() as db:
             db.execute(
-                "UPDATE attempts SET finished_at=?, outcome='interrupted' WHERE finished_at IS NULL",
+                "UPDATE attempts SET finished_at=?, outcome='interrupted' "
+                "WHERE finished_at IS NULL",
                 (now,),
             )
             released = db.execute(
@@ -582,9 +594,7 @@ class Ledger:
     def begin_run(self, run_id: str, config_json: str) -> str | None:
         """Record a run; returns the previous run's config (to warn when options changed)."""
         with self.transaction() as db:
-            prev = db.execute(
-                "SELECT config FROM runs ORDER BY started_at DESC LIMIT 1"
-            ).fetchone()
+            prev = db.execute("SELECT config FROM runs ORDER BY started_at DESC LIMIT 1").fetchone()
             db.execute(
                 "INSERT INTO runs (run_id, started_at, config) VALUES (?, ?, ?)",
                 (run_id, time.time(), config_json),

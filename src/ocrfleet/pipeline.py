@@ -120,8 +120,9 @@ class PageWorker:
             self.engine.max_concurrency + 2 * self.render_workers
         )
         self.pool.start()
-        self.on_event({"kind": "engine_ready", "capacity": self.capacity,
-                       "engine": self.engine.describe()})
+        self.on_event(
+            {"kind": "engine_ready", "capacity": self.capacity, "engine": self.engine.describe()}
+        )
         heartbeat = asyncio.create_task(self._heartbeat())
         try:
             await self._feed()
@@ -168,9 +169,7 @@ class PageWorker:
     def _claim(self, room: int) -> list[Claim]:
         claims: list[Claim] = []
         if not self._suspects:
-            claims = self.ledger.claim(
-                self.worker_id, 1, self.config.lease_seconds, suspect=True
-            )
+            claims = self.ledger.claim(self.worker_id, 1, self.config.lease_seconds, suspect=True)
             self._suspects.update((c.doc_id, c.page) for c in claims)
         room -= len(claims)
         if room > 0:
@@ -256,9 +255,7 @@ class PageWorker:
         finally:
             self._in_engine.discard(key)
 
-    async def _attempts(
-        self, doc: DocumentRow, claim: Claim, rendered: RenderedPage
-    ) -> AttemptLog:
+    async def _attempts(self, doc: DocumentRow, claim: Claim, rendered: RenderedPage) -> AttemptLog:
         log_ = AttemptLog()
         key = (claim.doc_id, claim.page)
         for n in range(1, self.config.max_attempts + 1):
@@ -298,7 +295,9 @@ class PageWorker:
                 log_.infer_seconds += time.monotonic() - started
             outcome = "no_eos" if result.finish_reason == "length" else "ok"
             self._close_attempt(
-                key, outcome, finish_reason=result.finish_reason,
+                key,
+                outcome,
+                finish_reason=result.finish_reason,
                 output_tokens=result.output_tokens,
             )
             log_.results.append((prompt_name, result))

@@ -65,8 +65,9 @@ def probe_sources(ledger: Ledger, files: list[SourceFile], workers: int) -> dict
             probes[path] = probe
             st_ = stats.get(path)
             if st_ is not None:
-                rows.append((path_str, st_.st_size, st_.st_mtime_ns, probe.doc_id, probe.pages,
-                             probe.error))
+                rows.append(
+                    (path_str, st_.st_size, st_.st_mtime_ns, probe.doc_id, probe.pages, probe.error)
+                )
         ledger.store_probes(rows)
     return probes
 
@@ -82,8 +83,7 @@ def make_plan(config: RunConfig, ledger: Ledger) -> Plan:
         doc_id = probes[f.path].doc_id
         if doc_id in first:
             plan.duplicates += 1
-            log.info("%s has the same content as %s: processed once", f.given,
-                     first[doc_id].given)
+            log.info("%s has the same content as %s: processed once", f.given, first[doc_id].given)
         else:
             first[doc_id] = f
     names = assign_output_paths([(d, f.rel) for d, f in first.items()])

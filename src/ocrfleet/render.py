@@ -146,12 +146,13 @@ def page_scale(width_pt: float, height_pt: float, settings: RenderSettings) -> t
 
 
 def ink_ratio(rgb: np.ndarray) -> float:
-    """Share of ink pixels, on every second pixel of every second row (marks survive that)."""
+    """Share of ink pixels (darkest channel under INK_LUMINANCE, so coloured text counts),
+    on every second pixel of every second row: a page number still registers."""
     sub = rgb[::2, ::2]
     if sub.size == 0:
         return 0.0
-    lum = sub[..., 0] * 0.299 + sub[..., 1] * 0.587 + sub[..., 2] * 0.114
-    return float(np.count_nonzero(lum < INK_LUMINANCE)) / float(lum.size)
+    darkest = np.minimum(np.minimum(sub[..., 0], sub[..., 1]), sub[..., 2])
+    return float(np.count_nonzero(darkest < INK_LUMINANCE)) / float(darkest.size)
 
 
 def render_page(docs: DocumentCache, req: RenderRequest, settings: RenderSettings) -> RenderedPage:
@@ -174,15 +175,32 @@ def render_page(docs: DocumentCache, req: RenderRequest, settings: RenderSetting
         width_pt, height_pt = page.get_size()
         scale, scaled = page_scale(width_pt, height_pt, settings)
         bitmap = page.render(scale=scale, rev_byteorder=True, draw_annots=True)
-        rgb = np.ascontiguousarray(bitmap.to_numpy()[..., :3])
-        bitmap.close()
+        try:
+            pixels, stride, ink = _bitmap_pixels(bitmap)
+            width, height = bitmap.width, bitmap.height
+        finally:
+            bitmap.close()
         text = _page_text(page) if settings.want_text else None
     except Exception as exc:
         raise RenderError(req.source or req.path, f"cannot render page: {exc}", req.page) from exc
     finally:
         page.close()
-    _store_cached(req, settings, rgb, scaled, scale * 72.0)
-    return _rendered(req, rgb, scaled, scale * 72.0, started, text)
+    page_out = RenderedPage(
+        doc_id=req.doc_id, page=req.page, width=width, height=height, stride=stride,
+        pixels=pixels, ink_ratio=ink, scaled_down=scaled, effective_dpi=round(scale * 72.0, 2),
+        render_seconds=time.perf_counter() - started, text_layer=text,
+    )
+    _store_cached(req, settings, page_out)
+    return page_out
+
+
+def _bitmap_pixels(bitmap: pypdfium2.PdfBitmap) -> tuple[bytes, int, float]:
+    """RGB bytes of a rendered bitmap with one copy (its own row stride kept), and its ink."""
+    view = bitmap.to_numpy()
+    if view.ndim == 3 and view.shape[2] == 3:
+        return bytes(memoryview(bitmap.buffer)), int(bitmap.stride), ink_ratio(view)
+    rgb = np.ascontiguousarray(view[..., :3]) if view.ndim == 3 else np.dstack([view] * 3)
+    return rgb.tobytes(), int(rgb.shape[1]) * 3, ink_ratio(rgb)
 
 
 def _rendered(
@@ -259,20 +277,18 @@ def _load_cached(
     return rgb, scaled, dpi
 
 
-def _store_cached(
-    req: RenderRequest, settings: RenderSettings, rgb: np.ndarray, scaled: bool, dpi: float
-) -> None:
+def _store_cached(req: RenderRequest, settings: RenderSettings, page: RenderedPage) -> None:
     path = _cache_path(req, settings)
-    if path is None:
+    if path is None or page.pixels is None:
         return
-    from PIL import Image, PngImagePlugin
+    from PIL import PngImagePlugin
 
     info = PngImagePlugin.PngInfo()
-    info.add_text("ocrfleet-scaled", "1" if scaled else "0")
-    info.add_text("ocrfleet-dpi", f"{dpi:.3f}")
+    info.add_text("ocrfleet-scaled", "1" if page.scaled_down else "0")
+    info.add_text("ocrfleet-dpi", f"{page.effective_dpi:.3f}")
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    Image.fromarray(rgb).save(tmp, format="PNG", compress_level=1, pnginfo=info)
+    page.image().save(tmp, format="PNG", compress_level=1, pnginfo=info)
     tmp.replace(path)
 
 
@@ -299,7 +315,10 @@ def _render_process(conn: Connection, settings: RenderSettings) -> None:
 
 
 def _serve(
-    conn: Connection, docs: DocumentCache, req: RenderRequest, settings: RenderSettings,
+    conn: Connection,
+    docs: DocumentCache,
+    req: RenderRequest,
+    settings: RenderSettings,
     preparer: Any,
 ) -> None:
     try:
@@ -314,12 +333,14 @@ def _serve(
     pixels = page.pixels if settings.keep_pixels else None
     page.pixels = None
     specs = tuple((name, tuple(a.shape), str(a.dtype)) for name, a in arrays.items())
-    conn.send(_Header(ok=True, error=None, page=page, array_specs=specs,
-                      has_pixels=pixels is not None))
+    conn.send(
+        _Header(ok=True, error=None, page=page, array_specs=specs, has_pixels=pixels is not None)
+    )
     if pixels is not None:
         conn.send_bytes(pixels)
     for array in arrays.values():
-        conn.send_bytes(np.ascontiguousarray(array).data)
+        # A flat byte view: send_bytes slices multi-dimensional views along their first axis.
+        conn.send_bytes(memoryview(np.ascontiguousarray(array)).cast("B"))
 
 
 def _load_preparer(name: str | None) -> Any:
@@ -392,7 +413,9 @@ class RenderPool:
     def _spawn(self) -> _Slot:
         parent, child = self._ctx.Pipe(duplex=True)
         process = self._ctx.Process(
-            target=_render_process, args=(child, self.settings), name="ocrfleet-render",
+            target=_render_process,
+            args=(child, self.settings),
+            name="ocrfleet-render",
             daemon=True,
         )
         process.start()
@@ -412,10 +435,9 @@ class RenderPool:
             return await future
 
     def _send(self, slot: _Slot, job: _Job) -> None:
-        try:
+        # A dead process fails the send; the reader thread re-sends its jobs.
+        with contextlib.suppress(BrokenPipeError, OSError):
             slot.conn.send(job.req)
-        except (BrokenPipeError, OSError):
-            pass  # the process is dead; the reader thread re-sends its jobs
 
     def _read_loop(self) -> None:
         while not self._closing.is_set():
@@ -441,6 +463,11 @@ class RenderPool:
                 self._resolve(job, header)
         except (EOFError, OSError):
             return
+        except Exception:
+            # A garbled message leaves the pipe out of step: end that process; its jobs are
+            # re-sent (the head one counts a crash), never left waiting forever.
+            log.exception("bad message from a render process; restarting it")
+            slot.process.kill()
 
     def _resolve(self, job: _Job, header: _Header) -> None:
         assert self._loop is not None
@@ -451,7 +478,9 @@ class RenderPool:
             self._settle(job.future, None, err)
 
     def _settle(
-        self, future: asyncio.Future[RenderedPage], page: RenderedPage | None,
+        self,
+        future: asyncio.Future[RenderedPage],
+        page: RenderedPage | None,
         error: BaseException | None,
     ) -> None:
         def apply() -> None:
@@ -479,16 +508,22 @@ class RenderPool:
                 culprit.crashes += 1
                 code = dead.process.exitcode
                 log.warning(
-                    "render process died (exit %s) on %s page %d", code,
-                    culprit.req.source or culprit.req.path, culprit.req.page,
+                    "render process died (exit %s) on %s page %d",
+                    code,
+                    culprit.req.source or culprit.req.path,
+                    culprit.req.page,
                 )
                 if culprit.crashes >= 2:
                     jobs.pop(0)
-                    self._settle(culprit.future, None, RenderCrash(
-                        culprit.req.source or culprit.req.path,
-                        f"the PDF renderer crashed on this page (exit code {code}), twice",
-                        culprit.req.page,
-                    ))
+                    self._settle(
+                        culprit.future,
+                        None,
+                        RenderCrash(
+                            culprit.req.source or culprit.req.path,
+                            f"the PDF renderer crashed on this page (exit code {code}), twice",
+                            culprit.req.page,
+                        ),
+                    )
             for job in jobs:
                 fresh.jobs.append(job)
                 self._send(fresh, job)

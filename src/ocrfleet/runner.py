@@ -104,8 +104,9 @@ def _run_locked(config: RunConfig, suffix: str) -> RunResult:
         _wait_for_orphans(ledger)
         released = ledger.recover_interrupted()
         if released:
-            log.info("resuming: %d page(s) a previous run left in flight go back in the queue",
-                     released)
+            log.info(
+                "resuming: %d page(s) a previous run left in flight go back in the queue", released
+            )
         previous = ledger.begin_run(run_id, config.to_json())
         _warn_changed_options(previous, config)
         plan = make_plan(config, ledger)
@@ -117,11 +118,14 @@ def _run_locked(config: RunConfig, suffix: str) -> RunResult:
         counts = ledger.counts()
         log.info(
             "%d document(s) in this shard (%d new), %d page(s) to do of %d",
-            sum(counts.documents.values()), plan.new_documents, counts.pages["pending"],
+            sum(counts.documents.values()),
+            plan.new_documents,
+            counts.pages["pending"],
             sum(counts.pages.values()),
         )
         stats = RunStats()
-        interrupted, killed, slots = False, False, []
+        interrupted, killed = False, False
+        slots: list[dict[str, Any]] = []
         if counts.pages["pending"]:
             interrupted, killed, slots = _supervise(config, db_path, ledger, stats, counts)
         finalize_ready_documents(ledger, layout, f"supervisor:{os.getpid()}")

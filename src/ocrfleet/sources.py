@@ -52,7 +52,7 @@ def discover(inputs: Sequence[str]) -> tuple[list[SourceFile], list[str]]:
     for given in inputs:
         path = Path(given).expanduser()
         if any(ch in given for ch in GLOB_CHARS) and not path.exists():
-            matches = sorted(glob.glob(os.path.expanduser(given), recursive=True))
+            matches = sorted(glob.glob(str(Path(given).expanduser()), recursive=True))  # noqa: PTH207
             base = _glob_base(given)
             found.extend(_source(Path(m), m, base) for m in matches if _looks_like_pdf_name(m))
             if not matches:
@@ -111,7 +111,7 @@ def _common_parent(paths: Sequence[Path]) -> Path:
 
 
 def _glob_base(pattern: str) -> Path:
-    parts = Path(os.path.expanduser(pattern)).parts
+    parts = Path(pattern).expanduser().parts
     base: list[str] = []
     for part in parts:
         if any(ch in part for ch in GLOB_CHARS):

@@ -65,7 +65,8 @@ def format_status(status: dict[str, Any]) -> str:
     lines = [
         f"{status['output_dir']}: {status['progress'] * 100:.1f}% of pages finished",
         "documents  " + "  ".join(f"{k} {v}" for k, v in docs.items()),
-        "pages      " + "  ".join(f"{k} {v}" for k, v in pages.items())
+        "pages      "
+        + "  ".join(f"{k} {v}" for k, v in pages.items())
         + f"  (in flight {status['pages_in_flight']})",
     ]
     if status["failed_documents"]:

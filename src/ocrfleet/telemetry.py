@@ -62,7 +62,8 @@ class RunStats:
         return {
             "wall_seconds": round(wall, 3),
             "engine_start_seconds": round(self.engine_ready - self.started, 3)
-            if self.engine_ready else None,
+            if self.engine_ready
+            else None,
             "pages_per_second_after_engine_start": round(pages / busy, 4) if busy > 0 else None,
             "engine": self.engines[0] if self.engines else None,
             "pages_processed": pages,
@@ -86,8 +87,13 @@ class Progress:
         self._bar: tqdm[Any] | None = None
         if enabled:
             self._bar = tqdm(
-                total=total, initial=done, unit="page", dynamic_ncols=True, smoothing=0.05,
-                file=sys.stderr, desc="ocrfleet",
+                total=total,
+                initial=done,
+                unit="page",
+                dynamic_ncols=True,
+                smoothing=0.05,
+                file=sys.stderr,
+                desc="ocrfleet",
             )
 
     def advance(self, rates: dict[str, float] | None = None) -> None:

@@ -70,7 +70,9 @@ def worker_id(slot: int, pid: int) -> str:
 def plan_workers(config: RunConfig, cpu_count: int) -> list[WorkerSpec]:
     """Slots: one engine per GPU (× engines-per-gpu), or --workers CPU workers."""
     count = config.worker_count
-    render = config.render_workers or max(1, cpu_count // max(1, count))
+    # Render capacity follows the CPU count, split between engines; past 16 processes per
+    # engine, more only costs memory (a GPU engine consumes 10–40 pages/s).
+    render = config.render_workers or max(1, min(16, cpu_count // max(1, count)))
     if not config.gpus:
         return [WorkerSpec(slot, (), render) for slot in range(count)]
     tp = config.engine.tensor_parallel_size
@@ -176,9 +178,7 @@ def _setup_worker_logging(config: RunConfig, spec: WorkerSpec) -> None:
     logs = config.output_dir / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     handler = logging.FileHandler(logs / f"worker-{spec.slot}.log", encoding="utf-8")
-    handler.setFormatter(
-        logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
-    )
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(config.log_level.upper())
@@ -347,16 +347,24 @@ class Supervisor:
             log.error(
                 "worker %d (%s) died %d times (last exit %s): giving up on it; see "
                 "%s/logs/worker-%d.out",
-                state.spec.slot, state.spec.label, state.restarts, code,
-                self.config.output_dir, state.spec.slot,
+                state.spec.slot,
+                state.spec.label,
+                state.restarts,
+                code,
+                self.config.output_dir,
+                state.spec.slot,
             )
             state.gave_up = True
             return
         delay = min(RESTART_BACKOFF_CAP, 2.0 ** (state.restarts - 1))
         log.warning(
             "worker %d (%s) died (exit %s); restart %d/%d in %.0f s",
-            state.spec.slot, state.spec.label, code, state.restarts,
-            self.config.max_worker_restarts, delay,
+            state.spec.slot,
+            state.spec.label,
+            code,
+            state.restarts,
+            self.config.max_worker_restarts,
+            delay,
         )
         state.restart_at = time.monotonic() + delay
 

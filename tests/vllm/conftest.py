@@ -24,9 +24,19 @@ CPU_ENV = {
 # Engine options for the tiny checkpoint on CPU: fp32 (bf16 is emulated on this CPU), no
 # CUDA graphs, no profiling of five maximum-size images (it ran out of 24 GB), fp16-free KV.
 CPU_ENGINE_ARGS = [
-    "--load-format", "dummy", "--dtype", "float32", "--enforce-eager",
-    "--kv-cache-dtype", "auto", "--max-model-len", "4096",
-    "--vllm-arg", "skip_mm_profiling=true", "--vllm-arg", "max_num_seqs=4",
+    "--load-format",
+    "dummy",
+    "--dtype",
+    "float32",
+    "--enforce-eager",
+    "--kv-cache-dtype",
+    "auto",
+    "--max-model-len",
+    "4096",
+    "--vllm-arg",
+    "skip_mm_profiling=true",
+    "--vllm-arg",
+    "max_num_seqs=4",
 ]
 
 
@@ -44,13 +54,20 @@ def run_ocrfleet(*args: str, timeout: float = 1800) -> subprocess.CompletedProce
     env = dict(os.environ, **CPU_ENV)
     return subprocess.run(
         [sys.executable, "-m", "ocrfleet", *args],
-        capture_output=True, text=True, timeout=timeout, env=env, check=False,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+        check=False,
     )
 
 
 def start_ocrfleet(*args: str) -> subprocess.Popen[str]:
     env = dict(os.environ, **CPU_ENV)
     return subprocess.Popen(
-        [sys.executable, "-m", "ocrfleet", *args], stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE, text=True, env=env,
+        [sys.executable, "-m", "ocrfleet", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
     )

@@ -31,12 +31,25 @@ def records(out: Path) -> list[dict[str, Any]]:
 
 
 def test_two_page_pdf_end_to_end(tiny_checkpoint: Path, tmp_path: Path) -> None:
-    pdf = samples.text_pdf(tmp_path / "in" / "δύο σελίδες.pdf",
-                           [samples.paragraph(0), samples.paragraph(1, greek=False)])
+    pdf = samples.text_pdf(
+        tmp_path / "in" / "δύο σελίδες.pdf",
+        [samples.paragraph(0), samples.paragraph(1, greek=False)],
+    )
     out = tmp_path / "out"
     result = run_ocrfleet(
-        "run", str(pdf), "-o", str(out), "--engine", "vllm", "--model", str(tiny_checkpoint),
-        *CPU_ENGINE_ARGS, *SMALL_PAGES, "--max-tokens", "24", "--no-progress",
+        "run",
+        str(pdf),
+        "-o",
+        str(out),
+        "--engine",
+        "vllm",
+        "--model",
+        str(tiny_checkpoint),
+        *CPU_ENGINE_ARGS,
+        *SMALL_PAGES,
+        "--max-tokens",
+        "24",
+        "--no-progress",
     )
     assert result.returncode == 0, result.stderr[-3000:]
     pages = {r["page"]: r for r in records(out)}
@@ -66,10 +79,10 @@ def _repeated_ngrams(tokens: list[int], n: int, window: int) -> int:
     """How many tokens complete an n-gram already seen in the window before them."""
     count = 0
     for end in range(n, len(tokens) + 1):
-        gram = tuple(tokens[end - n:end])
+        gram = tuple(tokens[end - n : end])
         start = max(0, end - 1 - window)
-        history = tokens[start:end - 1]
-        earlier = {tuple(history[i:i + n]) for i in range(len(history) - n + 1)}
+        history = tokens[start : end - 1]
+        earlier = {tuple(history[i : i + n]) for i in range(len(history) - n + 1)}
         count += gram in earlier
     return count
 
@@ -83,12 +96,21 @@ def test_ngram_processor_is_active(tiny_checkpoint: Path, impl: str) -> None:
     from ocrfleet.render import DocumentCache, RenderRequest, RenderSettings, render_page
 
     config = EngineConfig(
-        model=str(tiny_checkpoint), load_format="dummy", dtype="float32", enforce_eager=True,
-        kv_cache_dtype="auto", max_model_len=4096, max_tokens=60, ngram_impl=impl,  # type: ignore[arg-type]
-        ngram_size=3, ngram_window=90, extra_args={"skip_mm_profiling": True, "max_num_seqs": 4},
+        model=str(tiny_checkpoint),
+        load_format="dummy",
+        dtype="float32",
+        enforce_eager=True,
+        kv_cache_dtype="auto",
+        max_model_len=4096,
+        max_tokens=60,
+        ngram_impl=impl,  # type: ignore[arg-type]
+        ngram_size=3,
+        ngram_window=90,
+        extra_args={"skip_mm_profiling": True, "max_num_seqs": 4},
     )
-    pdf = samples.text_pdf(Path(os.environ.get("TMPDIR", "/tmp")) / f"ngram-{impl}.pdf",
-                           [samples.paragraph(2)])
+    pdf = samples.text_pdf(
+        Path(os.environ.get("TMPDIR", "/tmp")) / f"ngram-{impl}.pdf", [samples.paragraph(2)]
+    )
     page = render_page(DocumentCache(), RenderRequest("d", str(pdf), 1), RenderSettings(dpi=50))
 
     async def generate() -> tuple[list[int], list[int]]:
@@ -118,12 +140,27 @@ def test_ngram_processor_is_active(tiny_checkpoint: Path, impl: str) -> None:
 
 
 def test_killed_run_resumes(tiny_checkpoint: Path, tmp_path: Path) -> None:
-    pdf = samples.text_pdf(tmp_path / "in" / "three.pdf",
-                           [samples.paragraph(n) for n in range(3)])
+    pdf = samples.text_pdf(tmp_path / "in" / "three.pdf", [samples.paragraph(n) for n in range(3)])
     out = tmp_path / "out"
-    args = ["run", str(pdf), "-o", str(out), "--engine", "vllm", "--model", str(tiny_checkpoint),
-            *CPU_ENGINE_ARGS, *SMALL_PAGES, "--max-tokens", "8", "--max-attempts", "1",
-            "--batch-pages", "1", "--no-progress"]
+    args = [
+        "run",
+        str(pdf),
+        "-o",
+        str(out),
+        "--engine",
+        "vllm",
+        "--model",
+        str(tiny_checkpoint),
+        *CPU_ENGINE_ARGS,
+        *SMALL_PAGES,
+        "--max-tokens",
+        "8",
+        "--max-attempts",
+        "1",
+        "--batch-pages",
+        "1",
+        "--no-progress",
+    ]
     proc = start_ocrfleet(*args)
     db = out / "ocrfleet.sqlite"
     deadline = time.monotonic() + 900
@@ -132,7 +169,8 @@ def test_killed_run_resumes(tiny_checkpoint: Path, tmp_path: Path) -> None:
         if db.exists():
             with sqlite3.connect(db, timeout=5) as conn:
                 finished = conn.execute(
-                    "SELECT COUNT(*) FROM pages WHERE status!='pending'").fetchone()[0]
+                    "SELECT COUNT(*) FROM pages WHERE status!='pending'"
+                ).fetchone()[0]
             if finished >= 1:
                 break
         time.sleep(0.5)

@@ -22,8 +22,9 @@ PROMPT = "<image>\n<|grounding|>Convert the document to markdown."
 def page_image(tmp_path: Path, dpi: int, size: tuple[float, float] = samples.A4) -> Image.Image:
     from ocrfleet.render import DocumentCache, RenderRequest, RenderSettings, render_page
 
-    pdf = samples.mixed_pdf(tmp_path / f"p{dpi}-{int(size[0])}.pdf",
-                            [("image", samples.paragraph(3))], size=size)
+    pdf = samples.mixed_pdf(
+        tmp_path / f"p{dpi}-{int(size[0])}.pdf", [("image", samples.paragraph(3))], size=size
+    )
     page = render_page(DocumentCache(), RenderRequest("d", str(pdf), 1), RenderSettings(dpi=dpi))
     return page.image().copy()
 
@@ -32,8 +33,9 @@ def stock_processor(tokenizer: Any, name: str) -> Any:
     from vllm.transformers_utils.processors.deepseek_ocr import DeepseekOCRProcessor
 
     m = MODES[name]
-    return DeepseekOCRProcessor(tokenizer, image_size=m.image_size, base_size=m.base_size,
-                                strategy="v1")
+    return DeepseekOCRProcessor(
+        tokenizer, image_size=m.image_size, base_size=m.base_size, strategy="v1"
+    )
 
 
 def ours(tokenizer: Any, name: str) -> Any:
@@ -43,8 +45,10 @@ def ours(tokenizer: Any, name: str) -> Any:
 
 
 @pytest.mark.parametrize("name", list(MODES))
-@pytest.mark.parametrize(("dpi", "size"), [(144, samples.A4), (50, samples.A4),
-                                            (100, (842.0, 595.0)), (60, (300.0, 900.0))])
+@pytest.mark.parametrize(
+    ("dpi", "size"),
+    [(144, samples.A4), (50, samples.A4), (100, (842.0, 595.0)), (60, (300.0, 900.0))],
+)
 def test_packed_pages_equal_vllms_processor(
     tiny_checkpoint: Path, tmp_path: Path, name: str, dpi: int, size: tuple[float, float]
 ) -> None:
@@ -55,8 +59,9 @@ def test_packed_pages_equal_vllms_processor(
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_checkpoint)
     image = page_image(tmp_path, dpi, size)
-    want = stock_processor(tokenizer, name)(prompt=PROMPT, images=[image],
-                                            crop_mode=MODES[name].crop)
+    want = stock_processor(tokenizer, name)(
+        prompt=PROMPT, images=[image], crop_mode=MODES[name].crop
+    )
     got = ours(tokenizer, name)(prompt=PROMPT, images=[pack_page(image, name)])
     assert torch.equal(got["input_ids"], want["input_ids"])
     assert torch.equal(got["images_spatial_crop"], want["images_spatial_crop"])
@@ -79,16 +84,23 @@ def test_token_counts_per_mode_for_an_a4_page(tmp_path: Path) -> None:
     assert unpack(pack_page(image, "gundam")).grid == (2, 3)
 
 
-def test_engine_serves_every_mode_and_packed_equals_pil(tiny_checkpoint: Path,
-                                                        tmp_path: Path) -> None:
+def test_engine_serves_every_mode_and_packed_equals_pil(
+    tiny_checkpoint: Path, tmp_path: Path
+) -> None:
     """One engine (ocrfleet's architecture): each mode's prompt has its token count, and a
     packed page decodes to exactly the tokens of the same page sent as a PIL image."""
     from ocrfleet.config import EngineConfig
     from ocrfleet.engines.vllm import VllmEngine, sampling_params
 
     config = EngineConfig(
-        model=str(tiny_checkpoint), load_format="dummy", dtype="float32", enforce_eager=True,
-        kv_cache_dtype="auto", max_model_len=4096, max_tokens=12, ngram_impl="off",
+        model=str(tiny_checkpoint),
+        load_format="dummy",
+        dtype="float32",
+        enforce_eager=True,
+        kv_cache_dtype="auto",
+        max_model_len=4096,
+        max_tokens=12,
+        ngram_impl="off",
         extra_args={"skip_mm_profiling": True, "max_num_seqs": 2},
     )
     a4_72dpi = page_image(tmp_path, 72)  # 595×842: gundam tiles it 2×3
@@ -97,8 +109,11 @@ def test_engine_serves_every_mode_and_packed_equals_pil(tiny_checkpoint: Path,
     async def run_all() -> dict[str, Any]:
         engine = VllmEngine(config)
         await engine.start()
-        text_tokens = len(engine._llm.tokenizer.encode("\n<|grounding|>Convert the document "
-                                                       "to markdown.", add_special_tokens=False))
+        text_tokens = len(
+            engine._llm.tokenizer.encode(
+                "\n<|grounding|>Convert the document to markdown.", add_special_tokens=False
+            )
+        )
         results: dict[str, Any] = {"text_tokens": text_tokens}
 
         async def generate(image: Any, rid: str) -> tuple[int, list[int]]:
@@ -106,8 +121,9 @@ def test_engine_serves_every_mode_and_packed_equals_pil(tiny_checkpoint: Path,
             if isinstance(image, np.ndarray):
                 prompt["multi_modal_uuids"] = {"image": [rid]}
             final = None
-            async for out in engine._llm.generate(prompt, sampling_params(config, 12),
-                                                  request_id=rid):
+            async for out in engine._llm.generate(
+                prompt, sampling_params(config, 12), request_id=rid
+            ):
                 final = out
             assert final is not None
             return len(final.prompt_token_ids), list(final.outputs[0].token_ids)
@@ -125,6 +141,10 @@ def test_engine_serves_every_mode_and_packed_equals_pil(tiny_checkpoint: Path,
     results = asyncio.run(run_all())
     extra = 1 + results["text_tokens"]  # bos + the prompt's text
     assert {name: results[name][0] - extra for name in MODES} == {
-        "tiny": 73, "small": 111, "base": 273, "large": 421, "gundam": 903,
+        "tiny": 73,
+        "small": 111,
+        "base": 273,
+        "large": 421,
+        "gundam": 903,
     }
     assert results["packed"] == results["pil"]  # same prompt length, same greedy tokens

@@ -31,6 +31,7 @@ from ocrfleet.vllm_plugin.ngram import (  # noqa: E402
     NGramParams,
     banned_token_mask,
     build_windows,
+    ngram_ban_candidates,
     parse_ngram_params,
     reference_banned_tokens,
 )
@@ -196,6 +197,23 @@ def test_whitelist_of_any_size_and_out_of_vocab_ids() -> None:
         (stream, 2, 100, [-4, 3]),
     ]
     assert_same_bans(cases, 8)
+
+
+def test_both_comparison_modes_agree() -> None:
+    """The per-offset loop (CPU default) and the single unfolded comparison (CUDA default)."""
+    rng = random.Random(8)
+    for _ in range(60):
+        outputs = [
+            [rng.randrange(3) for _ in range(rng.randint(0, 200))] for _ in range(rng.randint(1, 9))
+        ]
+        windows, lengths = build_windows(outputs, [rng.randint(1, 120) for _ in outputs])
+        whitelist = torch.tensor([[1, 2**62]] * len(outputs))
+        n = rng.randint(1, 35)
+        w, m = torch.from_numpy(windows), torch.from_numpy(lengths)
+        loop = ngram_ban_candidates(w, m, n, whitelist, per_offset=True)
+        unfolded = ngram_ban_candidates(w, m, n, whitelist, per_offset=False)
+        assert torch.equal(loop[0], unfolded[0])
+        assert torch.equal(loop[1], unfolded[1])
 
 
 def test_empty_batch_and_short_outputs() -> None:
@@ -565,12 +583,16 @@ def test_steady_state_reads_only_new_tokens(vllm_ocr: Any) -> None:
     cache = side.ours._cache
     rereads = cache.rereads
     for step in range(1, 12):
-        if step % 4 == 0:
-            side.batch.remove(rng.randrange(len(side.batch.slots)))
-        if step % 3 == 0:
-            side.batch.swap(*rng.sample(range(len(side.batch.slots)), 2))
         for slot in side.batch.slots:
             assert slot is not None
             slot[1].append(slot[1][-2] if len(slot[1]) > 2 else rng.randrange(3))
+        if step % 4 == 0:
+            side.batch.remove(rng.randrange(len(side.batch.slots)))
+            side.batch.condense()  # the last row moves into the hole
+        if step % 3 == 0:
+            side.batch.swap(*rng.sample(range(len(side.batch.slots)), 2))
+        if step == 5:  # a wider window widens the cache: one read, for the new row only
+            side.batch.add(ngram_params(3, 150), [1, 2] * 80)
+            rereads += 1
         side.step(step)
     assert cache.rereads == rereads

@@ -79,8 +79,9 @@ def engine_kwargs(config: EngineConfig) -> dict[str, Any]:
 
 
 def sampling_params(config: EngineConfig, max_tokens: int) -> Any:
-    from vllm import SamplingParams
     from vllm.sampling_params import RequestOutputKind
+
+    from vllm import SamplingParams
 
     return SamplingParams(
         temperature=0.0,
@@ -115,10 +116,11 @@ class VllmEngine:
 
     async def start(self) -> None:
         import torch
-        import vllm
         from vllm.engine.arg_utils import AsyncEngineArgs
         from vllm.usage.usage_lib import UsageContext
         from vllm.v1.engine.async_llm import AsyncLLM
+
+        import vllm
 
         if uses_plugin(self.config):
             # The entry point registers it in vLLM's own processes; this covers ours even
@@ -138,7 +140,8 @@ class VllmEngine:
         self.started = True
         log.info(
             "vLLM engine ready in %.1f s (max_num_seqs %d, n-gram processor %s)",
-            time.monotonic() - began, self._max_num_seqs,
+            time.monotonic() - began,
+            self._max_num_seqs,
             logits_processors(self.config) or "off",
         )
 

@@ -74,8 +74,10 @@ def check_topology(config: RunConfig, argv: list[str] | None = None) -> list[str
             "--mm-encoder-tp-mode data: vLLM's DeepSeek-OCR model does not support the "
             "data-parallel vision encoder; vLLM falls back to weights mode"
         )
-    if config.batch_pages is not None and engine.max_num_seqs is not None and (
-        config.batch_pages < engine.max_num_seqs
+    if (
+        config.batch_pages is not None
+        and engine.max_num_seqs is not None
+        and (config.batch_pages < engine.max_num_seqs)
     ):
         warnings.append(
             f"--batch-pages {config.batch_pages} keeps fewer pages in flight than "

@@ -115,8 +115,9 @@ def image_pdf(
     return path
 
 
-def mixed_pdf(path: Path, pages: Sequence[tuple[str, str]], *, size: tuple[float, float] = A4,
-              dpi: int = 100) -> Path:
+def mixed_pdf(
+    path: Path, pages: Sequence[tuple[str, str]], *, size: tuple[float, float] = A4, dpi: int = 100
+) -> Path:
     """Pages of kind "text", "image" or "blank", each with its text."""
     from reportlab.lib.utils import ImageReader
     from reportlab.pdfgen import canvas
@@ -171,6 +172,48 @@ def long_pdf(path: Path, pages: int) -> Path:
         for line in _wrap(f"Σελίδα {n + 1}. " + paragraph(n, greek=n % 2 == 0)):
             pdf.drawString(72, y, line)
             y -= 18
+        pdf.showPage()
+    pdf.save()
+    return path
+
+
+def scan_jpeg(text: str, seed: int, dpi: int = 150) -> bytes:
+    """A page-sized JPEG that looks like a scan: dense text, a grey cast, speckle noise."""
+    import numpy as np
+    from PIL import Image
+
+    width, height = int(A4[0] / 72 * dpi), int(A4[1] / 72 * dpi)
+    png = text_image(text, width, height)
+    image = Image.open(io.BytesIO(png)).convert("L")
+    rng = np.random.default_rng(seed)
+    pixels = np.asarray(image, dtype=np.int16) - 18 + rng.integers(-12, 12, (height, width))
+    noisy = Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8)).convert("RGB")
+    buffer = io.BytesIO()
+    noisy.save(buffer, format="JPEG", quality=70)
+    return buffer.getvalue()
+
+
+def realistic_pdf(path: Path, pages: int, *, scans: int = 8) -> Path:
+    """Benchmark pages like a mixed archive: dense born-digital text pages alternating with
+    scanned pages (distinct JPEG scans, cycled), A4."""
+    from reportlab.lib.utils import ImageReader
+    from reportlab.pdfgen import canvas
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    dense = " ".join(paragraph(k) + " " + paragraph(k, greek=False) for k in range(8))
+    images = [scan_jpeg(dense, seed) for seed in range(scans)]
+    pdf = canvas.Canvas(str(path), pagesize=A4, invariant=True)
+    font = _font_name()
+    for n in range(pages):
+        if n % 2:
+            reader = ImageReader(io.BytesIO(images[(n // 2) % scans]))
+            pdf.drawImage(reader, 0, 0, width=A4[0], height=A4[1])
+        else:
+            pdf.setFont(font, 10)
+            y = A4[1] - 50
+            for line in _wrap(f"{n + 1}. " + dense, 95)[:58]:
+                pdf.drawString(40, y, line)
+                y -= 13
         pdf.showPage()
     pdf.save()
     return path

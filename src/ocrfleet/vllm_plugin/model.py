@@ -47,21 +47,24 @@ class OcrfleetDeepseekOCRProcessor(DeepseekOCRProcessor):  # type: ignore[misc]
         kwargs.pop("crop_mode", None)
         super().__init__(tokenizer, **kwargs)
 
-    def __call__(  # type: ignore[override]
+    def __call__(
         self, *, prompt: str, images: list[Any], crop_mode: bool | None = None, **_: Any
     ) -> BatchFeature:
         if images and all(is_packed(image) for image in images):
             return self.process_packed(prompt, images)
-        pil = [image if isinstance(image, Image.Image) else Image.fromarray(np.asarray(image))
-               for image in images]
+        pil = [
+            image if isinstance(image, Image.Image) else Image.fromarray(np.asarray(image))
+            for image in images
+        ]
         return self.process_one(prompt=prompt, images=pil, crop_mode=self.ocrfleet_mode.crop)
 
     def process_packed(self, prompt: str, images: list[np.ndarray]) -> BatchFeature:
         """The processor's outputs for packed pages: same token ids, uint8 pixel tensors."""
         splits = prompt.split(self.image_token)
         if len(splits) != len(images) + 1:
-            raise ValueError(f"{len(splits) - 1} {self.image_token!r} in prompt, "
-                             f"{len(images)} images")
+            raise ValueError(
+                f"{len(splits) - 1} {self.image_token!r} in prompt, {len(images)} images"
+            )
         ids: list[int] = [self.bos_id]
         mask: list[bool] = [False]
         views, crops, grids, counts = [], [], [], []
@@ -72,7 +75,9 @@ class OcrfleetDeepseekOCRProcessor(DeepseekOCRProcessor):  # type: ignore[misc]
             ids += text_ids + [self.image_token_id] * count
             mask += [False] * len(text_ids) + [True] * count
             views.append(torch.from_numpy(np.ascontiguousarray(page.global_view)).permute(2, 0, 1))
-            crops += [torch.from_numpy(np.ascontiguousarray(t)).permute(2, 0, 1) for t in page.tiles]
+            crops += [
+                torch.from_numpy(np.ascontiguousarray(t)).permute(2, 0, 1) for t in page.tiles
+            ]
             grids.append(list(page.grid))
             counts.append(count)
         tail = self.encode(splits[-1], bos=False, eos=False)
@@ -83,7 +88,8 @@ class OcrfleetDeepseekOCRProcessor(DeepseekOCRProcessor):  # type: ignore[misc]
             data={
                 "input_ids": torch.tensor([ids], dtype=torch.long),
                 "pixel_values": torch.stack(views).contiguous(),
-                "images_crop": torch.stack(crops).contiguous() if crops
+                "images_crop": torch.stack(crops).contiguous()
+                if crops
                 else torch.zeros((0, 3, size, size), dtype=torch.uint8),
                 "images_seq_mask": torch.tensor(mask, dtype=torch.bool),
                 "images_spatial_crop": torch.tensor(grids, dtype=torch.long),
@@ -143,8 +149,9 @@ class OcrfleetMultiModalProcessor(DeepseekOCRMultiModalProcessor):  # type: igno
             count = page_image_tokens(current.name, size.width, size.height)
             return [image_token_id] * count
 
-        return [PromptReplacement(modality="image", target=[image_token_id],
-                                  replacement=replacement)]
+        return [
+            PromptReplacement(modality="image", target=[image_token_id], replacement=replacement)
+        ]
 
 
 def _normalise(value: Any, dtype: torch.dtype) -> Any:

@@ -51,8 +51,14 @@ def tiles(image: Image.Image, m: Mode, grid: tuple[int, int]) -> list[Image.Imag
     size = m.image_size
     resized = image.resize((size * columns, size * rows))
     return [
-        resized.crop(((i % columns) * size, (i // columns) * size,
-                      (i % columns + 1) * size, (i // columns + 1) * size))
+        resized.crop(
+            (
+                (i % columns) * size,
+                (i // columns) * size,
+                (i % columns + 1) * size,
+                (i // columns + 1) * size,
+            )
+        )
         for i in range(columns * rows)
     ]
 
@@ -89,7 +95,7 @@ def is_packed(item: object) -> bool:
 
 def unpack(packed: np.ndarray) -> Unpacked:
     header = bytes(packed[0].reshape(-1)[: len(MAGIC) + 4])
-    version, mode_index, columns, rows = header[len(MAGIC):]
+    version, mode_index, columns, rows = header[len(MAGIC) :]
     if header[: len(MAGIC)] != MAGIC or version != VERSION:
         raise ValueError("not an ocrfleet packed page (or another version)")
     m = MODES[MODE_NAMES[mode_index]]

@@ -1,0 +1,121 @@
+#!/usr/bin/env bash
+# The GPU benchmark suite, in phases that each fit one device call (≤ 10 min), run from the
+# repository root on a host with vLLM importable (the lent machines: the gpu-kit in /tmp/site).
+#
+#   bash benchmarks/gpu_suite.sh setup            # carried wheels, synthetic full checkpoint
+#   bash benchmarks/gpu_suite.sh phase1           # recipe vs ocrfleet, 512 and 1024 tokens
+#   bash benchmarks/gpu_suite.sh phase2           # KV bf16/fp8, fp8 weights, 2 engines/GPU …
+#   bash benchmarks/gpu_suite.sh phase3           # 1 vs 2 GPUs, resolution modes
+#   DRY_RUN=1 bash benchmarks/gpu_suite.sh phase1 # print the jobs only
+#
+# Jobs of a phase run at once, each on its own GPU(s) (CUDA_VISIBLE_DEVICES), each with its own
+# vLLM compile cache. Results: $OUT/<phase>.json (every job's JSON) and $OUT/<phase>-logs.txt.
+set -euo pipefail
+
+phase="${1:?usage: gpu_suite.sh setup|phase1|phase2|phase3}"
+OUT="${OUT:-/tmp/ocrfleet-bench-out}"
+WORK="${WORK:-/tmp/ocrfleet-bench}"
+PDF="${PDF:-.bench/pages-1024.pdf}"
+MODEL="${MODEL:-$WORK/ckpt-full}"
+PAGES="${PAGES:-512}"
+RENDER="${RENDER_WORKERS:-12}"
+JOB_TIMEOUT="${JOB_TIMEOUT:-540}"
+export PYTHONPATH="${SITE:-/tmp/site}${PYTHONPATH:+:$PYTHONPATH}"
+export VLLM_NO_USAGE_STATS=1 HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1
+mkdir -p "$OUT" "$WORK/parts" "$WORK/logs"
+
+pids=()
+names=()
+
+job() {  # job NAME GPUS CACHE command...
+  local name="$1" gpus="$2" cache="$3"
+  shift 3
+  if [[ -n "${DRY_RUN:-}" ]]; then
+    echo "[$name] CUDA_VISIBLE_DEVICES=$gpus VLLM_CACHE_ROOT=$WORK/vcache/$cache $*"
+    return
+  fi
+  mkdir -p "$WORK/vcache/$cache"
+  CUDA_VISIBLE_DEVICES="$gpus" VLLM_CACHE_ROOT="$WORK/vcache/$cache" \
+    timeout "$JOB_TIMEOUT" "$@" >"$WORK/logs/$name.log" 2>&1 &
+  pids+=("$!")
+  names+=("$name")
+}
+
+bench() {  # bench NAME GPUS CACHE recipe|ocrfleet TOKENS [extra args]
+  local name="$1" gpus="$2" cache="$3" variant="$4" tokens="$5"
+  shift 5
+  job "$name" "$gpus" "$cache" python3 benchmarks/gpu_bench.py "$variant" --pdf "$PDF" \
+    --model "$MODEL" --pages "${JOB_PAGES:-$PAGES}" --tokens "$tokens" --label "$name" \
+    --json "$WORK/parts/$name.json" "$@"
+}
+
+finish() {  # wait for every job; gather results and log tails into $OUT
+  [[ -n "${DRY_RUN:-}" ]] && return
+  local i status=0
+  for i in "${!pids[@]}"; do
+    if ! wait "${pids[$i]}"; then
+      echo "job ${names[$i]} failed" >&2
+      status=1
+    fi
+  done
+  python3 - "$WORK/parts" "$OUT/$phase.json" "${names[@]}" <<'PY'
+import json, sys
+from pathlib import Path
+parts, out, names = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3:]
+found = {n: json.loads((parts / f"{n}.json").read_text()) for n in names
+         if (parts / f"{n}.json").exists()}
+out.write_text(json.dumps({"jobs": names, "results": found}, indent=2))
+for name in names:
+    r = found.get(name, {}).get("result")
+    rate = r and r.get("pages_per_second")
+    print(f"{name:32s} {'FAILED' if r is None else f'{rate} pages/s, busy {r.get(chr(103)+"pu_busy")}'}")
+PY
+  for i in "${!names[@]}"; do
+    echo "===== ${names[$i]} ====="
+    grep -v "it/s\]" "$WORK/logs/${names[$i]}.log" | tail -n 60
+  done >"$OUT/$phase-logs.txt"
+  nvidia-smi --query-gpu=index,name,memory.used,utilization.gpu --format=csv >>"$OUT/$phase-logs.txt" || true
+  return "$status"
+}
+
+case "$phase" in
+  setup)
+    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+      --target "${SITE:-/tmp/site}" .whl/*.whl
+    python3 -m ocrfleet make-checkpoint "$MODEL" --size full
+    python3 - <<'PY'
+import torch, vllm, pypdfium2, importlib.metadata as md
+import ocrfleet.vllm_plugin.model, ocrfleet.vllm_plugin.ngram  # import against this vLLM
+eps = [e.value for e in md.entry_points(group="vllm.general_plugins")]
+print("vllm", vllm.__version__, "torch", torch.__version__, "gpus", torch.cuda.device_count(),
+      torch.cuda.get_device_name(0), "plugins", eps)
+PY
+    nvidia-smi
+    ;;
+  phase1)
+    bench recipe-512 0 recipe-a recipe 512
+    bench ocrfleet-512 1 ocrfleet-a ocrfleet 512 --kv-cache-dtype fp8 -- --render-workers "$RENDER"
+    bench recipe-1024 2 recipe-b recipe 1024
+    bench ocrfleet-1024 3 ocrfleet-b ocrfleet 1024 --kv-cache-dtype fp8 -- --render-workers "$RENDER"
+    finish
+    ;;
+  phase2)
+    for c in c d e f; do cp -r "$WORK/vcache/ocrfleet-a/." "$WORK/vcache/ocrfleet-$c/" 2>/dev/null || true; done
+    bench ocrfleet-512-bf16kv 0 ocrfleet-c ocrfleet 512 --kv-cache-dtype auto -- --render-workers "$RENDER"
+    bench ocrfleet-512-fp8w 1 ocrfleet-d ocrfleet 512 --kv-cache-dtype fp8 --quantization fp8 -- --render-workers "$RENDER"
+    bench ocrfleet-512-2engines 2 ocrfleet-e ocrfleet 512 --kv-cache-dtype fp8 -- --engines-per-gpu 2 --render-workers "$RENDER"
+    bench ocrfleet-512-recipe-settings 3 ocrfleet-f ocrfleet 512 --kv-cache-dtype auto -- --preprocess vllm --ngram per-request --render-workers "$RENDER"
+    finish
+    ;;
+  phase3)
+    for c in g h i; do cp -r "$WORK/vcache/ocrfleet-a/." "$WORK/vcache/ocrfleet-$c/" 2>/dev/null || true; done
+    JOB_PAGES=$((2 * PAGES)) bench ocrfleet-2gpus 0,1 ocrfleet-g ocrfleet 512 --kv-cache-dtype fp8 -- --render-workers "$RENDER"
+    bench ocrfleet-1gpu 2 ocrfleet-h ocrfleet 512 --kv-cache-dtype fp8 -- --render-workers "$RENDER"
+    job modes 3 ocrfleet-i bash -c "for m in tiny small base large; do python3 benchmarks/gpu_bench.py ocrfleet --pdf $PDF --model $MODEL --pages 256 --tokens 512 --label mode-\$m --json $WORK/parts/mode-\$m.json --kv-cache-dtype fp8 -- --resolution \$m --render-workers $RENDER || exit 1; done; python3 -c 'import json,sys; p=sys.argv[1]; json.dump({m: json.load(open(f\"{p}/mode-{m}.json\")) for m in (\"tiny\",\"small\",\"base\",\"large\")}, open(f\"{p}/modes.json\",\"w\"))' $WORK/parts"
+    finish
+    ;;
+  *)
+    echo "unknown phase: $phase" >&2
+    exit 2
+    ;;
+esac
