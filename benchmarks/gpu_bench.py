@@ -111,8 +111,12 @@ def render_all(pdf: Path, pages: int, dpi: int = 144) -> list[Any]:
 
 
 # Engine arguments that `ocrfleet run` takes as options of its own.
-OCRFLEET_FLAGS = {"dtype": "--dtype", "enforce_eager": "--enforce-eager",
-                  "max_model_len": "--max-model-len", "max_num_seqs": "--max-num-seqs"}
+OCRFLEET_FLAGS = {
+    "dtype": "--dtype",
+    "enforce_eager": "--enforce-eager",
+    "max_model_len": "--max-model-len",
+    "max_num_seqs": "--max-num-seqs",
+}
 
 
 def engine_args(pairs: list[str]) -> dict[str, Any]:

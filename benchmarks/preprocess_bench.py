@@ -33,20 +33,20 @@ def per_page_ms(function: Any, items: list[Any]) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--pages", type=int, default=16)
-    parser.add_argument("--out", type=Path,
-                        default=Path(__file__).resolve().parent / "results")
+    parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results")
     args = parser.parse_args()
 
     import torch
 
     torch.set_num_threads(1)  # the frontend is one thread
-    import vllm
     from transformers import AutoTokenizer
     from vllm.transformers_utils.processors.deepseek_ocr import DeepseekOCRProcessor
 
+    import vllm
     from ocrfleet.render import DocumentCache, RenderRequest, RenderSettings, render_page
     from ocrfleet.testing import samples
     from ocrfleet.testing.checkpoint import write_checkpoint
@@ -59,12 +59,15 @@ def main() -> None:
         tokenizer = AutoTokenizer.from_pretrained(write_checkpoint(work / "ckpt", "tiny"))
         pdf = samples.realistic_pdf(work / "pages.pdf", args.pages)
         docs = DocumentCache()
-        images = [render_page(docs, RenderRequest("d", str(pdf), n + 1), RenderSettings())
-                  .image().copy() for n in range(args.pages)]
+        images = [
+            render_page(docs, RenderRequest("d", str(pdf), n + 1), RenderSettings()).image().copy()
+            for n in range(args.pages)
+        ]
     modes: dict[str, Any] = {}
     for name, m in MODES.items():
-        stock = DeepseekOCRProcessor(tokenizer, image_size=m.image_size,
-                                     base_size=m.base_size, strategy="v1")
+        stock = DeepseekOCRProcessor(
+            tokenizer, image_size=m.image_size, base_size=m.base_size, strategy="v1"
+        )
         ours = OcrfleetDeepseekOCRProcessor(tokenizer, ocrfleet_resolution=name)
         packed = [pack_page(image, name) for image in images]
         reference = stock(prompt=PROMPT, images=[images[0]], crop_mode=m.crop)
@@ -74,9 +77,7 @@ def main() -> None:
                 lambda img, p=stock, c=m.crop: p(prompt=PROMPT, images=[img], crop_mode=c),
                 images,
             ),
-            "after_render_process_ms": per_page_ms(
-                lambda img, n=name: pack_page(img, n), images
-            ),
+            "after_render_process_ms": per_page_ms(lambda img, n=name: pack_page(img, n), images),
             "after_frontend_ms": per_page_ms(
                 lambda arr, p=ours: p(prompt=PROMPT, images=[arr]), packed
             ),
@@ -86,8 +87,7 @@ def main() -> None:
         }
     result = {
         "benchmark": "DeepSeek-OCR preprocessing per page, one core",
-        "machine": {"cpu": platform.processor() or platform.machine(),
-                    "cores": os.cpu_count()},
+        "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count()},
         "date": time.strftime("%Y-%m-%d"),
         "vllm": vllm.__version__,
         "torch": torch.__version__,

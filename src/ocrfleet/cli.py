@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import logging
 import os
@@ -57,6 +58,21 @@ def build_parser() -> argparse.ArgumentParser:
     status = sub.add_parser("status", help="progress of a run, from its ledger")
     status.add_argument("output_dir", type=Path)
     status.add_argument("--json", action="store_true", help="machine-readable output")
+    pre = sub.add_parser(
+        "preflight",
+        help="check a GPU node before a run: GPUs, driver, torch/vLLM, FP8 KV, a smoke page, "
+        "baseline pages/s",
+    )
+    pre.add_argument("--expect-gpus", type=int)
+    pre.add_argument("--expect-model", help="e.g. L4 (a word of the GPU name)")
+    pre.add_argument("--min-driver", type=int, default=550)
+    pre.add_argument("--model", help="default /opt/models/DeepSeek-OCR if present, else the hub id")
+    pre.add_argument("--smoke-pdf", type=Path, help="default: a one-page sample")
+    pre.add_argument("--output-dir", type=Path, help="where the smoke run writes")
+    pre.add_argument("--throughput-json", type=Path, help="where the baseline pages/s goes")
+    pre.add_argument("--timeout", type=float, default=300.0)
+    pre.add_argument("--skip-smoke", action="store_true")
+    pre.add_argument("--json", action="store_true")
     ckpt = sub.add_parser(
         "make-checkpoint",
         help="write a synthetic DeepSeek-OCR model directory (config + tokenizer, no weights) "
@@ -76,7 +92,29 @@ def _add_run(sub: Any) -> None:
     )
     run.add_argument("inputs", nargs="*", help="PDF files, directories, globs or list files")
     run.add_argument("--input-dir", action="append", default=[], help="a directory of PDFs")
-    run.add_argument("-o", "--output-dir", type=Path, required=True)
+    run.add_argument(
+        "-o",
+        "--output-dir",
+        required=True,
+        help="a local directory, or s3://bucket/prefix (written in --work-dir "
+        "first, then uploaded with the ledger checkpointed)",
+    )
+    run.add_argument(
+        "--work-dir",
+        type=Path,
+        help="local directory for an s3:// output (default: under ~/.cache)",
+    )
+    run.add_argument(
+        "--stage-dir",
+        type=Path,
+        help="where s3:// inputs are downloaded (default OUT/.ocrfleet-inputs)",
+    )
+    run.add_argument(
+        "--sync-interval",
+        type=float,
+        default=300.0,
+        help="seconds between uploads of an s3:// output",
+    )
     run.add_argument(
         "--engine", default="vllm", help="vllm, text (the PDF's text layer), or module:factory"
     )
@@ -192,6 +230,16 @@ def detect_gpus() -> list[int]:
     return [i for i, line in enumerate(listing.splitlines()) if line.startswith("GPU ")]
 
 
+def local_output(output: str, work_dir: Path | None) -> tuple[Path, str | None]:
+    """(local output directory, s3:// URI to upload to or None)."""
+    if not output.startswith("s3://"):
+        return Path(output), None
+    if work_dir is None:
+        digest = hashlib.sha256(output.encode()).hexdigest()[:16]
+        work_dir = Path.home() / ".cache" / "ocrfleet" / "runs" / digest
+    return work_dir, output
+
+
 def config_from_args(args: argparse.Namespace) -> RunConfig:
     engine = EngineConfig(
         name=args.engine,
@@ -222,9 +270,13 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
             if args.gpus == "auto"
             else tuple(int(g) for g in args.gpus.split(","))
         )
+    output_dir, sync_to = local_output(args.output_dir, args.work_dir)
     return RunConfig(
         inputs=tuple(args.input_dir) + tuple(args.inputs),
-        output_dir=args.output_dir,
+        output_dir=output_dir,
+        sync_to=sync_to,
+        sync_interval=args.sync_interval,
+        stage_dir=args.stage_dir,
         engine=engine,
         mode=args.mode,
         prompt=args.prompt,
@@ -249,6 +301,7 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
 
 
 def _setup_logging(level: str, output_dir: Path | None) -> None:
+    from .redact import install_redaction
     from .telemetry import TqdmLogHandler
 
     fmt = logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S")
@@ -261,6 +314,7 @@ def _setup_logging(level: str, output_dir: Path | None) -> None:
         file_handler.setFormatter(fmt)
         handlers.append(file_handler)
     logging.basicConfig(level=level, handlers=handlers, force=True)
+    install_redaction(handlers)  # tokens never reach a log line
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
@@ -301,6 +355,26 @@ def _cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_preflight(args: argparse.Namespace) -> int:
+    from .preflight import PreflightOptions, exit_code, report, run_preflight
+
+    checks = run_preflight(
+        PreflightOptions(
+            expect_gpus=args.expect_gpus,
+            expect_model=args.expect_model,
+            min_driver=args.min_driver,
+            smoke_pdf=args.smoke_pdf,
+            model=args.model,
+            output_dir=args.output_dir,
+            throughput_json=args.throughput_json,
+            timeout=args.timeout,
+            skip_smoke=args.skip_smoke,
+        )
+    )
+    print(report(checks, as_json=args.json))
+    return exit_code(checks)
+
+
 def _cmd_make_checkpoint(args: argparse.Namespace) -> int:
     from .testing.checkpoint import write_checkpoint
 
@@ -316,6 +390,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "run": _cmd_run,
         "status": _cmd_status,
         "make-checkpoint": _cmd_make_checkpoint,
+        "preflight": _cmd_preflight,
     }
     try:
         return commands[args.command](args)

@@ -113,6 +113,16 @@ class RunConfig:
     blank_threshold: float = 0.0001
     progress: bool = True
     log_level: str = "INFO"
+    # s3://bucket/prefix: outputs are written to output_dir (local) and uploaded there, with
+    # the ledger checkpointed every sync_interval seconds and at the end.
+    sync_to: str | None = None
+    sync_interval: float = 300.0
+    # Where s3:// inputs are staged (default OUT/.ocrfleet-inputs).
+    stage_dir: Path | None = None
+
+    @property
+    def staging_dir(self) -> Path:
+        return self.stage_dir or self.output_dir / ".ocrfleet-inputs"
 
     def __post_init__(self) -> None:
         if not self.inputs:
@@ -137,6 +147,8 @@ class RunConfig:
             raise ConfigError("--mode must be clean or raw")
         if self.prompt not in PROMPTS:
             raise ConfigError("--prompt must be markdown or free")
+        if self.sync_to is not None and not self.sync_to.startswith("s3://"):
+            raise ConfigError(f"outputs can be uploaded to s3:// only, not {self.sync_to!r}")
 
     @property
     def worker_count(self) -> int:
@@ -150,6 +162,7 @@ class RunConfig:
         data = asdict(self)
         data["output_dir"] = str(self.output_dir)
         data["image_cache"] = str(self.image_cache) if self.image_cache else None
+        data["stage_dir"] = str(self.stage_dir) if self.stage_dir else None
         return json.dumps(data, sort_keys=True)
 
     @classmethod
@@ -161,4 +174,5 @@ class RunConfig:
         data["gpus"] = tuple(data["gpus"])
         data["output_dir"] = Path(data["output_dir"])
         data["image_cache"] = Path(data["image_cache"]) if data["image_cache"] else None
+        data["stage_dir"] = Path(data["stage_dir"]) if data["stage_dir"] else None
         return cls(engine=EngineConfig(**engine), **data)

@@ -72,8 +72,24 @@ def probe_sources(ledger: Ledger, files: list[SourceFile], workers: int) -> dict
     return probes
 
 
+def label_staged(files: list[SourceFile], stage_dir: Path) -> list[SourceFile]:
+    """A PDF staged from s3://bucket/key sits at stage_dir/bucket/key: its `source` (the
+    input as the user named it) is the URI again."""
+    root = stage_dir.resolve()
+    labelled = []
+    for f in files:
+        try:
+            rel = f.path.relative_to(root)
+        except ValueError:
+            labelled.append(f)
+            continue
+        labelled.append(SourceFile(f.path, f"s3://{rel.as_posix()}", f.rel))
+    return labelled
+
+
 def make_plan(config: RunConfig, ledger: Ledger) -> Plan:
     files, missing = discover(config.inputs)
+    files = label_staged(files, config.staging_dir)
     plan = Plan(missing_inputs=missing)
     workers = max(1, min(8, os.cpu_count() or 1))
     probes = probe_sources(ledger, files, workers)

@@ -186,9 +186,17 @@ def render_page(docs: DocumentCache, req: RenderRequest, settings: RenderSetting
     finally:
         page.close()
     page_out = RenderedPage(
-        doc_id=req.doc_id, page=req.page, width=width, height=height, stride=stride,
-        pixels=pixels, ink_ratio=ink, scaled_down=scaled, effective_dpi=round(scale * 72.0, 2),
-        render_seconds=time.perf_counter() - started, text_layer=text,
+        doc_id=req.doc_id,
+        page=req.page,
+        width=width,
+        height=height,
+        stride=stride,
+        pixels=pixels,
+        ink_ratio=ink,
+        scaled_down=scaled,
+        effective_dpi=round(scale * 72.0, 2),
+        render_seconds=time.perf_counter() - started,
+        text_layer=text,
     )
     _store_cached(req, settings, page_out)
     return page_out
@@ -340,7 +348,7 @@ def _serve(
         conn.send_bytes(pixels)
     for array in arrays.values():
         # A flat byte view: send_bytes slices multi-dimensional views along their first axis.
-        conn.send_bytes(memoryview(np.ascontiguousarray(array)).cast("B"))
+        conn.send_bytes(np.ascontiguousarray(array).data.cast("B"))
 
 
 def _load_preparer(name: str | None) -> Any:
@@ -357,8 +365,10 @@ def _receive(conn: Connection) -> _Header:
         if header.has_pixels:
             header.page.pixels = conn.recv_bytes()
         for name, shape, dtype in header.array_specs:
-            buf = conn.recv_bytes()
-            header.page.arrays[name] = np.frombuffer(buf, dtype=dtype).reshape(shape)
+            # Straight into a writable array: torch.from_numpy then needs no copy.
+            array = np.empty(shape, dtype=dtype)
+            conn.recv_bytes_into(array.data.cast("B"))
+            header.page.arrays[name] = array
     return header
 
 

@@ -15,10 +15,11 @@ import logging
 import os
 import signal
 import socket
+import threading
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from types import FrameType
 from typing import Any, TextIO
@@ -28,6 +29,8 @@ from .config import RunConfig
 from .errors import ConfigError
 from .ledger import Ledger
 from .plan import ledger_path, make_plan, shard_suffix
+from .redact import redact_obj
+from .storage import OutputSync, is_remote, stage_inputs
 from .telemetry import Progress, RunStats
 from .workers import Supervisor, plan_workers
 from .writers import OutputLayout, assemble_document, write_json
@@ -95,8 +98,47 @@ def run(config: RunConfig) -> RunResult:
         return _run_locked(config, suffix)
 
 
+class PeriodicSync:
+    """Uploads outputs and a ledger checkpoint every `interval` seconds, off the main loop."""
+
+    def __init__(self, sync: OutputSync | None, db_path: Path, interval: float) -> None:
+        self.sync, self.db_path, self.interval = sync, db_path, interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="ocrfleet-sync", daemon=True)
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.now()
+
+    def now(self) -> None:
+        if self.sync is None:
+            return
+        try:
+            uploaded = self.sync.upload()
+            self.sync.checkpoint_ledger(self.db_path)
+            log.info("synced %d file(s) and a ledger checkpoint to %s", uploaded, self.sync.remote)
+        except Exception as exc:  # the next sync retries; the run must not die of it
+            log.error("upload to %s failed (will retry): %s", self.sync.remote, exc)
+
+    def __enter__(self) -> PeriodicSync:
+        if self.sync is not None:
+            self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join()
+
+
 def _run_locked(config: RunConfig, suffix: str) -> RunResult:
     db_path = ledger_path(config.output_dir, config.num_shards, config.shard_index)
+    sync = OutputSync(config.output_dir, config.sync_to) if config.sync_to else None
+    if sync is not None and not db_path.exists() and sync.restore_ledger(db_path):
+        log.info("resuming from the ledger checkpoint in %s", sync.remote)
+    if any(is_remote(uri) for uri in config.inputs):
+        staged = stage_inputs(config.inputs, config.staging_dir)
+        config = replace(config, inputs=tuple(staged))
     ledger = Ledger(db_path)
     layout = OutputLayout(config.output_dir)
     run_id = time.strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:8]
@@ -126,16 +168,19 @@ def _run_locked(config: RunConfig, suffix: str) -> RunResult:
         stats = RunStats()
         interrupted, killed = False, False
         slots: list[dict[str, Any]] = []
+        periodic = PeriodicSync(sync, db_path, config.sync_interval)
         if counts.pages["pending"]:
-            interrupted, killed, slots = _supervise(config, db_path, ledger, stats, counts)
+            with periodic:
+                interrupted, killed, slots = _supervise(config, db_path, ledger, stats, counts)
         finalize_ready_documents(ledger, layout, f"supervisor:{os.getpid()}")
         summary = _summary(config, ledger, stats, slots, plan.missing_inputs, run_id)
-        summary_path = layout.summary(suffix)
-        write_json(summary_path, summary)
-        ledger.end_run(run_id, summary)
         code = _exit_code(summary, interrupted, killed)
         summary["exit_code"] = code
+        summary = redact_obj(summary)
+        summary_path = layout.summary(suffix)
+        ledger.end_run(run_id, summary)
         write_json(summary_path, summary)
+        periodic.now()
         return RunResult(code, summary, summary_path)
     finally:
         ledger.close()
@@ -240,6 +285,7 @@ def _summary(
         "documents": {k: v for k, v in counts.documents.items() if k != "assembling"},
         "pages": counts.pages,
         "this_run": stats.summary(),
+        "synced_to": config.sync_to,
         "workers": slots,
         "failed_documents": ledger.failed_documents(),
         "missing_inputs": missing,

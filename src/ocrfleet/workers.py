@@ -34,6 +34,7 @@ from .engines import create_engine
 from .errors import EngineDead
 from .ledger import Ledger
 from .pipeline import PageWorker
+from .redact import install_redaction
 
 if TYPE_CHECKING:
     from multiprocessing.process import BaseProcess
@@ -179,6 +180,7 @@ def _setup_worker_logging(config: RunConfig, spec: WorkerSpec) -> None:
     logs.mkdir(parents=True, exist_ok=True)
     handler = logging.FileHandler(logs / f"worker-{spec.slot}.log", encoding="utf-8")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    install_redaction([handler])
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(config.log_level.upper())

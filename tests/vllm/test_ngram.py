@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import random
 from collections.abc import Sequence
+from types import SimpleNamespace
 from typing import Any
 
+import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
@@ -421,12 +423,12 @@ class SideBySide:
 
     def check_cache(self, row: int, parsed: NGramParams | None, output: list[int]) -> None:
         """White-box: the right request sits at each row, and its token cache is exact."""
-        request = self.ours._requests.get(row)
+        request = self.ours._v1.requests.get(row)
         if parsed is None or not parsed.can_ban:
             assert request is None
             return
         assert request is not None and request.output_ids is output
-        cache = self.ours._cache
+        cache = self.ours._v1.cache
         if cache.synced[row] >= 0:
             assert cache.synced[row] == len(output)
             # Only the row's own window is kept exact (the cache may since have widened).
@@ -580,7 +582,7 @@ def test_steady_state_reads_only_new_tokens(vllm_ocr: Any) -> None:
     for output in outputs:
         side.batch.add(ngram_params(rng.choice((2, 3, 30)), rng.choice((40, 90))), output)
     side.step(0)
-    cache = side.ours._cache
+    cache = side.ours._v1.cache
     rereads = cache.rereads
     for step in range(1, 12):
         for slot in side.batch.slots:
@@ -596,3 +598,125 @@ def test_steady_state_reads_only_new_tokens(vllm_ocr: Any) -> None:
             rereads += 1
         side.step(step)
     assert cache.rereads == rereads
+
+
+# --- Model Runner V2 (vLLM >= 0.32) ----------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def runner_v2() -> Any:
+    """vLLM's V2-runner logits-processor package (absent from vLLM 0.26)."""
+    return pytest.importorskip("vllm.v1.worker.gpu.sample.logits_processor")
+
+
+class FakeRequestStates:
+    """Model Runner V2's per-slot buffers, as its logits processors read them: token history
+    [slots, max_len] (prompt then output), prompt lengths on host and device, total lengths."""
+
+    def __init__(self, slots: int, max_len: int, vocab: int) -> None:
+        self.tokens = torch.zeros((slots, max_len), dtype=torch.int32)
+        self.prompt = np.zeros(slots, dtype=np.int32)
+        self.total = torch.zeros(slots, dtype=torch.int32)
+        self.device = torch.device("cpu")
+        self.max_num_reqs = slots
+        self.vocab_size = vocab
+        self.all_token_ids = SimpleNamespace(gpu=self.tokens)
+        self.prompt_len = SimpleNamespace(np=self.prompt, gpu=torch.from_numpy(self.prompt))
+        self.prefill_len = SimpleNamespace(np=self.prompt.copy(), gpu=None)
+        self.total_len = SimpleNamespace(gpu=self.total)
+
+    def fill(self, slot: int, prompt: list[int], output: list[int]) -> None:
+        ids = prompt + output
+        self.tokens[slot, : len(ids)] = torch.tensor(ids, dtype=torch.int32)
+        self.prompt[slot] = len(prompt)
+        self.total[slot] = len(ids)
+
+    def append(self, slot: int, token: int) -> None:
+        self.tokens[slot, int(self.total[slot])] = token
+        self.total[slot] += 1
+
+    def output(self, slot: int) -> list[int]:
+        return self.tokens[slot, int(self.prompt[slot]) : int(self.total[slot])].tolist()
+
+
+def v2_context(runner_v2: Any, states: FakeRequestStates, slots: list[int], slack: Any) -> Any:
+    mapping = torch.tensor(slots, dtype=torch.int32)
+    seq_lens = states.total[mapping].numpy().astype(np.int32) + slack  # an upper bound
+    return runner_v2.LogitsContext(
+        expanded_idx_mapping=mapping,
+        idx_mapping=mapping,
+        idx_mapping_np=np.array(slots, dtype=np.intp),
+        expanded_local_pos=torch.zeros(len(slots), dtype=torch.int32),
+        input_ids=states.tokens[mapping.long(), (states.total[mapping.long()] - 1).long()],
+        pos=states.total[mapping.long()] - 1,
+        seq_lens_upper_bound_np=seq_lens,
+    )
+
+
+def test_runner_v2_loads_and_validates_by_qualified_name(runner_v2: Any) -> None:
+    from vllm.config import VllmConfig
+
+    states = FakeRequestStates(4, 64, 16)
+    procs = runner_v2.build_custom_logits_processors(VllmConfig(), states, False, [FQCN])
+    assert len(procs) == 1 and isinstance(procs[0], BatchedNGramLogitsProcessor)
+    assert isinstance(procs[0], runner_v2.LogitsProcessor)
+    validate = runner_v2.build_custom_logits_processors_params_validator([FQCN])
+    validate(SamplingParams(extra_args={"ngram_size": 3}))
+    with pytest.raises(Exception, match="ngram_size"):
+        validate(SamplingParams(extra_args={"ngram_size": 0}))
+    with pytest.raises(ValueError, match="speculative"):
+        BatchedNGramLogitsProcessor(SimpleNamespace(speculative_config=object()), states)
+
+
+def test_runner_v2_random_batches(runner_v2: Any) -> None:
+    """Slots filled, refilled and scheduled in shuffled order; bans == the rule per row."""
+    rng = random.Random(77)
+    vocab, slots = 24, 12
+    states = FakeRequestStates(slots, 1024, vocab)
+    lp_states = runner_v2.LogitsProcRequestState.from_request_state(states)
+    proc = BatchedNGramLogitsProcessor(None, lp_states)
+    params: dict[int, SamplingParams] = {}
+    rows_with_bans = 0
+    for step in range(200):
+        for slot in list(params):
+            if rng.random() < 0.05:
+                del params[slot]  # finished: the slot is free, its buffers keep stale data
+        for slot in range(slots):
+            if slot not in params and rng.random() < 0.3:
+                n = rng.choice((None, 1, 2, 3, 4, 6, 10, 30))
+                w = rng.choice((None, 1, 3, 8, 16, 40, 90))
+                wl = rng.sample(range(vocab), rng.choice((0, 0, 1, 2)))
+                params[slot] = ngram_params(n, w, wl)
+                parsed = parse_ngram_params(params[slot])
+                applies = proc.add_request(slot, params[slot])
+                assert applies == (parsed is not None and parsed.can_ban)
+                # The prompt repeats too: only output tokens may count.
+                prompt = [rng.randrange(3) for _ in range(rng.randint(1, 30))]
+                resumed = [rng.randrange(3) for _ in range(rng.choice((0, 0, 5, 60)))]
+                states.fill(slot, prompt, resumed)
+        batch = list(params)
+        rng.shuffle(batch)  # V2 reorders rows every step
+        if not batch:
+            continue
+        slack = np.array([rng.choice((0, 0, 0, 1, 3)) for _ in batch], dtype=np.int32)
+        ctx = v2_context(runner_v2, states, batch, slack)
+        logits = torch.randn((len(batch), vocab), generator=torch.Generator().manual_seed(step))
+        out = proc.apply(logits.clone(), ctx)
+        kept = ~torch.isneginf(out)
+        assert torch.equal(out[kept], logits[kept])
+        for row, slot in enumerate(batch):
+            parsed = parse_ngram_params(params[slot])
+            want: set[int] = set()
+            if parsed is not None:
+                want = reference_banned_tokens(
+                    states.output(slot), parsed.ngram_size, parsed.window_size, parsed.whitelist
+                )
+            got = set(torch.nonzero(torch.isneginf(out[row])).flatten().tolist())
+            assert got == want, (step, slot, states.output(slot)[-40:])
+            rows_with_bans += bool(want)
+        for slot in batch:
+            output = states.output(slot)
+            period = rng.choice((1, 2, 3, 5))
+            cycle = len(output) >= period and rng.random() < 0.9
+            states.append(slot, output[-period] if cycle else rng.randrange(vocab))
+    assert rows_with_bans > 100
