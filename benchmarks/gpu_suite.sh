@@ -58,17 +58,19 @@ finish() {  # wait for every job; gather results and log tails into $OUT
       status=1
     fi
   done
-  python3 - "$WORK/parts" "$OUT/$phase.json" "${names[@]}" <<'PY'
+  python3 - "$WORK/parts" "$OUT/$phase.json" "$phase" <<'PY'
 import json, sys
 from pathlib import Path
-parts, out, names = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3:]
-found = {n: json.loads((parts / f"{n}.json").read_text()) for n in names
-         if (parts / f"{n}.json").exists()}
-out.write_text(json.dumps({"jobs": names, "results": found}, indent=2))
-for name in names:
-    r = found.get(name, {}).get("result")
-    rate = r and r.get("pages_per_second")
-    print(f"{name:32s} {'FAILED' if r is None else f'{rate} pages/s, busy {r.get(chr(103)+"pu_busy")}'}")
+parts, out, phase = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3]
+found = {p.stem: json.loads(p.read_text()) for p in sorted(parts.glob("*.json"))
+         if not p.stem.startswith("done-")}
+for p in parts.glob("*.json"):
+    p.rename(parts / f"done-{phase}-{p.name}")  # the next phase collects only its own
+out.write_text(json.dumps({"phase": phase, "results": found}, indent=2))
+for name, payload in found.items():
+    r = payload["result"]
+    print(f"{name:32s} {r.get('pages_per_second')} pages/s  busy {r.get('gpu_busy')}  "
+          f"prompt {r.get('prompt_tokens_per_page')}  start {r.get('engine_start_seconds')}")
 PY
   for i in "${!names[@]}"; do
     echo "===== ${names[$i]} ====="
@@ -104,14 +106,14 @@ PY
     bench ocrfleet-512-bf16kv 0 ocrfleet-c ocrfleet 512 --kv-cache-dtype auto -- --render-workers "$RENDER"
     bench ocrfleet-512-fp8w 1 ocrfleet-d ocrfleet 512 --kv-cache-dtype fp8 --quantization fp8 -- --render-workers "$RENDER"
     bench ocrfleet-512-2engines 2 ocrfleet-e ocrfleet 512 --kv-cache-dtype fp8 -- --engines-per-gpu 2 --render-workers "$RENDER"
-    bench ocrfleet-512-recipe-settings 3 ocrfleet-f ocrfleet 512 --kv-cache-dtype auto -- --preprocess vllm --ngram per-request --render-workers "$RENDER"
+    bench ocrfleet-1024-2engines 3 ocrfleet-f ocrfleet 1024 --kv-cache-dtype fp8 -- --engines-per-gpu 2 --render-workers "$RENDER"
     finish
     ;;
   phase3)
     for c in g h i; do cp -r "$WORK/vcache/ocrfleet-a/." "$WORK/vcache/ocrfleet-$c/" 2>/dev/null || true; done
     JOB_PAGES=$((2 * PAGES)) bench ocrfleet-2gpus 0,1 ocrfleet-g ocrfleet 512 --kv-cache-dtype fp8 -- --render-workers "$RENDER"
-    bench ocrfleet-1gpu 2 ocrfleet-h ocrfleet 512 --kv-cache-dtype fp8 -- --render-workers "$RENDER"
-    job modes 3 ocrfleet-i bash -c "for m in tiny small base large; do python3 benchmarks/gpu_bench.py ocrfleet --pdf $PDF --model $MODEL --pages 256 --tokens 512 --label mode-\$m --json $WORK/parts/mode-\$m.json --kv-cache-dtype fp8 -- --resolution \$m --render-workers $RENDER || exit 1; done; python3 -c 'import json,sys; p=sys.argv[1]; json.dump({m: json.load(open(f\"{p}/mode-{m}.json\")) for m in (\"tiny\",\"small\",\"base\",\"large\")}, open(f\"{p}/modes.json\",\"w\"))' $WORK/parts"
+    job gpu2 2 ocrfleet-h bash -c "python3 benchmarks/gpu_bench.py ocrfleet --pdf $PDF --model $MODEL --pages $PAGES --tokens 512 --label ocrfleet-1gpu --json $WORK/parts/ocrfleet-1gpu.json --kv-cache-dtype fp8 -- --render-workers $RENDER && python3 benchmarks/gpu_bench.py ocrfleet --pdf $PDF --model $MODEL --pages $PAGES --tokens 512 --label ocrfleet-512-recipe-settings --json $WORK/parts/ocrfleet-512-recipe-settings.json --kv-cache-dtype auto -- --preprocess vllm --ngram per-request --render-workers $RENDER"
+    job modes 3 ocrfleet-i bash -c "for m in tiny small base large; do python3 benchmarks/gpu_bench.py ocrfleet --pdf $PDF --model $MODEL --pages 256 --tokens 512 --label mode-\$m --json $WORK/parts/mode-\$m.json --kv-cache-dtype fp8 -- --resolution \$m --render-workers $RENDER || exit 1; done"
     finish
     ;;
   *)

@@ -29,7 +29,7 @@ import numpy.typing as npt
 import torch
 from vllm.v1.sample.logits_processor import BatchUpdate, LogitsProcessor, MoveDirectionality
 
-try:  # vLLM >= 0.32: Model Runner V2 loads only subclasses of its own interface.
+try:  # vLLM 0.32 (not 0.26): Model Runner V2 loads only subclasses of its own interface.
     from vllm.v1.worker.gpu.sample.logits_processor import (
         LogitsProcessor as _RunnerV2LogitsProcessor,
     )
@@ -388,7 +388,7 @@ class _RunnerV1:
 
 
 class _RunnerV2:
-    """Model Runner V2 state (vLLM >= 0.32): parameters by request slot; the tokens are read
+    """Model Runner V2 state (vLLM 0.32): parameters by request slot; the tokens are read
     from the runner's own on-device history (``all_token_ids``, ``prompt_len``, ``total_len``).
     """
 
@@ -412,7 +412,8 @@ def _pack(
 
     ``columns``: [G] or [G, k] arrays. Returns the device tensor and each block's first column.
     """
-    blocks = [np.asarray(c, dtype=np.int64).reshape(len(c), -1) for c in columns]
+    arrays = [np.asarray(c, dtype=np.int64) for c in columns]
+    blocks = [a if a.ndim == 2 else a[:, None] for a in arrays]
     offsets = np.cumsum([0] + [b.shape[1] for b in blocks]).tolist()
     packed = torch.empty((len(blocks[0]), offsets[-1]), dtype=torch.int64, pin_memory=pin_memory)
     host = packed.numpy()
