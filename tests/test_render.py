@@ -80,6 +80,27 @@ def test_bad_page_raises_render_error_naming_file_and_page(tmp_path: Path) -> No
     assert "in/one.pdf page 5" in str(info.value)
 
 
+def test_pool_hands_pages_over_in_shared_memory_and_leaves_nothing(tmp_path: Path) -> None:
+    from ocrfleet.render import ShmFiles
+
+    assert ShmFiles.available()
+    pdf = samples.text_pdf(tmp_path / "p.pdf", ["α"])
+    reference = render_page(DocumentCache(), RenderRequest("d", str(pdf), 1), RenderSettings())
+
+    async def go() -> bytes:
+        pool = RenderPool(1, RenderSettings())
+        pool.start()
+        try:
+            page = await pool.render(RenderRequest("d", str(pdf), 1))
+        finally:
+            pool.close()
+        assert page.pixels is not None
+        return bytes(page.pixels)
+
+    assert asyncio.run(go()) == reference.pixels
+    assert not list(Path("/dev/shm").glob(f"ocrfleet-{os.getpid()}-*"))
+
+
 def test_pool_renders_in_processes(tmp_path: Path) -> None:
     pdf = samples.text_pdf(tmp_path / "p.pdf", [samples.paragraph(i) for i in range(6)])
 
@@ -128,7 +149,9 @@ def test_a_render_process_killed_mid_page_is_replaced_and_the_page_failed_after_
         finally:
             pool.close()
 
+    before = set(Path("/dev/shm").glob(f"ocrfleet-{os.getpid()}-*"))
     error, behind_page, restarts = asyncio.run(go())
+    assert set(Path("/dev/shm").glob(f"ocrfleet-{os.getpid()}-*")) <= before  # none left
     assert isinstance(error, RenderCrash) and "big.pdf page 1" in str(error)
     assert behind_page == 1  # the page queued behind it was re-sent and rendered
     assert restarts == 2

@@ -35,6 +35,7 @@ from .errors import EngineDead
 from .ledger import Ledger
 from .pipeline import PageWorker
 from .redact import install_redaction
+from .render import ShmFiles
 
 if TYPE_CHECKING:
     from multiprocessing.process import BaseProcess
@@ -329,6 +330,8 @@ class Supervisor:
         assert state.process is not None
         state.process.join(timeout=1)
         code = state.process.exitcode
+        if state.process.pid is not None:
+            ShmFiles.sweep(state.process.pid)  # pages its render processes left in RAM
         if state.conn is not None:
             state.conn.close()
             state.conn = None
