@@ -20,6 +20,7 @@ MODEL="${MODEL:-$WORK/ckpt-full}"
 PAGES="${PAGES:-512}"
 RENDER="${RENDER_WORKERS:-12}"
 JOB_TIMEOUT="${JOB_TIMEOUT:-540}"
+THREADS="${THREADS:-$(( $(nproc) / 4 > 0 ? $(nproc) / 4 : 1 ))}"
 export PYTHONPATH="${SITE:-/tmp/site}${PYTHONPATH:+:$PYTHONPATH}"
 export VLLM_NO_USAGE_STATS=1 HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1
 mkdir -p "$OUT" "$WORK/parts" "$WORK/logs"
@@ -35,7 +36,8 @@ job() {  # job NAME GPUS CACHE command...
     return
   fi
   mkdir -p "$WORK/vcache/$cache"
-  CUDA_VISIBLE_DEVICES="$gpus" VLLM_CACHE_ROOT="$WORK/vcache/$cache" \
+  # Each job gets the CPU share a GPU of the host has (OMP/torch threads), as on a 1-GPU host.
+  CUDA_VISIBLE_DEVICES="$gpus" VLLM_CACHE_ROOT="$WORK/vcache/$cache" OMP_NUM_THREADS="$THREADS" \
     timeout "$JOB_TIMEOUT" "$@" >"$WORK/logs/$name.log" 2>&1 &
   pids+=("$!")
   names+=("$name")
