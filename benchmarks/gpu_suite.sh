@@ -3,6 +3,7 @@
 # repository root on a host with vLLM importable (the lent machines: the gpu-kit in /tmp/site).
 #
 #   bash benchmarks/gpu_suite.sh setup            # carried wheels, synthetic full checkpoint
+#   bash benchmarks/gpu_suite.sh warm             # one engine start of each kind (caches)
 #   bash benchmarks/gpu_suite.sh phase1           # recipe vs ocrfleet, 512 and 1024 tokens
 #   bash benchmarks/gpu_suite.sh phase2           # KV bf16/fp8, fp8 weights, 2 engines/GPU …
 #   bash benchmarks/gpu_suite.sh phase3           # 1 vs 2 GPUs, resolution modes
@@ -12,7 +13,7 @@
 # vLLM compile cache. Results: $OUT/<phase>.json (every job's JSON) and $OUT/<phase>-logs.txt.
 set -euo pipefail
 
-phase="${1:?usage: gpu_suite.sh setup|phase1|phase2|phase3}"
+phase="${1:?usage: gpu_suite.sh setup|warm|phase1|phase2|phase3}"
 OUT="${OUT:-/tmp/ocrfleet-bench-out}"
 WORK="${WORK:-/tmp/ocrfleet-bench}"
 PDF="${PDF:-.bench/pages-1024.pdf}"
@@ -23,6 +24,10 @@ JOB_TIMEOUT="${JOB_TIMEOUT:-540}"
 THREADS="${THREADS:-$(( $(nproc) / 4 > 0 ? $(nproc) / 4 : 1 ))}"
 export PYTHONPATH="${SITE:-/tmp/site}${PYTHONPATH:+:$PYTHONPATH}"
 export VLLM_NO_USAGE_STATS=1 HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1
+# Greedy decoding needs no FlashInfer sampler; without flashinfer-cubin vLLM would JIT-compile
+# it with nvcc at each first start, and four engines doing that at once did not start within
+# 9 minutes on an H200×4 (2026-11-27). Set for the recipe too, so both run the same kernels.
+export VLLM_USE_FLASHINFER_SAMPLER=0
 mkdir -p "$OUT" "$WORK/parts" "$WORK/logs"
 
 pids=()
@@ -34,6 +39,10 @@ job() {  # job NAME GPUS CACHE command...
   if [[ -n "${DRY_RUN:-}" ]]; then
     echo "[$name] CUDA_VISIBLE_DEVICES=$gpus VLLM_CACHE_ROOT=$WORK/vcache/$cache $*"
     return
+  fi
+  # Start from the warm phase's compile cache (torch.compile artefacts): starts in seconds.
+  if [[ -d "$WORK/vcache/warm" && ! -d "$WORK/vcache/$cache" ]]; then
+    cp -r "$WORK/vcache/warm" "$WORK/vcache/$cache"
   fi
   mkdir -p "$WORK/vcache/$cache"
   # Each job gets the CPU share a GPU of the host has (OMP/torch threads), as on a 1-GPU host.
@@ -77,8 +86,10 @@ PY
   for i in "${!names[@]}"; do
     echo "===== ${names[$i]} ====="
     grep -v "it/s\]" "$WORK/logs/${names[$i]}.log" | tail -n 60
-  done >"$OUT/$phase-logs.txt"
+  done >>"$OUT/$phase-logs.txt"
   nvidia-smi --query-gpu=index,name,memory.used,utilization.gpu --format=csv >>"$OUT/$phase-logs.txt" || true
+  pids=()
+  names=()
   return "$status"
 }
 
@@ -95,6 +106,14 @@ print("vllm", vllm.__version__, "torch", torch.__version__, "gpus", torch.cuda.d
       torch.cuda.get_device_name(0), "plugins", eps)
 PY
     nvidia-smi
+    ;;
+  warm)
+    # One engine start of each kind, one after the other, so compile caches fill once
+    # instead of four engines compiling the same graphs at the same time.
+    JOB_PAGES=8 bench warm-recipe 0 warm recipe 16
+    finish || true
+    JOB_PAGES=8 bench warm-ocrfleet 0 warm ocrfleet 16 --kv-cache-dtype fp8 -- --render-workers "$RENDER"
+    finish
     ;;
   phase1)
     bench recipe-512 0 recipe-a recipe 512

@@ -9,6 +9,7 @@ greedy decoding, special tokens kept for the grounding tags).
 from __future__ import annotations
 
 import logging
+import os
 import time
 import uuid
 from typing import Any
@@ -128,6 +129,11 @@ class VllmEngine:
             from ..vllm_plugin import register
 
             register()
+        # Greedy decoding never uses FlashInfer's top-p/top-k sampler, but without the
+        # flashinfer-cubin package vLLM JIT-compiles it with nvcc at every first start:
+        # minutes, and with several engines starting at once on one host it did not finish
+        # in 9 minutes (H200×4, vLLM 0.26.0, 2026-11-27). The engine process inherits this.
+        os.environ.setdefault("VLLM_USE_FLASHINFER_SAMPLER", "0")
         kwargs = engine_kwargs(self.config)
         log.info("starting vLLM %s engine: %s", vllm.__version__, kwargs)
         began = time.monotonic()
