@@ -56,8 +56,9 @@ def recipe_comparisons(jobs: dict[str, dict[str, Any]], tag: str, date: str) -> 
             if name.startswith(f"ocrfleet-{tokens}") and payload["variant"] == "ocrfleet"
         }
         default = variants.get(f"ocrfleet-{tokens}")
-        best_name = max(variants, key=lambda n: variants[n].get("pages_per_second") or 0,
-                        default=None)
+        best_name = max(
+            variants, key=lambda n: variants[n].get("pages_per_second") or 0, default=None
+        )
         result = header(
             recipe,
             benchmark="vLLM DeepSeek-OCR recipe vs ocrfleet, one GPU, dummy weights",
@@ -67,8 +68,9 @@ def recipe_comparisons(jobs: dict[str, dict[str, Any]], tag: str, date: str) -> 
             recipe=base,
             ocrfleet=default,
             speedup_vs_recipe=speedup(default, base),
-            variants={name: {**v, "speedup_vs_recipe": speedup(v, base)}
-                      for name, v in variants.items()},
+            variants={
+                name: {**v, "speedup_vs_recipe": speedup(v, base)} for name, v in variants.items()
+            },
             best_variant=best_name,
             best_speedup_vs_recipe=speedup(variants.get(best_name or ""), base),
             note="recipe pages/s: generate() only (rendering and engine start excluded); "
@@ -106,24 +108,36 @@ def scaling(jobs: dict[str, dict[str, Any]], tag: str, date: str) -> list[Path]:
 
 
 def modes(jobs: dict[str, dict[str, Any]], tag: str, date: str) -> list[Path]:
-    table = {m: jobs[f"mode-{m}"]["result"] for m in ("tiny", "small", "base", "large")
-             if f"mode-{m}" in jobs}
+    table = {
+        m: jobs[f"mode-{m}"]["result"]
+        for m in ("tiny", "small", "base", "large")
+        if f"mode-{m}" in jobs
+    }
     gundam = jobs.get("ocrfleet-512")
     if gundam is not None:
         table["gundam"] = gundam["result"]
     if not table:
         return []
-    first = next(jobs[f"mode-{m}"] for m in ("tiny", "small", "base", "large")
-                 if f"mode-{m}" in jobs) if any(k.startswith("mode-") for k in jobs) else gundam
+    first = (
+        next(jobs[f"mode-{m}"] for m in ("tiny", "small", "base", "large") if f"mode-{m}" in jobs)
+        if any(k.startswith("mode-") for k in jobs)
+        else gundam
+    )
     assert first is not None
     result = header(
         first,
         benchmark="ocrfleet pages/s per DeepSeek-OCR resolution mode, one GPU",
         date=date,
         output_tokens=512,
-        table={m: {"pages": r["pages"], "pages_per_second": r["pages_per_second"],
-                   "prompt_tokens_per_page": r["prompt_tokens_per_page"],
-                   "gpu_busy": r["gpu_busy"]} for m, r in table.items()},
+        table={
+            m: {
+                "pages": r["pages"],
+                "pages_per_second": r["pages_per_second"],
+                "prompt_tokens_per_page": r["prompt_tokens_per_page"],
+                "gpu_busy": r["gpu_busy"],
+            }
+            for m, r in table.items()
+        },
         runs=table,
     )
     path = RESULTS / f"gpu-modes-{tag}.json"
@@ -132,16 +146,20 @@ def modes(jobs: dict[str, dict[str, Any]], tag: str, date: str) -> list[Path]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("phases", nargs="+", type=Path)
     parser.add_argument("--tag", required=True, help="e.g. h100-2026-11-27")
     parser.add_argument("--date", required=True)
     args = parser.parse_args()
     jobs = load(args.phases)
     RESULTS.mkdir(parents=True, exist_ok=True)
-    for path in (recipe_comparisons(jobs, args.tag, args.date) + scaling(jobs, args.tag, args.date)
-                 + modes(jobs, args.tag, args.date)):
+    for path in (
+        recipe_comparisons(jobs, args.tag, args.date)
+        + scaling(jobs, args.tag, args.date)
+        + modes(jobs, args.tag, args.date)
+    ):
         print(path)
 
 

@@ -66,7 +66,8 @@ def test_image_cache_returns_the_same_pixels(tmp_path: Path) -> None:
     first = render_page(DocumentCache(), RenderRequest("abcd", str(pdf), 1), settings)
     second = render_page(DocumentCache(), RenderRequest("abcd", str(pdf), 1), settings)
     assert not first.from_cache and second.from_cache
-    assert first.pixels == second.pixels
+    assert first.pixels is not None and second.pixels is not None
+    assert bytes(first.pixels) == bytes(second.pixels)
     assert list((tmp_path / "cache").rglob("*.png"))
 
 
@@ -97,7 +98,8 @@ def test_pool_hands_pages_over_in_shared_memory_and_leaves_nothing(tmp_path: Pat
         assert page.pixels is not None
         return bytes(page.pixels)
 
-    assert asyncio.run(go()) == reference.pixels
+    assert reference.pixels is not None
+    assert asyncio.run(go()) == bytes(reference.pixels)
     assert not list(Path("/dev/shm").glob(f"ocrfleet-{os.getpid()}-*"))
 
 
@@ -121,18 +123,20 @@ def test_pool_renders_in_processes(tmp_path: Path) -> None:
 def test_a_render_process_killed_mid_page_is_replaced_and_the_page_failed_after_two(
     tmp_path: Path,
 ) -> None:
-    pdf = samples.text_pdf(tmp_path / "big.pdf", ["slow page"] * 2)
+    # A 30-inch page at 600 dpi (150 M pixels): seconds of rendering, so the first kill lands
+    # mid-page; any later death while it heads the queue counts against it too.
+    hang = samples.text_pdf(tmp_path / "hang.pdf", ["slow"], size=(30 * 72.0, 30 * 72.0))
     small = samples.text_pdf(tmp_path / "small.pdf", ["quick"])
-    heavy = RenderSettings(dpi=600, max_pixels=60_000_000, max_side=20_000)
+    heavy = RenderSettings(dpi=600, max_pixels=150_000_000, max_side=20_000)
 
     async def go() -> tuple[BaseException | None, int, int]:
         pool = RenderPool(1, heavy)
         pool.start()
         try:
-            job = asyncio.ensure_future(pool.render(RenderRequest("d", str(pdf), 1, "big.pdf")))
+            job = asyncio.ensure_future(pool.render(RenderRequest("d", str(hang), 1, "hang.pdf")))
             behind = asyncio.ensure_future(pool.render(RenderRequest("e", str(small), 1)))
-            for _ in range(2):  # kill whatever process is rendering the big page, twice
-                await asyncio.sleep(0.3)
+            for _ in range(2):  # kill whatever process is stuck on the hanging page, twice
+                await asyncio.sleep(0.5)
                 pid = pool._slots[0].process.pid
                 assert pid is not None
                 os.kill(pid, signal.SIGKILL)
@@ -152,7 +156,7 @@ def test_a_render_process_killed_mid_page_is_replaced_and_the_page_failed_after_
     before = set(Path("/dev/shm").glob(f"ocrfleet-{os.getpid()}-*"))
     error, behind_page, restarts = asyncio.run(go())
     assert set(Path("/dev/shm").glob(f"ocrfleet-{os.getpid()}-*")) <= before  # none left
-    assert isinstance(error, RenderCrash) and "big.pdf page 1" in str(error)
+    assert isinstance(error, RenderCrash) and "hang.pdf page 1" in str(error)
     assert behind_page == 1  # the page queued behind it was re-sent and rendered
     assert restarts == 2
 

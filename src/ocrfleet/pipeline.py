@@ -115,11 +115,15 @@ class PageWorker:
 
     async def run(self) -> None:
         """Process pages until none is left, a stop is requested, or the engine dies."""
-        await self.engine.start()
+        self.pool.start()  # render processes load while the engine starts
+        try:
+            await self.engine.start()
+        except BaseException:
+            self.pool.close()
+            raise
         self.capacity = self.config.batch_pages or (
             self.engine.max_concurrency + 2 * self.render_workers
         )
-        self.pool.start()
         self.on_event(
             {"kind": "engine_ready", "capacity": self.capacity, "engine": self.engine.describe()}
         )

@@ -23,7 +23,7 @@ from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, wait
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
@@ -37,6 +37,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+READY = "ready"  # a render process's first message: imports done, pages welcome
 # Luminance under which a pixel counts as ink, for blank-page detection.
 INK_LUMINANCE = 160
 
@@ -69,7 +70,7 @@ class RenderedPage:
     width: int
     height: int
     stride: int
-    pixels: bytes | bytearray | mmap.mmap | None
+    pixels: bytes | bytearray | mmap.mmap | np.ndarray | None
     ink_ratio: float
     scaled_down: bool
     effective_dpi: float
@@ -77,6 +78,10 @@ class RenderedPage:
     text_layer: str | None = None
     arrays: dict[str, np.ndarray] = field(default_factory=dict)
     from_cache: bool = False
+    # What owns the memory `pixels` points into (pdfium's bitmap): kept alive with the page.
+    owner: Any = field(default=None, repr=False, compare=False)
+    # Set when the pixels were drawn into a /dev/shm file (render processes).
+    pixels_path: str | None = None
 
     def image(self) -> Image.Image:
         """The page as an RGB PIL image (no copy of the pixel buffer where PIL allows)."""
@@ -164,16 +169,24 @@ def page_scale(width_pt: float, height_pt: float, settings: RenderSettings) -> t
 
 def ink_ratio(rgb: np.ndarray) -> float:
     """Share of ink pixels (darkest channel under INK_LUMINANCE, so coloured text counts),
-    on every second pixel of every second row: a page number still registers."""
-    sub = rgb[::2, ::2]
+    on every third pixel of every third row: a page number still registers."""
+    sub = rgb[::3, ::3]
     if sub.size == 0:
         return 0.0
     darkest = np.minimum(np.minimum(sub[..., 0], sub[..., 1]), sub[..., 2])
     return float(np.count_nonzero(darkest < INK_LUMINANCE)) / float(darkest.size)
 
 
-def render_page(docs: DocumentCache, req: RenderRequest, settings: RenderSettings) -> RenderedPage:
-    """Render one page; raises RenderError naming the file and page."""
+def render_page(
+    docs: DocumentCache,
+    req: RenderRequest,
+    settings: RenderSettings,
+    shm: ShmFiles | None = None,
+) -> RenderedPage:
+    """Render one page; raises RenderError naming the file and page.
+
+    With `shm`, pdfium draws straight into a file in /dev/shm (`page.pixels_path`), which the
+    engine worker maps: the pixels are never copied between processes."""
     started = time.perf_counter()
     cached = _load_cached(req, settings)
     if cached is not None:
@@ -191,14 +204,20 @@ def render_page(docs: DocumentCache, req: RenderRequest, settings: RenderSetting
     try:
         width_pt, height_pt = page.get_size()
         scale, scaled = page_scale(width_pt, height_pt, settings)
-        bitmap = page.render(scale=scale, rev_byteorder=True, draw_annots=True)
-        try:
-            pixels, stride, ink = _bitmap_pixels(bitmap)
-            width, height = bitmap.width, bitmap.height
-        finally:
-            bitmap.close()
+        target = shm.bitmap_maker() if shm is not None else None
+        bitmap = page.render(
+            scale=scale,
+            rev_byteorder=True,
+            draw_annots=True,
+            **({"bitmap_maker": target} if target is not None else {}),
+        )
+        pixels, stride, ink = _bitmap_pixels(bitmap)
+        width, height = bitmap.width, bitmap.height
+        owner: Any = bitmap if target is None else target
         text = _page_text(page) if settings.want_text else None
     except Exception as exc:
+        if target is not None:
+            target.discard()
         raise RenderError(req.source or req.path, f"cannot render page: {exc}", req.page) from exc
     finally:
         page.close()
@@ -214,18 +233,21 @@ def render_page(docs: DocumentCache, req: RenderRequest, settings: RenderSetting
         effective_dpi=round(scale * 72.0, 2),
         render_seconds=time.perf_counter() - started,
         text_layer=text,
+        owner=owner,
+        pixels_path=target.path if target is not None else None,
     )
     _store_cached(req, settings, page_out)
     return page_out
 
 
-def _bitmap_pixels(bitmap: pypdfium2.PdfBitmap) -> tuple[bytes, int, float]:
-    """RGB bytes of a rendered bitmap with one copy (its own row stride kept), and its ink."""
+def _bitmap_pixels(bitmap: pypdfium2.PdfBitmap) -> tuple[np.ndarray, int, float]:
+    """The bitmap's RGB bytes without a copy (its row stride kept; the array keeps the bitmap
+    alive), and its ink share."""
     view = bitmap.to_numpy()
     if view.ndim == 3 and view.shape[2] == 3:
-        return bytes(memoryview(bitmap.buffer)), int(bitmap.stride), ink_ratio(view)
+        return np.frombuffer(bitmap.buffer, dtype=np.uint8), int(bitmap.stride), ink_ratio(view)
     rgb = np.ascontiguousarray(view[..., :3]) if view.ndim == 3 else np.dstack([view] * 3)
-    return rgb.tobytes(), int(rgb.shape[1]) * 3, ink_ratio(rgb)
+    return rgb.reshape(-1), int(rgb.shape[1]) * 3, ink_ratio(rgb)
 
 
 def _rendered(
@@ -327,6 +349,9 @@ def _render_process(conn: Connection, settings: RenderSettings) -> None:
     docs = DocumentCache()
     preparer = _load_preparer(settings.prepare)
     shm = ShmFiles() if ShmFiles.available() else None
+    import pypdfium2  # noqa: F401  (loaded before the first page, not during it)
+
+    conn.send(READY)
     try:
         while True:
             try:
@@ -349,7 +374,7 @@ def _serve(
     shm: ShmFiles | None,
 ) -> None:
     try:
-        page = render_page(docs, req, settings)
+        page = render_page(docs, req, settings, shm if settings.keep_pixels else None)
         arrays: dict[str, np.ndarray] = preparer(page) if preparer is not None else {}
     except RenderError as exc:
         conn.send(_Header(ok=False, error=exc.reason, page=None))
@@ -358,10 +383,12 @@ def _serve(
         conn.send(_Header(ok=False, error=f"{type(exc).__name__}: {exc}", page=None))
         return
     pixels = page.pixels if settings.keep_pixels else None
-    page.pixels = None
+    owner = page.owner  # keeps pdfium's bitmap (the pixels' memory) alive until written
+    drawn_in = page.pixels_path
+    page.pixels = page.owner = page.pixels_path = None
     payload: list[tuple[str, Any, tuple[int, ...], str]] = []
-    if pixels is not None:
-        payload.append(("pixels", memoryview(pixels).cast("B"), (), "uint8"))
+    if pixels is not None and drawn_in is None:
+        payload.append(("pixels", memoryview(cast("bytes", pixels)).cast("B"), (), "uint8"))
     for name, array in arrays.items():
         # A flat byte view: a multi-dimensional view would be sliced along its first axis.
         flat = np.ascontiguousarray(array).data.cast("B")
@@ -370,6 +397,14 @@ def _serve(
         _Buffer(name, data.nbytes, shape, dtype, shm.write(data) if shm else None)
         for name, data, shape, dtype in payload
     )
+    if drawn_in is not None and pixels is not None:
+        size = int(np.frombuffer(cast("bytes", pixels), dtype=np.uint8).nbytes)
+        buffers = (_Buffer("pixels", size, path=drawn_in), *buffers)
+        payload.insert(0, ("pixels", None, (), "uint8"))
+    del pixels
+    if isinstance(owner, ShmBitmap):
+        owner.close()  # the file holds the pixels; unmap them here before sending
+    del owner
     conn.send(_Header(ok=True, error=None, page=page, buffers=buffers))
     for buffer, (_, data, _, _) in zip(buffers, payload, strict=True):
         if buffer.path is None:
@@ -401,6 +436,10 @@ class ShmFiles:
         with path.open("wb") as handle:
             handle.write(data)
         return str(path)
+
+    def bitmap_maker(self) -> ShmBitmap:
+        self.count += 1
+        return ShmBitmap(self.ROOT / f"{self.prefix}{self.count}")
 
     @staticmethod
     def take(path: str, size: int) -> mmap.mmap:
@@ -434,8 +473,10 @@ def _load_preparer(name: str | None) -> Any:
     return load_preparer(name)
 
 
-def _receive(conn: Connection) -> _Header:
-    header: _Header = conn.recv()
+def _receive(conn: Connection) -> _Header | None:
+    header: _Header | str = conn.recv()
+    if isinstance(header, str):  # READY from a restarted process
+        return None
     if not header.ok or header.page is None:
         return header
     for buffer in header.buffers:
@@ -453,6 +494,57 @@ def _receive(conn: Connection) -> _Header:
             ).reshape(buffer.shape)
             header.page.arrays[buffer.name] = array
     return header
+
+
+class ShmBitmap:
+    """A pypdfium2 `bitmap_maker`: pdfium renders into a /dev/shm file mapped here."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = str(path)
+        self._map: mmap.mmap | None = None
+        self._buffer: Any = None
+        self._bitmap: Any = None
+
+    def __call__(
+        self, width: int, height: int, format: int, rev_byteorder: bool = False, **_: Any
+    ) -> pypdfium2.PdfBitmap:
+        import ctypes
+
+        import pypdfium2 as pdfium
+        import pypdfium2.internal as pdfium_i
+        import pypdfium2.raw as pdfium_c
+
+        stride = width * int(pdfium_i.BitmapTypeToNChannels[format])
+        size = stride * height
+        with open(self.path, "w+b") as handle:
+            handle.truncate(size)
+            self._map = mmap.mmap(handle.fileno(), size)
+        self._buffer = (ctypes.c_ubyte * size).from_buffer(self._map)
+        raw = pdfium_c.FPDFBitmap_CreateEx(width, height, format, self._buffer, stride)
+        # is_foreign: pdfium owns the bitmap object, not this memory (FPDFBitmap_Destroy on
+        # close leaves an external buffer alone).
+        self._bitmap = pdfium.PdfBitmap(
+            raw, self._buffer, width, height, stride, format, rev_byteorder, is_foreign=True
+        )
+        return self._bitmap
+
+    def close(self) -> None:
+        """Unmap here (the file stays, for the engine worker); safe to call twice."""
+        # Dropping the last reference lets pypdfium2's finalizer destroy the bitmap (an
+        # explicit close() of a bitmap on borrowed memory only adds a warning).
+        self._bitmap = None
+        self._buffer = None
+        if self._map is not None:
+            # A view still alive elsewhere keeps the mapping until it is collected.
+            with contextlib.suppress(BufferError):
+                self._map.close()
+            self._map = None
+
+    def discard(self) -> None:
+        """The page failed: drop the file too."""
+        self.close()
+        with contextlib.suppress(OSError):
+            Path(self.path).unlink()
 
 
 # ---- the pool (parent side) ---------------------------------------------------------------
@@ -496,10 +588,14 @@ class RenderPool:
         self._closing = threading.Event()
         self.restarts = 0
 
-    def start(self) -> None:
+    def start(self, timeout: float = 120.0) -> None:
+        """Start the render processes and wait until each has loaded what it needs."""
         self._loop = asyncio.get_running_loop()
         self._capacity = asyncio.Semaphore(self.workers * self.per_worker)
         self._slots = [self._spawn() for _ in range(self.workers)]
+        for slot in self._slots:
+            if not slot.conn.poll(timeout) or slot.conn.recv() != READY:
+                raise RuntimeError(f"render process did not start (exit {slot.process.exitcode})")
         self._reader = threading.Thread(target=self._read_loop, name="render-reader", daemon=True)
         self._reader.start()
 
@@ -551,6 +647,8 @@ class RenderPool:
         try:
             while slot.conn.poll():
                 header = _receive(slot.conn)
+                if header is None:
+                    continue
                 with self._lock:
                     job = slot.jobs.popleft()
                 self._resolve(job, header)
