@@ -6,6 +6,8 @@ import json
 import os
 import subprocess
 import sys
+import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -50,6 +52,39 @@ def greek_corpus(tmp_path: Path) -> Corpus:
         root,
         {"a/report": 3, "b/report": 2, "Μελέτη με κενά 'και' \"εισαγωγικά\"": 3},
     )
+
+
+@pytest.fixture(scope="module")
+def s3_endpoint() -> Iterator[str]:
+    """A local S3 server (moto); the product reaches it through AWS_ENDPOINT_URL_S3 only."""
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    endpoint = f"http://{host}:{port}"
+    with pytest.MonkeyPatch.context() as mp:
+        for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL"):
+            mp.delenv(name, raising=False)
+        mp.setenv("AWS_ACCESS_KEY_ID", "testing")
+        mp.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+        mp.setenv("AWS_DEFAULT_REGION", "us-east-1")
+        mp.setenv("AWS_CONFIG_FILE", os.devnull)
+        mp.setenv("AWS_SHARED_CREDENTIALS_FILE", os.devnull)
+        mp.setenv("AWS_ENDPOINT_URL_S3", endpoint)
+        try:
+            yield endpoint
+        finally:
+            server.stop()
+
+
+@pytest.fixture
+def bucket(s3_endpoint: str) -> str:
+    from ocrfleet.storage import make_filesystem
+
+    name = f"ocrfleet-{uuid.uuid4().hex[:12]}"
+    make_filesystem().mkdir(name)
+    return name
 
 
 def cli_env() -> dict[str, str]:

@@ -6,9 +6,6 @@ these tests also check that the product honours it without an option of its own.
 
 from __future__ import annotations
 
-import os
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,8 +13,6 @@ import pytest
 
 pytest.importorskip("moto")
 pytest.importorskip("s3fs")
-
-from moto.server import ThreadedMotoServer
 
 from ocrfleet.ledger import Ledger, NewDocument
 from ocrfleet.sources import discover
@@ -33,34 +28,6 @@ from ocrfleet.storage import (
 )
 
 GREEK = "Μελέτη με κενά.pdf"
-
-
-@pytest.fixture(scope="module")
-def s3_endpoint() -> Iterator[str]:
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    endpoint = f"http://{host}:{port}"
-    with pytest.MonkeyPatch.context() as mp:
-        for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL"):
-            mp.delenv(name, raising=False)
-        mp.setenv("AWS_ACCESS_KEY_ID", "testing")
-        mp.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-        mp.setenv("AWS_DEFAULT_REGION", "us-east-1")
-        mp.setenv("AWS_CONFIG_FILE", os.devnull)
-        mp.setenv("AWS_SHARED_CREDENTIALS_FILE", os.devnull)
-        mp.setenv("AWS_ENDPOINT_URL_S3", endpoint)
-        try:
-            yield endpoint
-        finally:
-            server.stop()
-
-
-@pytest.fixture
-def bucket(s3_endpoint: str) -> str:
-    name = f"ocrfleet-{uuid.uuid4().hex[:12]}"
-    make_filesystem().mkdir(name)
-    return name
 
 
 class CountingFS:

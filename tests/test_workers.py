@@ -70,6 +70,13 @@ def worker_pids(out: Path) -> list[int]:
 SCRIPTED = ["--engine", "tests.fakes:scripted"]
 
 
+def start_two_slow_workers(inputs: Path, out: Path) -> subprocess.Popen[str]:
+    """Two scripted workers at 50 ms a page: slow enough to be interrupted mid-run."""
+    return start(
+        str(inputs), "-o", str(out), *SCRIPTED, "--workers", "2", *scripted_args(delay=0.05)
+    )
+
+
 def scripted_args(**extra: object) -> list[str]:
     return [arg for k, v in extra.items() for arg in ("--vllm-arg", f"{k}={json.dumps(v)}")]
 
@@ -100,15 +107,7 @@ def test_n_workers_process_every_page_exactly_once(tmp_path: Path) -> None:
 def test_a_worker_killed_mid_run_is_replaced_and_nothing_is_lost(tmp_path: Path) -> None:
     total = make_corpus(tmp_path / "in")
     out = tmp_path / "out"
-    proc = start(
-        str(tmp_path / "in"),
-        "-o",
-        str(out),
-        *SCRIPTED,
-        "--workers",
-        "2",
-        *scripted_args(delay=0.05),
-    )
+    proc = start_two_slow_workers(tmp_path / "in", out)
     wait_for(lambda: finished_pages(out) >= 10)
     victim = worker_pids(out)[0]
     os.kill(victim, signal.SIGKILL)
@@ -131,15 +130,7 @@ def test_sigterm_then_rerun_gives_the_uninterrupted_output(tmp_path: Path) -> No
         == 0
     )
     out = tmp_path / "out"
-    proc = start(
-        str(tmp_path / "in"),
-        "-o",
-        str(out),
-        *SCRIPTED,
-        "--workers",
-        "2",
-        *scripted_args(delay=0.05),
-    )
+    proc = start_two_slow_workers(tmp_path / "in", out)
     wait_for(lambda: finished_pages(out) >= 10)
     proc.send_signal(signal.SIGTERM)
     _, stderr = proc.communicate(timeout=120)

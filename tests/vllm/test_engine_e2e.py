@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from ocrfleet.testing import samples
-from tests.vllm.conftest import CPU_ENGINE_ARGS, run_ocrfleet, start_ocrfleet
+from tests.vllm.conftest import CPU_ENGINE_ARGS, cpu_engine_config, run_ocrfleet, start_ocrfleet
 
 pytestmark = pytest.mark.vllm
 
@@ -91,22 +91,11 @@ def _repeated_ngrams(tokens: list[int], n: int, window: int) -> int:
 def test_ngram_processor_is_active(tiny_checkpoint: Path, impl: str) -> None:
     """Same page twice in one engine: with the n-gram parameters no 3-gram repeats; without
     them, random weights loop (so the check can fail)."""
-    from ocrfleet.config import EngineConfig
     from ocrfleet.engines.vllm import VllmEngine, sampling_params
     from ocrfleet.render import DocumentCache, RenderRequest, RenderSettings, render_page
 
-    config = EngineConfig(
-        model=str(tiny_checkpoint),
-        load_format="dummy",
-        dtype="float32",
-        enforce_eager=True,
-        kv_cache_dtype="auto",
-        max_model_len=4096,
-        max_tokens=60,
-        ngram_impl=impl,  # type: ignore[arg-type]
-        ngram_size=3,
-        ngram_window=90,
-        extra_args={"skip_mm_profiling": True, "max_num_seqs": 4},
+    config = cpu_engine_config(
+        tiny_checkpoint, max_tokens=60, ngram_impl=impl, ngram_size=3, ngram_window=90
     )
     pdf = samples.text_pdf(
         Path(os.environ.get("TMPDIR", "/tmp")) / f"ngram-{impl}.pdf", [samples.paragraph(2)]

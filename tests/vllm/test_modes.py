@@ -13,6 +13,7 @@ from PIL import Image
 from ocrfleet.testing import samples
 from ocrfleet.vllm_plugin.modes import MODES, page_image_tokens
 from ocrfleet.vllm_plugin.packing import pack_page, unpack
+from tests.vllm.conftest import cpu_engine_config
 
 pytestmark = pytest.mark.vllm
 
@@ -89,16 +90,10 @@ def test_engine_serves_every_mode_and_packed_equals_pil(
 ) -> None:
     """One engine (ocrfleet's architecture): each mode's prompt has its token count, and a
     packed page decodes to exactly the tokens of the same page sent as a PIL image."""
-    from ocrfleet.config import EngineConfig
     from ocrfleet.engines.vllm import VllmEngine, sampling_params
 
-    config = EngineConfig(
-        model=str(tiny_checkpoint),
-        load_format="dummy",
-        dtype="float32",
-        enforce_eager=True,
-        kv_cache_dtype="auto",
-        max_model_len=4096,
+    config = cpu_engine_config(
+        tiny_checkpoint,
         max_tokens=12,
         ngram_impl="off",
         extra_args={"skip_mm_profiling": True, "max_num_seqs": 2},

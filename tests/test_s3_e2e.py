@@ -1,0 +1,52 @@
+"""`ocrfleet run s3://… -o s3://…` end to end against a local S3 server, and a resume on a
+"replacement instance" (a fresh local directory) from the uploaded ledger checkpoint."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from ocrfleet.testing import samples
+from tests.conftest import run_cli
+
+pytest.importorskip("moto")
+pytest.importorskip("s3fs")
+
+
+def test_s3_in_s3_out_and_resume_on_a_new_instance(bucket: str, tmp_path: Path) -> None:
+    from ocrfleet.storage import make_filesystem
+
+    fs = make_filesystem()
+    local = tmp_path / "corpus"
+    samples.text_pdf(local / "a" / "έκθεση.pdf", [samples.paragraph(0), samples.paragraph(1)])
+    samples.text_pdf(local / "b" / "report.pdf", [samples.paragraph(2, greek=False)])
+    for pdf in local.rglob("*.pdf"):
+        fs.put_file(str(pdf), f"{bucket}/corpus/{pdf.relative_to(local).as_posix()}")
+
+    args = ["run", f"s3://{bucket}/corpus/", "-o", f"s3://{bucket}/out", "--engine", "text"]
+    first = run_cli(*args, "--work-dir", str(tmp_path / "node-1"))
+    assert first.returncode == 0, first.stderr
+    listing = {path.split("/", 2)[2] for path in fs.find(f"{bucket}/out")}
+    assert {
+        "markdown/a/έκθεση.md",
+        "markdown/b/report.md",
+        "pages/a/έκθεση.jsonl",
+        "pages/b/report.jsonl",
+        "run-summary.json",
+        "ledger/ocrfleet.sqlite",
+    } <= listing
+    records = [
+        json.loads(line)
+        for line in fs.cat(f"{bucket}/out/pages/a/έκθεση.jsonl").decode().splitlines()
+    ]
+    assert [r["source"] for r in records] == [f"s3://{bucket}/corpus/a/έκθεση.pdf"] * 2
+    assert records[0]["status"] == "done" and "ελληνικής" in records[0]["text"]
+
+    # A replacement instance: nothing local, the same command. The ledger checkpoint comes
+    # back from the bucket, so nothing is redone.
+    second = run_cli(*args, "--work-dir", str(tmp_path / "node-2"))
+    assert second.returncode == 0, second.stderr
+    assert "resuming from the ledger checkpoint" in second.stderr
+    assert "0 page(s) to do" in second.stderr
