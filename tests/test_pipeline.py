@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -45,11 +46,17 @@ TEXT = [("text", samples.paragraph(0))]
 
 
 def test_no_eos_is_retried_with_the_free_prompt(tmp_path: Path) -> None:
-    records, _, _ = run_worker(tmp_path, TEXT, {"1": ["loop", "ok"]})
+    records, _, out = run_worker(tmp_path, TEXT, {"1": ["loop", "ok"]})
     page = records[1]
     assert page["status"] == "done" and page["finish_reason"] == "stop"
     assert page["prompt"] == "free" and "[free attempt 2]" in page["text"]
     assert page["attempts"] == 2
+    with sqlite3.connect(ledger_path(out, 1, 0)) as db:  # every attempt closed, in order
+        rows = db.execute(
+            "SELECT attempt, prompt, outcome, finish_reason, finished_at IS NOT NULL "
+            "FROM attempts ORDER BY id"
+        ).fetchall()
+    assert rows == [(1, "markdown", "no_eos", "length", 1), (2, "free", "ok", "stop", 1)]
 
 
 def test_loop_on_every_attempt_is_kept_as_truncated_never_dropped(tmp_path: Path) -> None:

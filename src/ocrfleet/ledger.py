@@ -373,8 +373,13 @@ class Ledger:
                 (time.time(), outcome, finish_reason, output_tokens, error, attempt_id),
             )
 
-    def finish_page(self, worker: str, outcome: PageOutcome) -> tuple[bool, bool]:
-        """Store a finished page. Returns (stored, assemble).
+    def finish_page(
+        self,
+        worker: str,
+        outcome: PageOutcome,
+        attempt: tuple[int, str, str | None, int | None] | None = None,
+    ) -> tuple[bool, bool]:
+        """Store a finished page (and close its last attempt). Returns (stored, assemble).
 
         stored is False when the page was already finished (by a worker whose lease we
         outlived): the ledger keeps exactly one result per page. assemble is True for the one
@@ -382,6 +387,13 @@ class Ledger:
         """
         now = time.time()
         with self.transaction() as db:
+            if attempt is not None:
+                attempt_id, result, finish_reason, output_tokens = attempt
+                db.execute(
+                    "UPDATE attempts SET finished_at=?, outcome=?, finish_reason=?, "
+                    "output_tokens=? WHERE id=?",
+                    (now, result, finish_reason, output_tokens, attempt_id),
+                )
             updated = db.execute(
                 "UPDATE pages SET status=?, error=?, claimed_by=NULL, lease_until=NULL, "
                 "updated_at=? WHERE doc_id=? AND page=? AND status='pending'",

@@ -30,6 +30,8 @@ log = logging.getLogger(__name__)
 
 EventSink = Callable[[dict[str, Any]], None]
 PageKey = tuple[str, int]
+# (attempt id, outcome, finish reason, output tokens): Ledger.finish_attempt's arguments.
+AttemptClose = tuple[int, str, str | None, int | None]
 
 
 @dataclass
@@ -40,6 +42,8 @@ class AttemptLog:
     errors: list[str] = field(default_factory=list)
     infer_seconds: float = 0.0
     started: int = 0
+    # The last attempt that produced output is recorded with the page, in one transaction.
+    last: AttemptClose | None = None
 
 
 def render_settings(config: RunConfig, engine: OcrEngine) -> RenderSettings:
@@ -297,13 +301,10 @@ class PageWorker:
                 continue
             finally:
                 log_.infer_seconds += time.monotonic() - started
+            if log_.last is not None:  # a retry: the attempt before it is closed now
+                self.ledger.finish_attempt(*log_.last)
             outcome = "no_eos" if result.finish_reason == "length" else "ok"
-            self._close_attempt(
-                key,
-                outcome,
-                finish_reason=result.finish_reason,
-                output_tokens=result.output_tokens,
-            )
+            log_.last = (attempt_id, outcome, result.finish_reason, result.output_tokens)
             log_.results.append((prompt_name, result))
             if result.finish_reason != "length":
                 break
@@ -328,7 +329,8 @@ class PageWorker:
         queue_seconds: float = 0.0,
     ) -> None:
         outcome = self._outcome(doc, claim, rendered, attempts, blank, queue_seconds)
-        stored, assemble = self.ledger.finish_page(self.worker_id, outcome)
+        stored, assemble = self.ledger.finish_page(self.worker_id, outcome, attempts.last)
+        self._open_attempts.pop((claim.doc_id, claim.page), None)
         self.pages_finished += stored
         record = outcome.record
         self.on_event(
