@@ -188,3 +188,26 @@ def test_pool_runs_the_engine_preparer_in_the_render_process(tmp_path: Path) -> 
     packed, image = asyncio.run(go())
     assert np.array_equal(packed, pack_page(image, "gundam"))
     assert unpack(packed).grid == (2, 3) and unpack(packed).tiles.shape == (6, 640, 640, 3)
+
+
+def test_a_full_dev_shm_falls_back_to_the_pipe(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No room in /dev/shm (containers give it 64 MB): the page still renders, by pipe."""
+    import errno
+
+    from ocrfleet.render import ShmFiles
+
+    def no_space(fd: int, offset: int, length: int) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    pdf = samples.text_pdf(tmp_path / "p.pdf", ["κείμενο"])
+    reference = render_page(DocumentCache(), RenderRequest("d", str(pdf), 1), RenderSettings())
+    monkeypatch.setattr(os, "posix_fallocate", no_space)
+    shm = ShmFiles()
+    page = render_page(DocumentCache(), RenderRequest("d", str(pdf), 1), RenderSettings(), shm)
+    assert page.pixels_path is None and page.pixels is not None
+    assert reference.pixels is not None and bytes(page.pixels) == bytes(reference.pixels)
+    assert not list(ShmFiles.ROOT.glob(f"{shm.prefix}*"))  # the reserved file was removed
+    monkeypatch.setattr(ShmFiles, "ROOT", tmp_path / "missing")
+    assert shm.write(memoryview(b"abc")) is None  # arrays fall back to the pipe too

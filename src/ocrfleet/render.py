@@ -211,6 +211,8 @@ def render_page(
             draw_annots=True,
             **({"bitmap_maker": target} if target is not None else {}),
         )
+        if target is not None and target.fallback:
+            target = None
         pixels, stride, ink = _bitmap_pixels(bitmap)
         width, height = bitmap.width, bitmap.height
         owner: Any = bitmap if target is None else target
@@ -427,14 +429,24 @@ class ShmFiles:
         self.count = 0
 
     @classmethod
-    def available(cls) -> bool:
-        return cls.ROOT.is_dir() and os.access(cls.ROOT, os.W_OK)
+    def available(cls, min_free: int = 1 << 30) -> bool:
+        """Usable when /dev/shm is writable and not tiny (containers often give it 64 MB)."""
+        if not (cls.ROOT.is_dir() and os.access(cls.ROOT, os.W_OK)):
+            return False
+        stats = os.statvfs(cls.ROOT)
+        return stats.f_bavail * stats.f_frsize >= min_free
 
-    def write(self, data: memoryview) -> str:
+    def write(self, data: memoryview) -> str | None:
+        """The data as a /dev/shm file, or None when there is no room (send it by pipe)."""
         self.count += 1
         path = self.ROOT / f"{self.prefix}{self.count}"
-        with path.open("wb") as handle:
-            handle.write(data)
+        try:
+            with path.open("wb") as handle:
+                handle.write(data)
+        except OSError:
+            with contextlib.suppress(OSError):
+                path.unlink()
+            return None
         return str(path)
 
     def bitmap_maker(self) -> ShmBitmap:
@@ -508,6 +520,7 @@ class ShmBitmap:
         self._map: mmap.mmap | None = None
         self._buffer: Any = None
         self._bitmap: Any = None
+        self.fallback = False
 
     def __call__(
         self, width: int, height: int, format: int, rev_byteorder: bool = False, **_: Any
@@ -520,9 +533,19 @@ class ShmBitmap:
 
         stride = width * int(pdfium_i.BitmapTypeToNChannels[format])
         size = stride * height
-        with open(self.path, "w+b") as handle:
-            handle.truncate(size)
-            self._map = mmap.mmap(handle.fileno(), size)
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
+            try:
+                # Reserve the memory now: a full /dev/shm must fail here, not as a SIGBUS
+                # while pdfium draws into a sparse file (Docker gives /dev/shm 64 MB).
+                os.posix_fallocate(fd, 0, size)
+                self._map = mmap.mmap(fd, size)
+            finally:
+                os.close(fd)
+        except OSError:
+            self.discard()
+            self.fallback = True  # this page goes through the pipe instead
+            return pdfium.PdfBitmap.new_native(width, height, format, rev_byteorder=rev_byteorder)
         self._buffer = (ctypes.c_ubyte * size).from_buffer(self._map)
         raw = pdfium_c.FPDFBitmap_CreateEx(width, height, format, self._buffer, stride)
         # is_foreign: pdfium owns the bitmap object, not this memory (FPDFBitmap_Destroy on
