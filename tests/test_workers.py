@@ -62,8 +62,12 @@ def wait_for(condition: object, timeout: float = 120) -> None:
 
 
 def worker_pids(out: Path) -> list[int]:
-    with sqlite3.connect(out / "ocrfleet.sqlite", timeout=5) as conn:
-        rows = conn.execute("SELECT pid FROM workers WHERE stopped_at IS NULL").fetchall()
+    """Live workers' pids; none while the ledger is still being created."""
+    try:
+        with sqlite3.connect(out / "ocrfleet.sqlite", timeout=5) as conn:
+            rows = conn.execute("SELECT pid FROM workers WHERE stopped_at IS NULL").fetchall()
+    except sqlite3.OperationalError:
+        return []
     return [int(r[0]) for r in rows]
 
 
