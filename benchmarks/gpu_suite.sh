@@ -6,14 +6,15 @@
 #   bash benchmarks/gpu_suite.sh warm             # one engine start of each kind (caches)
 #   bash benchmarks/gpu_suite.sh phase1           # recipe vs ocrfleet, 512 and 1024 tokens
 #   bash benchmarks/gpu_suite.sh phase2           # KV bf16/fp8, fp8 weights, 2 engines/GPU …
-#   bash benchmarks/gpu_suite.sh phase3           # 1 vs 2 GPUs, resolution modes
+#   bash benchmarks/gpu_suite.sh phase3           # recipe settings in ocrfleet, resolution modes
+#   bash benchmarks/gpu_suite.sh scaling          # 1, 2, 4 GPUs, one after another, host to itself
 #   DRY_RUN=1 bash benchmarks/gpu_suite.sh phase1 # print the jobs only
 #
 # Jobs of a phase run at once, each on its own GPU(s) (CUDA_VISIBLE_DEVICES), each with its own
 # vLLM compile cache. Results: $OUT/<phase>.json (every job's JSON) and $OUT/<phase>-logs.txt.
 set -euo pipefail
 
-phase="${1:?usage: gpu_suite.sh setup|warm|phase1|phase2|phase3}"
+phase="${1:?usage: gpu_suite.sh setup|warm|phase1|phase2|phase3|scaling}"
 OUT="${OUT:-/tmp/ocrfleet-bench-out}"
 WORK="${WORK:-/tmp/ocrfleet-bench}"
 PDF="${PDF:-.bench/pages-1024.pdf}"
@@ -28,6 +29,10 @@ export VLLM_NO_USAGE_STATS=1 HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1
 # it with nvcc at each first start, and four engines doing that at once did not start within
 # 9 minutes on an H200×4 (2026-11-27). Set for the recipe too, so both run the same kernels.
 export VLLM_USE_FLASHINFER_SAMPLER=0
+# With vLLM's default start method (fork) every engine core hung before loading the model on
+# that host (5 engines, 2026-11-27); with spawn they started in 110-146 s. ocrfleet's engine
+# sets the same default; set here for the recipe too.
+export VLLM_WORKER_MULTIPROC_METHOD=spawn
 mkdir -p "$OUT" "$WORK/parts" "$WORK/logs"
 
 pids=()
@@ -75,6 +80,8 @@ from pathlib import Path
 parts, out, phase = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3]
 found = {p.stem: json.loads(p.read_text()) for p in sorted(parts.glob("*.json"))
          if not p.stem.startswith("done-")}
+if out.exists():  # a phase that runs its jobs one after another finishes several times
+    found = {**json.loads(out.read_text())["results"], **found}
 for p in parts.glob("*.json"):
     p.rename(parts / f"done-{phase}-{p.name}")  # the next phase collects only its own
 out.write_text(json.dumps({"phase": phase, "results": found}, indent=2))
@@ -131,11 +138,22 @@ PY
     finish
     ;;
   phase3)
-    for c in g h i; do cp -r "$WORK/vcache/ocrfleet-a/." "$WORK/vcache/ocrfleet-$c/" 2>/dev/null || true; done
-    JOB_PAGES=$((2 * PAGES)) bench ocrfleet-2gpus 0,1 ocrfleet-g ocrfleet 512 --kv-cache-dtype fp8 -- --render-workers "$RENDER"
-    job gpu2 2 ocrfleet-h bash -c "python3 benchmarks/gpu_bench.py ocrfleet --pdf $PDF --model $MODEL --pages $PAGES --tokens 512 --label ocrfleet-1gpu --json $WORK/parts/ocrfleet-1gpu.json --kv-cache-dtype fp8 -- --render-workers $RENDER && python3 benchmarks/gpu_bench.py ocrfleet --pdf $PDF --model $MODEL --pages $PAGES --tokens 512 --label ocrfleet-512-recipe-settings --json $WORK/parts/ocrfleet-512-recipe-settings.json --kv-cache-dtype auto -- --preprocess vllm --ngram per-request --render-workers $RENDER"
-    job modes 3 ocrfleet-i bash -c "for m in tiny small base large; do python3 benchmarks/gpu_bench.py ocrfleet --pdf $PDF --model $MODEL --pages 256 --tokens 512 --label mode-\$m --json $WORK/parts/mode-\$m.json --kv-cache-dtype fp8 -- --resolution \$m --render-workers $RENDER || exit 1; done"
+    for c in g h i j; do cp -r "$WORK/vcache/ocrfleet-a/." "$WORK/vcache/ocrfleet-$c/" 2>/dev/null || true; done
+    bench ocrfleet-512-recipe-settings 0 ocrfleet-g ocrfleet 512 --kv-cache-dtype auto -- --preprocess vllm --ngram per-request --render-workers "$RENDER"
+    job modes-a 1 ocrfleet-h bash -c "for m in tiny small; do python3 benchmarks/gpu_bench.py ocrfleet --pdf $PDF --model $MODEL --pages 256 --tokens 512 --label mode-\$m --json $WORK/parts/mode-\$m.json --kv-cache-dtype fp8 -- --resolution \$m --render-workers $RENDER || exit 1; done"
+    JOB_PAGES=256 bench mode-base 2 ocrfleet-i ocrfleet 512 --kv-cache-dtype fp8 -- --resolution base --render-workers "$RENDER"
+    JOB_PAGES=256 bench mode-large 3 ocrfleet-j ocrfleet 512 --kv-cache-dtype fp8 -- --resolution large --render-workers "$RENDER"
     finish
+    ;;
+  scaling)
+    # One job at a time, so no other engine shares the host's CPUs (phase3 of 2026-11-27 ran
+    # 1 and 2 GPUs beside other jobs and measured 0.615). Each GPU gets PAGES pages.
+    for n in 1 2 4; do
+      gpus=$(seq -s, 0 $((n - 1)))
+      [[ -d "$WORK/vcache/scaling" ]] || cp -r "$WORK/vcache/ocrfleet-a" "$WORK/vcache/scaling" 2>/dev/null || true
+      JOB_PAGES=$((n * PAGES)) bench "ocrfleet-${n}gpu" "$gpus" scaling ocrfleet 512 --kv-cache-dtype fp8 -- --render-workers "$RENDER"
+      finish || exit 1
+    done
     ;;
   *)
     echo "unknown phase: $phase" >&2

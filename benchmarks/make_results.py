@@ -83,24 +83,36 @@ def recipe_comparisons(jobs: dict[str, dict[str, Any]], tag: str, date: str) -> 
     return written
 
 
+def gpus_job(jobs: dict[str, dict[str, Any]], n: int) -> dict[str, Any] | None:
+    return jobs.get(f"ocrfleet-{n}gpu") or jobs.get(f"ocrfleet-{n}gpus")
+
+
 def scaling(jobs: dict[str, dict[str, Any]], tag: str, date: str) -> list[Path]:
-    one, two = jobs.get("ocrfleet-1gpu"), jobs.get("ocrfleet-2gpus")
+    one = gpus_job(jobs, 1)
+    more = {n: job for n in (2, 4) if (job := gpus_job(jobs, n)) is not None}
     engines = jobs.get("ocrfleet-512-2engines")
-    if one is None or two is None:
+    if one is None or not more:
         return []
     rate1 = one["result"]["pages_per_second"]
-    rate2 = two["result"]["pages_per_second"]
+    efficiency = {
+        f"{n}_gpus": round(job["result"]["pages_per_second"] / (n * rate1), 3)
+        for n, job in more.items()
+        if rate1 and job["result"]["pages_per_second"]
+    }
     result = header(
         one,
-        benchmark="ocrfleet on 1 and 2 GPUs of one host (and 2 engines on one GPU)",
+        benchmark="ocrfleet on 1, 2 (and 4) GPUs of one host (and 2 engines on one GPU)",
         date=date,
-        pages={"one_gpu": one["result"]["pages"], "two_gpus": two["result"]["pages"]},
+        pages={"one_gpu": one["result"]["pages"]}
+        | {f"{n}_gpus": job["result"]["pages"] for n, job in more.items()},
         output_tokens=one["result"]["output_tokens_per_page"],
         one_gpu=one["result"],
-        two_gpus=two["result"],
+        **{f"gpus_{n}": job["result"] for n, job in more.items()},
         two_engines_one_gpu=engines["result"] if engines else None,
-        scaling_efficiency=round(rate2 / (2 * rate1), 3) if rate1 and rate2 else None,
-        note="the 1-GPU and 2-GPU runs ran at the same time on different GPUs of one host",
+        # The headline: the most GPUs measured.
+        scaling_efficiency=efficiency.get(f"{max(more)}_gpus"),
+        scaling_efficiency_by_gpus=efficiency,
+        target=0.9,
     )
     path = RESULTS / f"gpu-scaling-{tag}.json"
     path.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")

@@ -12,6 +12,7 @@ import logging
 import os
 import time
 import uuid
+from collections.abc import MutableMapping
 from typing import Any
 
 from ..config import EngineConfig
@@ -94,6 +95,27 @@ def sampling_params(config: EngineConfig, max_tokens: int) -> Any:
     )
 
 
+# Environment defaults for the engine-core process vLLM starts (it inherits ours); a value
+# the user set wins. Both were found on the lent H200×4 host (vLLM 0.26.0, 2026-11-27):
+# - VLLM_USE_FLASHINFER_SAMPLER=0: greedy decoding never uses FlashInfer's top-p/top-k
+#   sampler, but without the flashinfer-cubin package vLLM JIT-compiles it with nvcc at every
+#   first start (minutes; four engines starting at once did not finish in 9 minutes).
+# - VLLM_WORKER_MULTIPROC_METHOD=spawn: with vLLM's default (fork) the engine core hung after
+#   building its sampler, before loading the model, in every start tried (4 + 1 engines, no
+#   log line for 470 s); the same engines started with spawn in 110-146 s.
+ENGINE_ENVIRONMENT = {
+    "VLLM_USE_FLASHINFER_SAMPLER": "0",
+    "VLLM_WORKER_MULTIPROC_METHOD": "spawn",
+}
+
+
+def apply_engine_environment(environ: MutableMapping[str, str]) -> dict[str, str]:
+    """Set ENGINE_ENVIRONMENT's values the user has not set; return those that were set."""
+    applied = {k: v for k, v in ENGINE_ENVIRONMENT.items() if k not in environ}
+    environ.update(applied)
+    return applied
+
+
 class VllmEngine:
     name = "vllm"
 
@@ -129,11 +151,9 @@ class VllmEngine:
             from ..vllm_plugin import register
 
             register()
-        # Greedy decoding never uses FlashInfer's top-p/top-k sampler, but without the
-        # flashinfer-cubin package vLLM JIT-compiles it with nvcc at every first start:
-        # minutes, and with several engines starting at once on one host it did not finish
-        # in 9 minutes (H200×4, vLLM 0.26.0, 2026-11-27). The engine process inherits this.
-        os.environ.setdefault("VLLM_USE_FLASHINFER_SAMPLER", "0")
+        applied = apply_engine_environment(os.environ)
+        if applied:
+            log.info("engine environment defaults: %s", applied)
         kwargs = engine_kwargs(self.config)
         log.info("starting vLLM %s engine: %s", vllm.__version__, kwargs)
         began = time.monotonic()
