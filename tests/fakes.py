@@ -7,14 +7,18 @@ Behaviours: "ok" (text ending the page), "loop" (no EOS: finish_reason length), 
 "error" (the engine rejects the page), "crash" (the worker process dies
 at once, like a CUDA fault), "dead" (the engine reports itself dead). Pages not scripted get
 "ok". The text says which page and attempt produced it, so tests can check what was kept.
-Extra args "delay" (seconds on every page) and "fail_start" (the engine cannot start) too.
+Extra args "delay" (seconds on every page) and "fail_start" (the engine cannot start) too,
+and "barrier" ({"dir": D, "count": N}): start() waits until N engines have started, so tests
+of work sharing do not depend on how fast each worker process starts.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
+import time
 from collections import defaultdict
+from pathlib import Path
 from typing import Any
 
 from ocrfleet.config import EngineConfig
@@ -30,6 +34,7 @@ class ScriptedEngine:
         self.concurrency = int(config.extra_args.get("concurrency", 4))
         self.delay = float(config.extra_args.get("delay", 0.0))
         self.fail_start = bool(config.extra_args.get("fail_start", False))
+        self.barrier: dict[str, Any] | None = config.extra_args.get("barrier")
         self.calls: defaultdict[tuple[str, int], int] = defaultdict(int)
         self.started = False
 
@@ -44,7 +49,17 @@ class ScriptedEngine:
     async def start(self) -> None:
         if self.fail_start:
             raise RuntimeError("scripted engine cannot start")
+        if self.barrier:
+            await self._wait_for_peers(Path(self.barrier["dir"]), int(self.barrier["count"]))
         self.started = True
+
+    @staticmethod
+    async def _wait_for_peers(directory: Path, count: int, timeout: float = 120.0) -> None:
+        directory.mkdir(parents=True, exist_ok=True)
+        (directory / str(os.getpid())).touch()
+        deadline = time.monotonic() + timeout
+        while len(list(directory.iterdir())) < count and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
 
     async def ocr(self, request: OcrRequest) -> OcrResult:
         page = request.page

@@ -123,8 +123,9 @@ def test_pool_renders_in_processes(tmp_path: Path) -> None:
 def test_a_render_process_killed_mid_page_is_replaced_and_the_page_failed_after_two(
     tmp_path: Path,
 ) -> None:
-    # A 30-inch page at 600 dpi (150 M pixels): seconds of rendering, so the first kill lands
-    # mid-page; any later death while it heads the queue counts against it too.
+    # A 30-inch page at 600 dpi (150 M pixels). Each kill waits until the render process has
+    # created the page's /dev/shm file (allocating and filling 450 MB follow), so it lands
+    # mid-page however fast the machine is; a fixed delay sometimes came after the page.
     hang = samples.text_pdf(tmp_path / "hang.pdf", ["slow"], size=(30 * 72.0, 30 * 72.0))
     small = samples.text_pdf(tmp_path / "small.pdf", ["quick"])
     heavy = RenderSettings(dpi=600, max_pixels=150_000_000, max_side=20_000)
@@ -135,10 +136,13 @@ def test_a_render_process_killed_mid_page_is_replaced_and_the_page_failed_after_
         try:
             job = asyncio.ensure_future(pool.render(RenderRequest("d", str(hang), 1, "hang.pdf")))
             behind = asyncio.ensure_future(pool.render(RenderRequest("e", str(small), 1)))
-            for _ in range(2):  # kill whatever process is stuck on the hanging page, twice
-                await asyncio.sleep(0.5)
+            for _ in range(2):  # kill whatever process is drawing the heavy page, twice
                 pid = pool._slots[0].process.pid
                 assert pid is not None
+                drawing = f"ocrfleet-{os.getpid()}-{pid}-*"
+                deadline = time.monotonic() + 20
+                while not any(Path("/dev/shm").glob(drawing)) and time.monotonic() < deadline:
+                    await asyncio.sleep(0.01)
                 os.kill(pid, signal.SIGKILL)
                 deadline = time.monotonic() + 10
                 while pool._slots[0].process.pid == pid and time.monotonic() < deadline:

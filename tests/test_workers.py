@@ -96,7 +96,8 @@ def test_n_workers_process_every_page_exactly_once(tmp_path: Path) -> None:
         *SCRIPTED,
         "--workers",
         "3",
-        *scripted_args(delay=0.02),
+        # All three start together, so each can claim pages of the long documents.
+        *scripted_args(delay=0.02, barrier={"dir": str(tmp_path / "started"), "count": 3}),
     )
     assert result.returncode == 0, result.stderr
     keys = Counter((r["source"], r["page"]) for r in read_records(out))
