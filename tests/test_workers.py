@@ -204,3 +204,15 @@ def test_a_worker_that_cannot_start_is_given_up_after_the_cap(tmp_path: Path) ->
     assert result.returncode == 3
     assert "giving up" in result.stderr
     assert "scripted engine cannot start" in (out / "logs" / "worker-0.log").read_text("utf-8")
+
+
+def test_a_workers_pages_per_second_runs_from_its_engine_ready() -> None:
+    from ocrfleet.workers import SlotState, WorkerSpec
+
+    # A GPU engine's first batch of pages lands together, 10 s after the engine was ready.
+    state = SlotState(WorkerSpec(slot=0, gpus=(0,), render_workers=2), ready_at=100.0)
+    state.pages, state.first_page_at, state.last_page_at = 100, 109.9, 110.0
+    assert state.pages_per_second() == pytest.approx(10.0)
+    # Without a ready time (an engine that never said so): first to last page.
+    state.ready_at = None
+    assert state.pages_per_second() == pytest.approx(99 / 0.1)
