@@ -91,6 +91,10 @@ CREATE TABLE IF NOT EXISTS runs (
 """
 
 
+# (attempt id, outcome, finish reason, output tokens): an attempt closed with its page.
+AttemptClose = tuple[int, str, str | None, int | None]
+
+
 @dataclass(frozen=True)
 class NewDocument:
     doc_id: str
@@ -367,17 +371,23 @@ class Ledger:
         error: str | None = None,
     ) -> None:
         with self.transaction() as db:
-            db.execute(
-                "UPDATE attempts SET finished_at=?, outcome=?, finish_reason=?, output_tokens=?, "
-                "error=? WHERE id=?",
-                (time.time(), outcome, finish_reason, output_tokens, error, attempt_id),
+            self._close_attempt(
+                db, (attempt_id, outcome, finish_reason, output_tokens), time.time(), error
             )
 
+    @staticmethod
+    def _close_attempt(
+        db: sqlite3.Connection, attempt: AttemptClose, at: float, error: str | None = None
+    ) -> None:
+        attempt_id, outcome, finish_reason, output_tokens = attempt
+        db.execute(
+            "UPDATE attempts SET finished_at=?, outcome=?, finish_reason=?, output_tokens=?, "
+            "error=? WHERE id=?",
+            (at, outcome, finish_reason, output_tokens, error, attempt_id),
+        )
+
     def finish_page(
-        self,
-        worker: str,
-        outcome: PageOutcome,
-        attempt: tuple[int, str, str | None, int | None] | None = None,
+        self, worker: str, outcome: PageOutcome, attempt: AttemptClose | None = None
     ) -> tuple[bool, bool]:
         """Store a finished page (and close its last attempt). Returns (stored, assemble).
 
@@ -388,12 +398,7 @@ class Ledger:
         now = time.time()
         with self.transaction() as db:
             if attempt is not None:
-                attempt_id, result, finish_reason, output_tokens = attempt
-                db.execute(
-                    "UPDATE attempts SET finished_at=?, outcome=?, finish_reason=?, "
-                    "output_tokens=? WHERE id=?",
-                    (now, result, finish_reason, output_tokens, attempt_id),
-                )
+                self._close_attempt(db, attempt, now)
             updated = db.execute(
                 "UPDATE pages SET status=?, error=?, claimed_by=NULL, lease_until=NULL, "
                 "updated_at=? WHERE doc_id=? AND page=? AND status='pending'",

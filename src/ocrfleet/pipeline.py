@@ -20,7 +20,7 @@ from typing import Any
 from .config import PROMPTS, RunConfig
 from .engines.base import OcrEngine, OcrRequest, OcrResult
 from .errors import EngineDead, EngineError, RenderError
-from .ledger import Claim, DocumentRow, Ledger, PageOutcome
+from .ledger import AttemptClose, Claim, DocumentRow, Ledger, PageOutcome
 from .postprocess import clean_page
 from .quality import assess
 from .render import RenderedPage, RenderPool, RenderRequest, RenderSettings
@@ -30,8 +30,6 @@ log = logging.getLogger(__name__)
 
 EventSink = Callable[[dict[str, Any]], None]
 PageKey = tuple[str, int]
-# (attempt id, outcome, finish reason, output tokens): Ledger.finish_attempt's arguments.
-AttemptClose = tuple[int, str, str | None, int | None]
 
 
 @dataclass
