@@ -400,7 +400,7 @@ def _serve(
         for name, data, shape, dtype in payload
     )
     if drawn_in is not None and pixels is not None:
-        size = int(np.frombuffer(cast("bytes", pixels), dtype=np.uint8).nbytes)
+        size = memoryview(cast("bytes", pixels)).nbytes
         buffers = (_Buffer("pixels", size, path=drawn_in), *buffers)
         payload.insert(0, ("pixels", None, (), "uint8"))
     del pixels
