@@ -30,9 +30,9 @@ class NoopEngine:
         return None
 
     async def ocr(self, request: OcrRequest) -> OcrResult:
-        pixels = request.page.pixels or b""
+        pixels = request.page.pixels
         # Touch the image as an engine would read it: one byte per 4 KiB page of memory.
-        checksum = sum(pixels[::4096]) % 251
+        checksum = sum(memoryview(pixels).cast("B")[::4096]) % 251 if pixels is not None else 0
         return OcrResult(text=f"page {request.page.page} {checksum}", finish_reason="stop")
 
     async def close(self) -> None:

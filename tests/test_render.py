@@ -82,7 +82,7 @@ def test_bad_page_raises_render_error_naming_file_and_page(tmp_path: Path) -> No
 
 
 def test_pool_hands_pages_over_in_shared_memory_and_leaves_nothing(tmp_path: Path) -> None:
-    from ocrfleet.render import ShmFiles
+    from ocrfleet.handover import ShmFiles
 
     assert ShmFiles.available()
     pdf = samples.text_pdf(tmp_path / "p.pdf", ["α"])
@@ -200,7 +200,7 @@ def test_a_full_dev_shm_falls_back_to_the_pipe(
     """No room in /dev/shm (containers give it 64 MB): the page still renders, by pipe."""
     import errno
 
-    from ocrfleet.render import ShmFiles
+    from ocrfleet.handover import ShmFiles
 
     def no_space(fd: int, offset: int, length: int) -> None:
         raise OSError(errno.ENOSPC, "No space left on device")

@@ -26,6 +26,7 @@ def test_kill_9_then_resume_is_identical_to_an_uninterrupted_run(tmp_path: Path)
     assert first.returncode == 0, first.stderr
 
     out = tmp_path / "out"
+    in_ram_before = set(Path("/dev/shm").glob("ocrfleet-*"))
     proc = subprocess.Popen(
         [
             sys.executable,
@@ -60,3 +61,5 @@ def test_kill_9_then_resume_is_identical_to_an_uninterrupted_run(tmp_path: Path)
     keys = Counter((r["source"], r["page"]) for r in read_records(out))
     assert len(keys) == total and set(keys.values()) == {1}
     assert outputs_without_timings(out) == outputs_without_timings(reference)
+    # Page images the killed run left in /dev/shm were swept when the resumed run started.
+    assert set(Path("/dev/shm").glob("ocrfleet-*")) <= in_ram_before

@@ -21,6 +21,7 @@ import threading
 import time
 from collections import OrderedDict, deque
 from dataclasses import dataclass, field
+from multiprocessing import reduction
 from multiprocessing.connection import Connection, wait
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
@@ -28,6 +29,7 @@ from typing import TYPE_CHECKING, Any, cast
 import numpy as np
 
 from .errors import RenderError
+from .handover import BufferMaps, PageBitmap, SharedBuffers, ShmFiles, new_bitmap
 
 if TYPE_CHECKING:
     from multiprocessing.process import BaseProcess
@@ -53,6 +55,9 @@ class RenderSettings:
     # inside the render process, off the engine's critical path.
     prepare: str | None = None
     keep_pixels: bool = True
+    # Reusable shared page buffers per render process (handover.SharedBuffers); pages beyond
+    # them (an engine holding many) go by /dev/shm file.
+    shared_buffers: int = 8
 
 
 @dataclass(frozen=True)
@@ -102,13 +107,15 @@ class RenderedPage:
 
 @dataclass(frozen=True)
 class _Buffer:
-    """One buffer of a rendered page: in the pipe after the header, or in a /dev/shm file."""
+    """One buffer of a rendered page: in a shared buffer, a /dev/shm file or the pipe."""
 
     name: str  # "pixels" or an array name
     size: int
     shape: tuple[int, ...] = ()
     dtype: str = "uint8"
     path: str | None = None
+    # (index, capacity, its descriptor follows the header) for a page in a shared buffer.
+    shared: tuple[int, int, bool] | None = None
 
 
 @dataclass(frozen=True)
@@ -119,6 +126,7 @@ class _Header:
     error: str | None
     page: RenderedPage | None
     buffers: tuple[_Buffer, ...] = ()
+    retired: tuple[int, ...] = ()  # shared buffers the render process has closed
 
 
 # ---- rendering one page (used in render processes and by the raw-renderer benchmark) ------
@@ -185,8 +193,8 @@ def render_page(
 ) -> RenderedPage:
     """Render one page; raises RenderError naming the file and page.
 
-    With `shm`, pdfium draws straight into a file in /dev/shm (`page.pixels_path`), which the
-    engine worker maps: the pixels are never copied between processes."""
+    With `shm`, pdfium draws straight into memory the engine worker maps (a shared buffer, or
+    a /dev/shm file: `page.pixels_path`): the pixels are never copied between processes."""
     started = time.perf_counter()
     cached = _load_cached(req, settings)
     if cached is not None:
@@ -209,7 +217,7 @@ def render_page(
             scale=scale,
             rev_byteorder=True,
             draw_annots=True,
-            **({"bitmap_maker": target} if target is not None else {}),
+            bitmap_maker=target if target is not None else new_bitmap,
         )
         if target is not None and target.fallback:
             target = None
@@ -350,18 +358,21 @@ def _render_process(conn: Connection, settings: RenderSettings) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     docs = DocumentCache()
     preparer = _load_preparer(settings.prepare)
-    shm = ShmFiles() if ShmFiles.available() else None
+    shared = SharedBuffers(settings.shared_buffers)
+    shm = ShmFiles(shared) if ShmFiles.available() else None
     import pypdfium2  # noqa: F401  (loaded before the first page, not during it)
 
     conn.send(READY)
     try:
         while True:
             try:
-                req = conn.recv()
+                message: tuple[RenderRequest, tuple[int, ...]] | None = conn.recv()
             except EOFError:
                 return
-            if req is None:
+            if message is None:
                 return
+            req, released = message
+            shared.release(released)
             _serve(conn, docs, req, settings, preparer, shm)
     finally:
         docs.close()
@@ -375,22 +386,32 @@ def _serve(
     preparer: Any,
     shm: ShmFiles | None,
 ) -> None:
+    page: RenderedPage | None = None
     try:
         page = render_page(docs, req, settings, shm if settings.keep_pixels else None)
         arrays: dict[str, np.ndarray] = preparer(page) if preparer is not None else {}
-    except RenderError as exc:
-        conn.send(_Header(ok=False, error=exc.reason, page=None))
-        return
     except Exception as exc:  # a bug in a preparer must not stop the render process
-        conn.send(_Header(ok=False, error=f"{type(exc).__name__}: {exc}", page=None))
+        if page is not None and isinstance(page.owner, PageBitmap):
+            page.owner.discard()  # its shared buffer is free again, its file gone
+        reason = exc.reason if isinstance(exc, RenderError) else f"{type(exc).__name__}: {exc}"
+        conn.send(_Header(ok=False, error=reason, page=None))
         return
     pixels = page.pixels if settings.keep_pixels else None
     owner = page.owner  # keeps pdfium's bitmap (the pixels' memory) alive until written
-    drawn_in = page.pixels_path
-    page.pixels = page.owner = page.pixels_path = None
+    shared = owner.shared if isinstance(owner, PageBitmap) else None
+    # Pixels pdfium drew straight into memory the worker maps: nothing to send but a header.
+    placed: _Buffer | None = None
     payload: list[tuple[str, Any, tuple[int, ...], str]] = []
-    if pixels is not None and drawn_in is None:
-        payload.append(("pixels", memoryview(cast("bytes", pixels)).cast("B"), (), "uint8"))
+    if pixels is not None:
+        size = memoryview(cast("bytes", pixels)).nbytes
+        if shared is not None:
+            fd_follows = shared.fd is not None
+            placed = _Buffer("pixels", size, shared=(shared.index, shared.capacity, fd_follows))
+        elif page.pixels_path is not None:
+            placed = _Buffer("pixels", size, path=page.pixels_path)
+        else:
+            payload.append(("pixels", memoryview(cast("bytes", pixels)).cast("B"), (), "uint8"))
+    page.pixels = page.owner = page.pixels_path = None
     for name, array in arrays.items():
         # A flat byte view: a multi-dimensional view would be sliced along its first axis.
         flat = np.ascontiguousarray(array).data.cast("B")
@@ -399,86 +420,23 @@ def _serve(
         _Buffer(name, data.nbytes, shape, dtype, shm.write(data) if shm else None)
         for name, data, shape, dtype in payload
     )
-    if drawn_in is not None and pixels is not None:
-        size = memoryview(cast("bytes", pixels)).nbytes
-        buffers = (_Buffer("pixels", size, path=drawn_in), *buffers)
+    if placed is not None:
+        buffers = (placed, *buffers)
         payload.insert(0, ("pixels", None, (), "uint8"))
     del pixels
-    if isinstance(owner, ShmBitmap):
-        owner.close()  # the file holds the pixels; unmap them here before sending
+    if isinstance(owner, PageBitmap):
+        owner.close()  # the worker's mapping holds the pixels; let go of them here
     del owner
-    conn.send(_Header(ok=True, error=None, page=page, buffers=buffers))
+    retired = shm.shared.take_retired() if shm is not None and shm.shared is not None else ()
+    conn.send(_Header(ok=True, error=None, page=page, buffers=buffers, retired=retired))
     for buffer, (_, data, _, _) in zip(buffers, payload, strict=True):
-        if buffer.path is None:
+        if buffer.shared is not None:
+            if shared is not None and shared.fd is not None:  # its first page: mapped once
+                reduction.send_handle(conn, shared.fd, os.getppid())
+                os.close(shared.fd)
+                shared.fd = None
+        elif buffer.path is None:
             conn.send_bytes(data)
-
-
-class ShmFiles:
-    """Page buffers handed over as files in /dev/shm (RAM): one copy in, none out.
-
-    Through a pipe, a 6–16 MB page costs a copy on each side and dozens of context switches;
-    here the render process writes the file once and the receiver maps it and unlinks it at
-    once, so the memory is freed with the last reference, crash or not. Names carry the
-    engine worker's pid, so a supervisor can sweep what a killed worker left behind.
-    """
-
-    ROOT = Path("/dev/shm")
-
-    def __init__(self) -> None:
-        self.prefix = f"ocrfleet-{os.getppid()}-{os.getpid()}-"
-        self.count = 0
-
-    @classmethod
-    def available(cls, min_free: int = 1 << 30) -> bool:
-        """Usable when /dev/shm is writable and not tiny (containers often give it 64 MB)."""
-        if not (cls.ROOT.is_dir() and os.access(cls.ROOT, os.W_OK)):
-            return False
-        stats = os.statvfs(cls.ROOT)
-        return stats.f_bavail * stats.f_frsize >= min_free
-
-    def write(self, data: memoryview) -> str | None:
-        """The data as a /dev/shm file, or None when there is no room (send it by pipe)."""
-        self.count += 1
-        path = self.ROOT / f"{self.prefix}{self.count}"
-        try:
-            with path.open("wb") as handle:
-                handle.write(data)
-        except OSError:
-            with contextlib.suppress(OSError):
-                path.unlink()
-            return None
-        return str(path)
-
-    def bitmap_maker(self) -> ShmBitmap:
-        self.count += 1
-        return ShmBitmap(self.ROOT / f"{self.prefix}{self.count}")
-
-    @staticmethod
-    def take(path: str, size: int) -> mmap.mmap:
-        """Map the file copy-on-write (writable for torch, private) and unlink it."""
-        if not size:
-            Path(path).unlink()
-            return mmap.mmap(-1, 1)
-        # MAP_POPULATE maps every page at once: reading a freshly mapped 6 MB page image
-        # otherwise costs some 1,500 separate page faults in the engine's own thread.
-        flags = mmap.MAP_PRIVATE | getattr(mmap, "MAP_POPULATE", 0)
-        with open(path, "rb") as handle:
-            mapped = mmap.mmap(
-                handle.fileno(), size, flags=flags, prot=mmap.PROT_READ | mmap.PROT_WRITE
-            )
-        Path(path).unlink()
-        return mapped
-
-    @classmethod
-    def sweep(cls, worker_pid: int, render_pid: int | None = None) -> int:
-        """Remove what a dead engine worker's (or one render process's) pages left behind."""
-        removed = 0
-        pattern = f"ocrfleet-{worker_pid}-{'' if render_pid is None else f'{render_pid}-'}*"
-        for leftover in cls.ROOT.glob(pattern):
-            with contextlib.suppress(OSError):
-                leftover.unlink()
-                removed += 1
-        return removed
 
 
 def _load_preparer(name: str | None) -> Any:
@@ -489,15 +447,21 @@ def _load_preparer(name: str | None) -> Any:
     return load_preparer(name)
 
 
-def _receive(conn: Connection) -> _Header | None:
+def _receive(conn: Connection, maps: BufferMaps) -> _Header | None:
     header: _Header | str = conn.recv()
     if isinstance(header, str):  # READY from a restarted process
         return None
+    maps.retire(header.retired)
     if not header.ok or header.page is None:
         return header
     for buffer in header.buffers:
         data: Any
-        if buffer.path is not None:
+        if buffer.shared is not None:
+            index, capacity, fd_follows = buffer.shared
+            if fd_follows:
+                maps.add(index, reduction.recv_handle(conn), capacity)
+            data = maps.view(index, buffer.size)
+        elif buffer.path is not None:
             data = ShmFiles.take(buffer.path, buffer.size)
         else:
             data = bytearray(buffer.size)  # writable: torch.from_numpy needs no copy
@@ -510,68 +474,6 @@ def _receive(conn: Connection) -> _Header | None:
             ).reshape(buffer.shape)
             header.page.arrays[buffer.name] = array
     return header
-
-
-class ShmBitmap:
-    """A pypdfium2 `bitmap_maker`: pdfium renders into a /dev/shm file mapped here."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = str(path)
-        self._map: mmap.mmap | None = None
-        self._buffer: Any = None
-        self._bitmap: Any = None
-        self.fallback = False
-
-    def __call__(
-        self, width: int, height: int, format: int, rev_byteorder: bool = False, **_: Any
-    ) -> pypdfium2.PdfBitmap:
-        import ctypes
-
-        import pypdfium2 as pdfium
-        import pypdfium2.internal as pdfium_i
-        import pypdfium2.raw as pdfium_c
-
-        stride = width * int(pdfium_i.BitmapTypeToNChannels[format])
-        size = stride * height
-        try:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
-            try:
-                # Reserve the memory now: a full /dev/shm must fail here, not as a SIGBUS
-                # while pdfium draws into a sparse file (Docker gives /dev/shm 64 MB).
-                os.posix_fallocate(fd, 0, size)
-                self._map = mmap.mmap(fd, size)
-            finally:
-                os.close(fd)
-        except OSError:
-            self.discard()
-            self.fallback = True  # this page goes through the pipe instead
-            return pdfium.PdfBitmap.new_native(width, height, format, rev_byteorder=rev_byteorder)
-        self._buffer = (ctypes.c_ubyte * size).from_buffer(self._map)
-        raw = pdfium_c.FPDFBitmap_CreateEx(width, height, format, self._buffer, stride)
-        # is_foreign: pdfium owns the bitmap object, not this memory (FPDFBitmap_Destroy on
-        # close leaves an external buffer alone).
-        self._bitmap = pdfium.PdfBitmap(
-            raw, self._buffer, width, height, stride, format, rev_byteorder, is_foreign=True
-        )
-        return self._bitmap
-
-    def close(self) -> None:
-        """Unmap here (the file stays, for the engine worker); safe to call twice."""
-        # Dropping the last reference lets pypdfium2's finalizer destroy the bitmap (an
-        # explicit close() of a bitmap on borrowed memory only adds a warning).
-        self._bitmap = None
-        self._buffer = None
-        if self._map is not None:
-            # A view still alive elsewhere keeps the mapping until it is collected.
-            with contextlib.suppress(BufferError):
-                self._map.close()
-            self._map = None
-
-    def discard(self) -> None:
-        """The page failed: drop the file too."""
-        self.close()
-        with contextlib.suppress(OSError):
-            Path(self.path).unlink()
 
 
 # ---- the pool (parent side) ---------------------------------------------------------------
@@ -593,6 +495,7 @@ class _Slot:
     process: BaseProcess
     conn: Connection
     jobs: deque[_Job] = field(default_factory=deque)
+    maps: BufferMaps = field(default_factory=BufferMaps)  # its shared page buffers, mapped
 
 
 class RenderPool:
@@ -653,7 +556,7 @@ class RenderPool:
     def _send(self, slot: _Slot, job: _Job) -> None:
         # A dead process fails the send; the reader thread re-sends its jobs.
         with contextlib.suppress(BrokenPipeError, OSError):
-            slot.conn.send(job.req)
+            slot.conn.send((job.req, slot.maps.take_released()))
 
     def _read_loop(self) -> None:
         while not self._closing.is_set():
@@ -673,7 +576,7 @@ class RenderPool:
     def _drain(self, slot: _Slot) -> None:
         try:
             while slot.conn.poll():
-                header = _receive(slot.conn)
+                header = _receive(slot.conn, slot.maps)
                 if header is None:
                     continue
                 with self._lock:

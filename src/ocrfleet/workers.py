@@ -32,10 +32,10 @@ from typing import TYPE_CHECKING, Any
 from .config import RunConfig
 from .engines import create_engine
 from .errors import EngineDead
+from .handover import ShmFiles
 from .ledger import Ledger
 from .pipeline import PageWorker
 from .redact import install_redaction
-from .render import ShmFiles
 
 if TYPE_CHECKING:
     from multiprocessing.process import BaseProcess
@@ -129,6 +129,7 @@ def worker_main(config_json: str, spec: WorkerSpec, conn: Connection, db_path: s
         config, ledger, engine, me, render_workers=spec.render_workers, on_event=send
     )
     code = asyncio.run(_serve(worker, conn, send))
+    ShmFiles.sweep(os.getpid())  # pages drawn in files that were never taken (a stop mid-run)
     ledger.close()
     sys.stdout.flush()
     sys.stderr.flush()
@@ -287,6 +288,7 @@ class Supervisor:
         log.info("worker %d (%s) started, pid %d", state.spec.slot, state.spec.label, process.pid)
 
     def run(self) -> SupervisorResult:
+        ShmFiles.sweep_orphans()  # pages in RAM from an earlier run that was killed outright
         for state in self.slots:
             self._start(state)
         next_health_check = time.monotonic() + self.config.lease_seconds / 2

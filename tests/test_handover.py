@@ -1,0 +1,172 @@
+"""Shared page buffers between render processes and the engine worker, and /dev/shm upkeep."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import multiprocessing
+import os
+from pathlib import Path
+
+import numpy as np
+import pypdfium2 as pdfium
+
+from ocrfleet.handover import MIB, BufferMaps, SharedBuffers, ShmFiles, new_bitmap
+from ocrfleet.render import (
+    DocumentCache,
+    RenderedPage,
+    RenderPool,
+    RenderRequest,
+    RenderSettings,
+    render_page,
+)
+from ocrfleet.testing import samples
+
+
+def _references(pdf: Path, pages: int) -> list[bytes]:
+    docs = DocumentCache()
+    out = []
+    for n in range(1, pages + 1):
+        page = render_page(docs, RenderRequest("d", str(pdf), n), RenderSettings())
+        assert page.pixels is not None
+        out.append(bytes(page.pixels))
+    docs.close()
+    return out
+
+
+def _bytes(page: RenderedPage) -> bytes:
+    assert page.pixels is not None
+    return bytes(page.pixels)
+
+
+def _leftovers() -> set[Path]:
+    return set(ShmFiles.ROOT.glob(f"ocrfleet-{os.getpid()}-*"))
+
+
+def test_white_fill_by_memset_draws_what_pdfiums_fill_draws(tmp_path: Path) -> None:
+    pdf = samples.realistic_pdf(tmp_path / "r.pdf", 2)
+    doc = pdfium.PdfDocument(str(pdf))
+    for index in range(2):
+        page = doc[index]
+        ours = page.render(scale=2, rev_byteorder=True, bitmap_maker=new_bitmap).to_numpy()
+        theirs = page.render(scale=2, rev_byteorder=True).to_numpy()
+        assert np.array_equal(ours, theirs)
+    doc.close()
+    red = new_bitmap(4, 3, pdfium.raw.FPDFBitmap_BGR)
+    red.fill_rect((255, 0, 0, 255), 0, 0, 4, 3)  # other colours: pdfium's own fill
+    red.fill_rect((255, 255, 255, 255), 0, 0, 2, 3)  # part of the bitmap: pdfium's too
+    assert red.to_numpy()[:, :2].min() == 255
+    assert red.to_numpy()[:, 2:].tolist() == [[[0, 0, 255]] * 2] * 3
+
+
+def test_pages_dropped_one_by_one_reuse_one_shared_buffer(tmp_path: Path) -> None:
+    pdf = samples.realistic_pdf(tmp_path / "r.pdf", 6)
+    expected = _references(pdf, 6)
+    before = _leftovers()
+
+    async def go() -> tuple[list[bool], int]:
+        pool = RenderPool(1, RenderSettings())
+        pool.start()
+        matches = []
+        try:
+            for n in range(1, 7):
+                page = await pool.render(RenderRequest("d", str(pdf), n))
+                assert page.pixels_path is None
+                matches.append(_bytes(page) == expected[n - 1])
+                del page
+                await asyncio.sleep(0)  # the loop step that delivered the page lets go of it
+                gc.collect()
+            return matches, len(pool._slots[0].maps)
+        finally:
+            pool.close()
+
+    matches, mapped = asyncio.run(go())
+    assert matches == [True] * 6
+    assert mapped == 1  # every page went through the same buffer, mapped once
+    assert _leftovers() <= before  # and nothing was written to /dev/shm
+
+
+def test_held_pages_are_never_overwritten_and_the_rest_go_by_file(tmp_path: Path) -> None:
+    """A buffer comes back only when its page is dropped: pages an engine still holds keep
+    their pixels while later pages are drawn, in files once both buffers are busy."""
+    pdf = samples.realistic_pdf(tmp_path / "r.pdf", 6)
+    expected = _references(pdf, 6)
+    before = _leftovers()
+
+    async def go() -> tuple[list[bool], int]:
+        pool = RenderPool(1, RenderSettings(shared_buffers=2))
+        pool.start()
+        held: list[RenderedPage] = []
+        try:
+            for n in range(1, 7):
+                held.append(await pool.render(RenderRequest("d", str(pdf), n)))
+            intact = [_bytes(p) == expected[i] for i, p in enumerate(held)]
+            return intact, len(pool._slots[0].maps)
+        finally:
+            pool.close()
+
+    intact, mapped = asyncio.run(go())
+    assert intact == [True] * 6
+    assert mapped == 2
+    assert _leftovers() <= before
+
+
+def test_a_buffer_too_small_for_the_next_page_is_retired_and_unmapped() -> None:
+    buffers = SharedBuffers(1, min_capacity=MIB)
+    first = buffers.acquire(MIB)
+    assert first is not None and buffers.acquire(10) is None  # the only buffer is busy
+    buffers.release((first.index,))
+    bigger = buffers.acquire(3 * MIB)
+    assert bigger is not None and bigger.capacity == 3 * MIB and bigger.index != first.index
+    assert buffers.take_retired() == (first.index,) and buffers.take_retired() == ()
+    assert buffers.acquire(200 * MIB) is None  # larger than any shared buffer: by file
+
+
+def test_the_worker_hands_a_buffer_back_once_every_view_of_its_page_is_gone() -> None:
+    buffers = SharedBuffers(2, min_capacity=MIB)
+    shared = buffers.acquire(100)
+    assert shared is not None and shared.fd is not None
+    shared.map[:5] = b"hello"
+    maps = BufferMaps()
+    maps.add(shared.index, os.dup(shared.fd), shared.capacity)
+    page = maps.view(shared.index, 100)
+    assert bytes(page[:5]) == b"hello"  # the same memory, not a copy
+    derived = np.frombuffer(page, dtype=np.uint8)[::2]
+    del page
+    gc.collect()
+    assert maps.take_released() == ()  # a derived view still reads the buffer
+    del derived
+    gc.collect()
+    assert maps.take_released() == (shared.index,)
+    buffers.release((shared.index,))
+    assert buffers.acquire(100) is shared
+    maps.retire((shared.index,))
+    assert len(maps) == 0
+
+
+def test_a_failed_page_gives_its_shared_buffer_back(tmp_path: Path) -> None:
+    buffers = SharedBuffers(1)
+    shm = ShmFiles(buffers)
+    target = shm.bitmap_maker()
+    target(100, 100, pdfium.raw.FPDFBitmap_BGR)
+    assert target.shared is not None and target.path is None
+    target.discard()
+    assert buffers.acquire(100 * 100 * 3) is not None  # free again, not leaked
+
+
+def test_sweep_orphans_removes_only_pages_of_dead_workers(tmp_path: Path) -> None:
+    ctx = multiprocessing.get_context("spawn")
+    gone = ctx.Process(target=os.getpid)
+    gone.start()
+    gone.join()
+    assert gone.pid is not None
+    dead = ShmFiles.ROOT / f"ocrfleet-{gone.pid}-{gone.pid}-1"
+    live = ShmFiles.ROOT / f"ocrfleet-{os.getpid()}-{os.getpid()}-1"
+    dead.write_bytes(b"x")
+    live.write_bytes(b"x")
+    try:
+        assert ShmFiles.sweep_orphans() >= 1
+        assert not dead.exists() and live.exists()
+    finally:
+        for path in (dead, live):
+            path.unlink(missing_ok=True)
