@@ -8,13 +8,15 @@
 #   bash benchmarks/gpu_suite.sh phase2           # KV bf16/fp8, fp8 weights, 2 engines/GPU …
 #   bash benchmarks/gpu_suite.sh phase3           # recipe settings in ocrfleet, resolution modes
 #   bash benchmarks/gpu_suite.sh scaling          # 1, 2, 4 GPUs, one after another, host to itself
+#   bash benchmarks/gpu_suite.sh handover         # 2 GPUs: ocrfleet before/after shared buffers
+#   bash benchmarks/gpu_suite.sh engines2         # 2 GPUs: recipe, ocrfleet with 2 engines/GPU
 #   DRY_RUN=1 bash benchmarks/gpu_suite.sh phase1 # print the jobs only
 #
 # Jobs of a phase run at once, each on its own GPU(s) (CUDA_VISIBLE_DEVICES), each with its own
 # vLLM compile cache. Results: $OUT/<phase>.json (every job's JSON) and $OUT/<phase>-logs.txt.
 set -euo pipefail
 
-phase="${1:?usage: gpu_suite.sh setup|warm|phase1|phase2|phase3|scaling}"
+phase="${1:?usage: gpu_suite.sh setup|warm|phase1|phase2|phase3|scaling|handover|engines2}"
 OUT="${OUT:-/tmp/ocrfleet-bench-out}"
 WORK="${WORK:-/tmp/ocrfleet-bench}"
 PDF="${PDF:-.bench/pages-1024.pdf}"
@@ -143,6 +145,24 @@ PY
     job modes-a 1 ocrfleet-h bash -c "for m in tiny small; do python3 benchmarks/gpu_bench.py ocrfleet --pdf $PDF --model $MODEL --pages 256 --tokens 512 --label mode-\$m --json $WORK/parts/mode-\$m.json --kv-cache-dtype fp8 -- --resolution \$m --render-workers $RENDER || exit 1; done"
     JOB_PAGES=256 bench mode-base 2 ocrfleet-i ocrfleet 512 --kv-cache-dtype fp8 -- --resolution base --render-workers "$RENDER"
     JOB_PAGES=256 bench mode-large 3 ocrfleet-j ocrfleet 512 --kv-cache-dtype fp8 -- --resolution large --render-workers "$RENDER"
+    finish
+    ;;
+  handover)
+    # The same pages through ocrfleet before shared page buffers (a /dev/shm file per page,
+    # pdfium's fill; the wheel in .whl/old/) and after, at once on two GPUs of one host.
+    [[ -n "${DRY_RUN:-}" ]] || python3 -m pip install -q --no-index --no-deps --no-compile \
+      --no-cache-dir --upgrade --target "$WORK/site-old" .whl/old/ocrfleet-*.whl
+    job ocrfleet-512-before 0 ocrfleet-k env PYTHONPATH="$WORK/site-old:$PYTHONPATH" \
+      python3 benchmarks/gpu_bench.py ocrfleet --pdf "$PDF" --model "$MODEL" --pages "$PAGES" \
+      --tokens 512 --label ocrfleet-512-before --json "$WORK/parts/ocrfleet-512-before.json" \
+      --kv-cache-dtype fp8 -- --render-workers "$RENDER"
+    bench ocrfleet-512-after 1 ocrfleet-l ocrfleet 512 --kv-cache-dtype fp8 -- --render-workers "$RENDER"
+    finish
+    ;;
+  engines2)
+    # vLLM's recipe and ocrfleet with two engines on one GPU, at once on two GPUs.
+    bench recipe-512 0 recipe-a recipe 512
+    bench ocrfleet-512-2engines 1 ocrfleet-e ocrfleet 512 --kv-cache-dtype fp8 -- --engines-per-gpu 2 --render-workers "$RENDER"
     finish
     ;;
   scaling)

@@ -11,7 +11,14 @@ from pathlib import Path
 import numpy as np
 import pypdfium2 as pdfium
 
-from ocrfleet.handover import MIB, BufferMaps, SharedBuffers, ShmFiles, new_bitmap
+from ocrfleet.handover import (
+    MIB,
+    BufferMaps,
+    PageBitmap,
+    SharedBuffers,
+    ShmFiles,
+    new_bitmap,
+)
 from ocrfleet.render import (
     DocumentCache,
     RenderedPage,
@@ -170,3 +177,57 @@ def test_sweep_orphans_removes_only_pages_of_dead_workers(tmp_path: Path) -> Non
     finally:
         for path in (dead, live):
             path.unlink(missing_ok=True)
+
+
+def test_prepared_arrays_share_buffers_too_and_held_ones_stay_intact(tmp_path: Path) -> None:
+    """The engine-ready array a render process prepares (10.5 MB a Gundam page) is copied
+    into a shared buffer when one is free, else a file; held pages keep theirs."""
+    from ocrfleet.vllm_plugin.packing import pack_page
+
+    pdf = samples.realistic_pdf(tmp_path / "r.pdf", 3)
+    before = _leftovers()
+
+    async def go() -> tuple[list[RenderedPage], int]:
+        pool = RenderPool(1, RenderSettings(prepare="deepseek-ocr:gundam", shared_buffers=4))
+        pool.start()
+        try:
+            held = [await pool.render(RenderRequest("d", str(pdf), n)) for n in (1, 2, 3)]
+            return held, len(pool._slots[0].maps)
+        finally:
+            pool.close()
+
+    held, mapped = asyncio.run(go())
+    assert mapped == 4  # pages 1 and 2: pixels and array shared; page 3 by files
+    for page in held:
+        assert np.array_equal(page.arrays["packed"], pack_page(page.image(), "gundam"))
+    assert _leftovers() <= before
+
+
+def test_render_processes_get_buffers_for_their_share_of_the_pages_in_flight() -> None:
+    from ocrfleet.config import EngineConfig, RunConfig
+    from ocrfleet.pipeline import MAX_SHARED_BUFFERS, render_settings
+    from tests.fakes import ScriptedEngine
+
+    engine = ScriptedEngine(EngineConfig(name="tests.fakes:scripted"))
+    config = RunConfig(inputs=("x.pdf",), output_dir=Path("out"))
+    in_flight = engine.max_concurrency + 2 * 2
+    assert render_settings(config, engine, 2).shared_buffers == -(-in_flight // 2) + 2
+    huge_batches = RunConfig(inputs=("x.pdf",), output_dir=Path("out"), batch_pages=4000)
+    assert render_settings(huge_batches, engine, 1).shared_buffers == MAX_SHARED_BUFFERS
+
+
+def test_a_small_dev_shm_still_gets_shared_buffers_then_the_pipe(tmp_path: Path) -> None:
+    """Containers give /dev/shm 64 MB: files are off there, but shared buffers (memfd) are
+    outside /dev/shm and still carry the pages; only beyond them does a page take the pipe."""
+    pdf = samples.text_pdf(tmp_path / "p.pdf", ["κείμενο"])
+    expected = _references(pdf, 1)[0]
+    shm = ShmFiles(SharedBuffers(1), files=False)
+    docs = DocumentCache()
+    first = render_page(docs, RenderRequest("d", str(pdf), 1), RenderSettings(), shm)
+    second = render_page(docs, RenderRequest("d", str(pdf), 1), RenderSettings(), shm)
+    assert isinstance(first.owner, PageBitmap) and first.owner.shared is not None
+    # The one buffer is busy and files are off: pdfium drew in private memory, for the pipe.
+    assert not isinstance(second.owner, PageBitmap) and second.pixels_path is None
+    assert _bytes(first) == expected and _bytes(second) == expected
+    assert shm.write(memoryview(b"abc")) is None
+    docs.close()

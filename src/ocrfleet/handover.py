@@ -215,10 +215,12 @@ class ShmFiles:
 
     ROOT = Path("/dev/shm")
 
-    def __init__(self, shared: SharedBuffers | None = None) -> None:
+    def __init__(self, shared: SharedBuffers | None = None, *, files: bool = True) -> None:
         self.prefix = f"ocrfleet-{os.getppid()}-{os.getpid()}-"
         self.count = 0
         self.shared = shared
+        # False where /dev/shm is small: shared buffers (memfd, outside /dev/shm) still serve.
+        self.files = files
 
     @classmethod
     def available(cls, min_free: int = 1 << 30) -> bool:
@@ -230,6 +232,8 @@ class ShmFiles:
 
     def write(self, data: memoryview) -> str | None:
         """The data as a /dev/shm file, or None when there is no room (send it by pipe)."""
+        if not self.files:
+            return None
         self.count += 1
         path = self.ROOT / f"{self.prefix}{self.count}"
         try:
@@ -243,7 +247,8 @@ class ShmFiles:
 
     def bitmap_maker(self) -> PageBitmap:
         self.count += 1
-        return PageBitmap(self.ROOT / f"{self.prefix}{self.count}", self.shared)
+        path = self.ROOT / f"{self.prefix}{self.count}" if self.files else None
+        return PageBitmap(path, self.shared)
 
     @staticmethod
     def take(path: str, size: int) -> mmap.mmap:
@@ -301,8 +306,8 @@ class PageBitmap:
     one is free, else into a fresh /dev/shm file, else (no room) into private memory that
     goes by pipe (`fallback`)."""
 
-    def __init__(self, path: Path, shared: SharedBuffers | None = None) -> None:
-        self.path: str | None = str(path)
+    def __init__(self, path: Path | None, shared: SharedBuffers | None = None) -> None:
+        self.path = None if path is None else str(path)
         self.shared: SharedBuffer | None = None
         self._pool = shared
         self._map: mmap.mmap | None = None
@@ -340,7 +345,8 @@ class PageBitmap:
         return self.shared.map
 
     def _file_memory(self, size: int) -> mmap.mmap | None:
-        assert self.path is not None
+        if self.path is None:
+            return None
         try:
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
             try:

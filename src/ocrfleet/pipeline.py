@@ -27,6 +27,8 @@ from .render import RenderedPage, RenderPool, RenderRequest, RenderSettings
 from .writers import OutputLayout, assemble_document, save_figures
 
 log = logging.getLogger(__name__)
+# Shared page buffers a render process may keep (each 8 MiB or more, created as needed).
+MAX_SHARED_BUFFERS = 64
 
 EventSink = Callable[[dict[str, Any]], None]
 PageKey = tuple[str, int]
@@ -44,8 +46,18 @@ class AttemptLog:
     last: AttemptClose | None = None
 
 
-def render_settings(config: RunConfig, engine: OcrEngine) -> RenderSettings:
+def pages_in_flight(config: RunConfig, engine: OcrEngine, render_workers: int) -> int:
+    """How many pages a worker keeps between claim and finish."""
+    return config.batch_pages or (engine.max_concurrency + 2 * render_workers)
+
+
+def render_settings(config: RunConfig, engine: OcrEngine, render_workers: int) -> RenderSettings:
     needs = engine.needs
+    keep_pixels = needs.image or config.mode == "clean"
+    # Enough shared buffers for a render process's share of the pages in flight (each page
+    # holds its pixels and a prepared array), so they rarely fall back to a file each.
+    per_page = int(keep_pixels) + int(needs.prepare is not None)
+    share = -(-pages_in_flight(config, engine, render_workers) // max(1, render_workers))
     return RenderSettings(
         dpi=config.dpi,
         max_pixels=config.max_image_pixels,
@@ -53,7 +65,8 @@ def render_settings(config: RunConfig, engine: OcrEngine) -> RenderSettings:
         cache_dir=config.image_cache,
         want_text=needs.text_layer,
         prepare=needs.prepare,
-        keep_pixels=needs.image or config.mode == "clean",
+        keep_pixels=keep_pixels,
+        shared_buffers=min(MAX_SHARED_BUFFERS, per_page * (share + 2)),
     )
 
 
@@ -98,7 +111,7 @@ class PageWorker:
         self.engine = engine
         self.worker_id = worker_id
         self.layout = OutputLayout(config.output_dir)
-        self.pool = RenderPool(render_workers, render_settings(config, engine))
+        self.pool = RenderPool(render_workers, render_settings(config, engine, render_workers))
         self.on_event = on_event or (lambda _event: None)
         self.render_workers = render_workers
         self.capacity = 1  # set once the engine has started and knows its batch size
@@ -123,9 +136,7 @@ class PageWorker:
         except BaseException:
             self.pool.close()
             raise
-        self.capacity = self.config.batch_pages or (
-            self.engine.max_concurrency + 2 * self.render_workers
-        )
+        self.capacity = pages_in_flight(self.config, self.engine, self.render_workers)
         self.on_event(
             {"kind": "engine_ready", "capacity": self.capacity, "engine": self.engine.describe()}
         )

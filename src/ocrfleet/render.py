@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any, cast
 import numpy as np
 
 from .errors import RenderError
-from .handover import BufferMaps, PageBitmap, SharedBuffers, ShmFiles, new_bitmap
+from .handover import BufferMaps, PageBitmap, SharedBuffer, SharedBuffers, ShmFiles, new_bitmap
 
 if TYPE_CHECKING:
     from multiprocessing.process import BaseProcess
@@ -359,7 +359,7 @@ def _render_process(conn: Connection, settings: RenderSettings) -> None:
     docs = DocumentCache()
     preparer = _load_preparer(settings.prepare)
     shared = SharedBuffers(settings.shared_buffers)
-    shm = ShmFiles(shared) if ShmFiles.available() else None
+    shm = ShmFiles(shared, files=ShmFiles.available())
     import pypdfium2  # noqa: F401  (loaded before the first page, not during it)
 
     conn.send(READY)
@@ -398,45 +398,57 @@ def _serve(
         return
     pixels = page.pixels if settings.keep_pixels else None
     owner = page.owner  # keeps pdfium's bitmap (the pixels' memory) alive until written
-    shared = owner.shared if isinstance(owner, PageBitmap) else None
-    # Pixels pdfium drew straight into memory the worker maps: nothing to send but a header.
-    placed: _Buffer | None = None
-    payload: list[tuple[str, Any, tuple[int, ...], str]] = []
+    drawn_shared = owner.shared if isinstance(owner, PageBitmap) else None
+    # Each buffer of the page, with the shared buffer it sits in and the bytes the pipe carries.
+    parts: list[tuple[_Buffer, SharedBuffer | None, memoryview | None]] = []
     if pixels is not None:
         size = memoryview(cast("bytes", pixels)).nbytes
-        if shared is not None:
-            fd_follows = shared.fd is not None
-            placed = _Buffer("pixels", size, shared=(shared.index, shared.capacity, fd_follows))
+        if drawn_shared is not None:  # pdfium drew straight into memory the worker maps
+            parts.append(_shared_part("pixels", size, (), "uint8", drawn_shared))
         elif page.pixels_path is not None:
-            placed = _Buffer("pixels", size, path=page.pixels_path)
+            parts.append((_Buffer("pixels", size, path=page.pixels_path), None, None))
         else:
-            payload.append(("pixels", memoryview(cast("bytes", pixels)).cast("B"), (), "uint8"))
+            flat = memoryview(cast("bytes", pixels)).cast("B")
+            parts.append(_placed("pixels", flat, (), "uint8", shm))
     page.pixels = page.owner = page.pixels_path = None
     for name, array in arrays.items():
         # A flat byte view: a multi-dimensional view would be sliced along its first axis.
         flat = np.ascontiguousarray(array).data.cast("B")
-        payload.append((name, flat, tuple(array.shape), str(array.dtype)))
-    buffers = tuple(
-        _Buffer(name, data.nbytes, shape, dtype, shm.write(data) if shm else None)
-        for name, data, shape, dtype in payload
-    )
-    if placed is not None:
-        buffers = (placed, *buffers)
-        payload.insert(0, ("pixels", None, (), "uint8"))
+        parts.append(_placed(name, flat, tuple(array.shape), str(array.dtype), shm))
     del pixels
     if isinstance(owner, PageBitmap):
         owner.close()  # the worker's mapping holds the pixels; let go of them here
     del owner
     retired = shm.shared.take_retired() if shm is not None and shm.shared is not None else ()
+    buffers = tuple(buffer for buffer, _, _ in parts)
     conn.send(_Header(ok=True, error=None, page=page, buffers=buffers, retired=retired))
-    for buffer, (_, data, _, _) in zip(buffers, payload, strict=True):
-        if buffer.shared is not None:
-            if shared is not None and shared.fd is not None:  # its first page: mapped once
-                reduction.send_handle(conn, shared.fd, os.getppid())
-                os.close(shared.fd)
-                shared.fd = None
-        elif buffer.path is None:
+    for _, shared, data in parts:
+        if shared is not None and shared.fd is not None:  # its first use: mapped once
+            reduction.send_handle(conn, shared.fd, os.getppid())
+            os.close(shared.fd)
+            shared.fd = None
+        elif data is not None:
             conn.send_bytes(data)
+
+
+def _shared_part(
+    name: str, size: int, shape: tuple[int, ...], dtype: str, shared: SharedBuffer
+) -> tuple[_Buffer, SharedBuffer | None, memoryview | None]:
+    place = (shared.index, shared.capacity, shared.fd is not None)
+    return _Buffer(name, size, shape, dtype, shared=place), shared, None
+
+
+def _placed(
+    name: str, data: memoryview, shape: tuple[int, ...], dtype: str, shm: ShmFiles | None
+) -> tuple[_Buffer, SharedBuffer | None, memoryview | None]:
+    """Copy `data` where the worker can map it: a free shared buffer, else a /dev/shm file;
+    with neither, it rides the pipe after the header."""
+    shared = shm.shared.acquire(data.nbytes) if shm is not None and shm.shared else None
+    if shared is not None:
+        shared.map[: data.nbytes] = data
+        return _shared_part(name, data.nbytes, shape, dtype, shared)
+    path = shm.write(data) if shm is not None else None
+    return _Buffer(name, data.nbytes, shape, dtype, path), None, None if path else data
 
 
 def _load_preparer(name: str | None) -> Any:
