@@ -7,7 +7,7 @@
 #   bash benchmarks/gpu_suite.sh phase1           # recipe vs ocrfleet, 512 and 1024 tokens
 #   bash benchmarks/gpu_suite.sh phase2           # KV bf16/fp8, fp8 weights, 2 engines/GPU …
 #   bash benchmarks/gpu_suite.sh phase3           # recipe settings in ocrfleet, resolution modes
-#   bash benchmarks/gpu_suite.sh scaling          # 1, 2, 4 GPUs, one after another, host to itself
+#   bash benchmarks/gpu_suite.sh scaling          # 1, 2, 4 GPUs (GPU_COUNTS), one after another
 #   bash benchmarks/gpu_suite.sh handover         # 2 GPUs: ocrfleet before/after shared buffers
 #   bash benchmarks/gpu_suite.sh engines2         # 2 GPUs: recipe, ocrfleet with 2 engines/GPU
 #   DRY_RUN=1 bash benchmarks/gpu_suite.sh phase1 # print the jobs only
@@ -168,7 +168,7 @@ PY
   scaling)
     # One job at a time, so no other engine shares the host's CPUs (phase3 of 2026-11-27 ran
     # 1 and 2 GPUs beside other jobs and measured 0.615). Each GPU gets PAGES pages.
-    for n in 1 2 4; do
+    for n in ${GPU_COUNTS:-1 2 4}; do
       gpus=$(seq -s, 0 $((n - 1)))
       [[ -d "$WORK/vcache/scaling" ]] || cp -r "$WORK/vcache/ocrfleet-a" "$WORK/vcache/scaling" 2>/dev/null || true
       JOB_PAGES=$((n * PAGES)) bench "ocrfleet-${n}gpu" "$gpus" scaling ocrfleet 512 --kv-cache-dtype fp8 -- --render-workers "$RENDER"

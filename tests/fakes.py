@@ -9,7 +9,9 @@ at once, like a CUDA fault), "dead" (the engine reports itself dead). Pages not 
 "ok". The text says which page and attempt produced it, so tests can check what was kept.
 Extra args "delay" (seconds on every page) and "fail_start" (the engine cannot start) too,
 and "barrier" ({"dir": D, "count": N}): start() waits until N engines have started, so tests
-of work sharing do not depend on how fast each worker process starts.
+of work sharing do not depend on how fast each worker process starts; "stagger" ({"dir": D,
+"seconds": S}): the k-th engine to start (from 0) is ready k×S seconds after the first. At
+most "concurrency" pages are inside the engine at once, as in vLLM's batch.
 """
 
 from __future__ import annotations
@@ -35,6 +37,8 @@ class ScriptedEngine:
         self.delay = float(config.extra_args.get("delay", 0.0))
         self.fail_start = bool(config.extra_args.get("fail_start", False))
         self.barrier: dict[str, Any] | None = config.extra_args.get("barrier")
+        self.stagger: dict[str, Any] | None = config.extra_args.get("stagger")
+        self._running = asyncio.Semaphore(self.concurrency)
         self.calls: defaultdict[tuple[str, int], int] = defaultdict(int)
         self.started = False
 
@@ -51,7 +55,21 @@ class ScriptedEngine:
             raise RuntimeError("scripted engine cannot start")
         if self.barrier:
             await self._wait_for_peers(Path(self.barrier["dir"]), int(self.barrier["count"]))
+        if self.stagger:
+            await asyncio.sleep(self._arrival(Path(self.stagger["dir"])) * self.stagger["seconds"])
         self.started = True
+
+    @staticmethod
+    def _arrival(directory: Path) -> int:
+        """How many engines started before this one (files created exclusively, in order)."""
+        directory.mkdir(parents=True, exist_ok=True)
+        index = 0
+        while True:
+            try:
+                os.close(os.open(directory / str(index), os.O_CREAT | os.O_EXCL))
+                return index
+            except FileExistsError:
+                index += 1
 
     @staticmethod
     async def _wait_for_peers(directory: Path, count: int, timeout: float = 120.0) -> None:
@@ -62,6 +80,10 @@ class ScriptedEngine:
             await asyncio.sleep(0.05)
 
     async def ocr(self, request: OcrRequest) -> OcrResult:
+        async with self._running:
+            return await self._ocr(request)
+
+    async def _ocr(self, request: OcrRequest) -> OcrResult:
         page = request.page
         key = (page.doc_id, page.page)
         self.calls[key] += 1

@@ -41,6 +41,26 @@ def test_claims_are_exclusive_and_in_document_order(ledger: Ledger) -> None:
     assert ledger.claim("C", 4, 60, suspect=False) == []
 
 
+def test_a_worker_claims_at_most_its_fair_share_while_others_run(ledger: Ledger) -> None:
+    """Two engines that can each hold 1,000 pages, 40 pages to do: the one ready first takes
+    half, and more only as the pages still to do shrink; alone, a worker takes what it can."""
+    ledger.add_documents([doc(1, pages=20), doc(2, pages=20)])
+    ledger.register_worker("A", 0, 1, None)
+    ledger.register_worker("B", 1, 2, None)
+    first = ledger.claim("A", 1000, 60, suspect=False, in_flight=0)
+    assert len(first) == 20
+    assert ledger.claim("A", 1000, 60, suspect=False, in_flight=20) == []
+    for claim in first[:10]:
+        ledger.finish_page("A", outcome(claim.doc_id, claim.page))
+    # 30 still to do, 15 each: A holds 10, so 5 more; B, ready late, gets its 15.
+    assert len(ledger.claim("A", 1000, 60, suspect=False, in_flight=10)) == 5
+    assert len(ledger.claim("B", 1000, 60, suspect=False, in_flight=0)) == 15
+    ledger.worker_stopped("B")
+    assert len(ledger.claim("A", 1000, 60, suspect=False, in_flight=15)) == 0  # none left
+    ledger.add_documents([doc(3, pages=30)])
+    assert len(ledger.claim("A", 1000, 60, suspect=False, in_flight=15)) == 30  # alone now
+
+
 def test_expired_lease_returns_the_page_to_the_pool(ledger: Ledger) -> None:
     ledger.add_documents([doc(1, pages=1)])
     assert len(ledger.claim("A", 1, 0.05, suspect=False)) == 1

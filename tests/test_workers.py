@@ -109,6 +109,31 @@ def test_n_workers_process_every_page_exactly_once(tmp_path: Path) -> None:
     assert all((out / "logs" / f"worker-{n}.log").exists() for n in range(3))
 
 
+def test_the_worker_ready_first_leaves_a_late_one_its_share(tmp_path: Path) -> None:
+    """Each engine can hold every page (--batch-pages 1000), one page at a time inside: the
+    first ready must not take the whole corpus while the second is still starting."""
+    total = make_corpus(tmp_path / "in", docs=2, pages=20)
+    out = tmp_path / "out"
+    result = run_cli(
+        "run",
+        str(tmp_path / "in"),
+        "-o",
+        str(out),
+        *SCRIPTED,
+        "--workers",
+        "2",
+        "--batch-pages",
+        "1000",
+        *scripted_args(
+            delay=0.1, concurrency=1, stagger={"dir": str(tmp_path / "ready"), "seconds": 1.0}
+        ),
+    )
+    assert result.returncode == 0, result.stderr
+    summary = json.loads((out / "run-summary.json").read_text("utf-8"))
+    pages = [w["pages"] for w in summary["workers"]]
+    assert sum(pages) == total and min(pages) >= 10, pages
+
+
 def test_a_worker_killed_mid_run_is_replaced_and_nothing_is_lost(tmp_path: Path) -> None:
     total = make_corpus(tmp_path / "in")
     out = tmp_path / "out"

@@ -305,17 +305,34 @@ class Ledger:
                 (now + lease_seconds, worker),
             )
 
-    def claim(self, worker: str, limit: int, lease_seconds: float, *, suspect: bool) -> list[Claim]:
+    def claim(
+        self,
+        worker: str,
+        limit: int,
+        lease_seconds: float,
+        *,
+        suspect: bool,
+        in_flight: int | None = None,
+    ) -> list[Claim]:
         """Claim up to `limit` claimable pages in document order.
 
         Pages that were in flight when a worker died ("suspects") are handed out one at a
         time (`suspect=True` asks for one), so a page that keeps killing engines is isolated
         and, at max crashes, marked failed instead of taking innocent pages down with it.
+
+        With `in_flight` (the pages this worker holds), a worker that shares the ledger with
+        others claims no more than its fair share of the pages still to do: an engine ready
+        first, able to hold 1,000 pages, would otherwise take a whole small corpus, or the
+        whole tail of a large one, while the other GPUs idle (H200×2, 2026-11-27).
         """
         now = time.time()
         crash_filter = "crashes > 0" if suspect else "crashes = 0"
         limit = 1 if suspect else limit
         with self.transaction() as db:
+            if in_flight is not None and not suspect:
+                limit = min(limit, self._fair_share(db) - in_flight)
+                if limit <= 0:
+                    return []
             rows = db.execute(
                 "UPDATE pages SET claimed_by=?, lease_until=? WHERE rowid IN ("
                 " SELECT rowid FROM pages WHERE status='pending' AND " + crash_filter + " AND"
@@ -325,6 +342,15 @@ class Ledger:
             ).fetchall()
         rows.sort(key=lambda r: (r["doc_seq"], r["page"]))
         return [Claim(r["doc_id"], r["page"], r["attempts"], r["crashes"]) for r in rows]
+
+    @staticmethod
+    def _fair_share(db: sqlite3.Connection) -> int:
+        """Pages still to do (claimed or not) over the workers running: a worker's share."""
+        workers = db.execute("SELECT COUNT(*) FROM workers WHERE stopped_at IS NULL").fetchone()
+        if int(workers[0]) <= 1:
+            return 1 << 62  # alone: no one to share with (and no count of the pages)
+        todo = db.execute("SELECT COUNT(*) FROM pages WHERE status='pending'").fetchone()
+        return -(-int(todo[0]) // int(workers[0]))
 
     def release(self, worker: str, pages: Iterable[tuple[str, int]] | None = None) -> int:
         """Give claims back without finishing them (shutdown, or pages not started)."""
@@ -509,6 +535,11 @@ class Ledger:
             )
             db.execute("UPDATE workers SET stopped_at=? WHERE worker=?", (now, worker))
         return poisoned
+
+    def worker_stopped(self, worker: str) -> None:
+        """A worker ended normally: it no longer counts for fair shares."""
+        with self.transaction() as db:
+            db.execute("UPDATE workers SET stopped_at=? WHERE worker=?", (time.time(), worker))
 
     def recover_interrupted(self) -> int:
         """At start, under the run lock: whatever a previous run left in flight is released.

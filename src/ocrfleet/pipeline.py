@@ -191,7 +191,11 @@ class PageWorker:
         room -= len(claims)
         if room > 0:
             claims += self.ledger.claim(
-                self.worker_id, room, self.config.lease_seconds, suspect=False
+                self.worker_id,
+                room,
+                self.config.lease_seconds,
+                suspect=False,
+                in_flight=len(self._tasks) + len(claims),
             )
         return claims
 

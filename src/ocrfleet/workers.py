@@ -348,6 +348,7 @@ class Supervisor:
             state.conn = None
         state.process = None
         if code == EXIT_OK:
+            self.ledger.worker_stopped(state.worker)
             state.done = True
             return
         poisoned = self.ledger.reap_worker(state.worker, self.config.max_page_crashes)
