@@ -11,6 +11,7 @@ import sys
 import time
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -85,24 +86,26 @@ def scripted_args(**extra: object) -> list[str]:
     return [arg for k, v in extra.items() for arg in ("--vllm-arg", f"{k}={json.dumps(v)}")]
 
 
-def test_n_workers_process_every_page_exactly_once(tmp_path: Path) -> None:
-    total = make_corpus(tmp_path / "in", docs=4, pages=10)
+def run_scripted_workers(tmp_path: Path, workers: int, *options: str) -> tuple[Path, Any]:
+    """`ocrfleet run` over tmp_path/in with N scripted workers; its output and run summary."""
     out = tmp_path / "out"
     result = run_cli(
-        "run",
-        str(tmp_path / "in"),
-        "-o",
-        str(out),
-        *SCRIPTED,
-        "--workers",
-        "3",
+        "run", str(tmp_path / "in"), "-o", str(out), *SCRIPTED, "--workers", str(workers), *options
+    )
+    assert result.returncode == 0, result.stderr
+    return out, json.loads((out / "run-summary.json").read_text("utf-8"))
+
+
+def test_n_workers_process_every_page_exactly_once(tmp_path: Path) -> None:
+    total = make_corpus(tmp_path / "in", docs=4, pages=10)
+    out, summary = run_scripted_workers(
+        tmp_path,
+        3,
         # All three start together, so each can claim pages of the long documents.
         *scripted_args(delay=0.02, barrier={"dir": str(tmp_path / "started"), "count": 3}),
     )
-    assert result.returncode == 0, result.stderr
     keys = Counter((r["source"], r["page"]) for r in read_records(out))
     assert len(keys) == total and set(keys.values()) == {1}
-    summary = json.loads((out / "run-summary.json").read_text("utf-8"))
     assert [w["slot"] for w in summary["workers"]] == [0, 1, 2]
     assert sum(w["pages"] for w in summary["workers"]) == total
     assert all(w["pages"] > 0 for w in summary["workers"])  # the long documents were shared
@@ -113,23 +116,15 @@ def test_the_worker_ready_first_leaves_a_late_one_its_share(tmp_path: Path) -> N
     """Each engine can hold every page (--batch-pages 1000), one page at a time inside: the
     first ready must not take the whole corpus while the second is still starting."""
     total = make_corpus(tmp_path / "in", docs=2, pages=20)
-    out = tmp_path / "out"
-    result = run_cli(
-        "run",
-        str(tmp_path / "in"),
-        "-o",
-        str(out),
-        *SCRIPTED,
-        "--workers",
-        "2",
+    _, summary = run_scripted_workers(
+        tmp_path,
+        2,
         "--batch-pages",
         "1000",
         *scripted_args(
             delay=0.1, concurrency=1, stagger={"dir": str(tmp_path / "ready"), "seconds": 1.0}
         ),
     )
-    assert result.returncode == 0, result.stderr
-    summary = json.loads((out / "run-summary.json").read_text("utf-8"))
     pages = [w["pages"] for w in summary["workers"]]
     assert sum(pages) == total and min(pages) >= 10, pages
 
