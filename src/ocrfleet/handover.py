@@ -26,6 +26,7 @@ import mmap
 import os
 import weakref
 from collections import deque
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -270,25 +271,27 @@ class ShmFiles:
     def sweep_orphans(cls) -> int:
         """Remove pages left by engine workers that no longer exist (a run killed with -9
         takes its supervisor down before it can sweep): called when a run starts."""
-        removed = 0
-        for leftover in cls.ROOT.glob("ocrfleet-*-*-*"):
-            worker = leftover.name.split("-")[1]
-            if worker.isdigit() and not _alive(int(worker)):
-                with contextlib.suppress(OSError):
-                    leftover.unlink()
-                    removed += 1
-        return removed
+        return _remove(
+            leftover
+            for leftover in cls.ROOT.glob("ocrfleet-*-*-*")
+            if (worker := leftover.name.split("-")[1]).isdigit() and not _alive(int(worker))
+        )
 
     @classmethod
     def sweep(cls, worker_pid: int, render_pid: int | None = None) -> int:
         """Remove what a dead engine worker's (or one render process's) pages left behind."""
-        removed = 0
         pattern = f"ocrfleet-{worker_pid}-{'' if render_pid is None else f'{render_pid}-'}*"
-        for leftover in cls.ROOT.glob(pattern):
-            with contextlib.suppress(OSError):
-                leftover.unlink()
-                removed += 1
-        return removed
+        return _remove(cls.ROOT.glob(pattern))
+
+
+def _remove(paths: Iterable[Path]) -> int:
+    """Unlink each file that still exists; how many were removed."""
+    removed = 0
+    for path in paths:
+        with contextlib.suppress(OSError):
+            path.unlink()
+            removed += 1
+    return removed
 
 
 def _alive(pid: int) -> bool:
