@@ -10,7 +10,9 @@ at once, like a CUDA fault), "dead" (the engine reports itself dead). Pages not 
 Extra args "delay" (seconds on every page) and "fail_start" (the engine cannot start) too,
 and "barrier" ({"dir": D, "count": N}): start() waits until N engines have started, so tests
 of work sharing do not depend on how fast each worker process starts; "stagger" ({"dir": D,
-"seconds": S}): the k-th engine to start (from 0) is ready k×S seconds after the first. At
+"seconds": S}): the k-th engine to start (from 0) is ready k×S seconds after the first;
+"start_seconds" (every start takes that long); "fail_first_starts" ({"dir": D, "count": N}):
+the first N starts among all engines fail, as concurrent vLLM starts on one GPU did. At
 most "concurrency" pages are inside the engine at once, as in vLLM's batch.
 """
 
@@ -38,6 +40,8 @@ class ScriptedEngine:
         self.fail_start = bool(config.extra_args.get("fail_start", False))
         self.barrier: dict[str, Any] | None = config.extra_args.get("barrier")
         self.stagger: dict[str, Any] | None = config.extra_args.get("stagger")
+        self.start_seconds = float(config.extra_args.get("start_seconds", 0.0))
+        self.fail_first: dict[str, Any] | None = config.extra_args.get("fail_first_starts")
         self._running = asyncio.Semaphore(self.concurrency)
         self.calls: defaultdict[tuple[str, int], int] = defaultdict(int)
         self.started = False
@@ -53,6 +57,12 @@ class ScriptedEngine:
     async def start(self) -> None:
         if self.fail_start:
             raise RuntimeError("scripted engine cannot start")
+        if self.fail_first and self._arrival(Path(self.fail_first["dir"])) < int(
+            self.fail_first["count"]
+        ):
+            raise RuntimeError("scripted engine failed at start (out of GPU memory)")
+        if self.start_seconds:
+            await asyncio.sleep(self.start_seconds)
         if self.barrier:
             await self._wait_for_peers(Path(self.barrier["dir"]), int(self.barrier["count"]))
         if self.stagger:

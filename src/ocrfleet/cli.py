@@ -34,6 +34,14 @@ def _gpus_arg(value: str) -> str:
     raise argparse.ArgumentTypeError("--gpus takes 'auto' or a list like 0,1,2,3")
 
 
+def _engines_per_gpu_arg(value: str) -> int | None:
+    if value == "auto":
+        return None
+    if value.isdigit() and int(value) >= 1:
+        return int(value)
+    raise argparse.ArgumentTypeError("--engines-per-gpu takes 'auto' or a number ≥ 1")
+
+
 def _vllm_arg(value: str) -> tuple[str, Any]:
     if "=" not in value:
         raise argparse.ArgumentTypeError("--vllm-arg takes KEY=VALUE (VALUE may be JSON)")
@@ -156,7 +164,13 @@ def _add_run(sub: Any) -> None:
         default=1,
         help="worker processes when no GPU is used (e.g. the text engine)",
     )
-    run.add_argument("--engines-per-gpu", type=int, default=1)
+    run.add_argument(
+        "--engines-per-gpu",
+        type=_engines_per_gpu_arg,
+        default="auto",
+        help="vLLM engines sharing each GPU, started one after another; auto: from the GPU's "
+        "memory, the model's weights and the CPU cores per GPU (the run summary says why)",
+    )
     run.add_argument("--max-worker-restarts", type=int, default=5)
     run.add_argument(
         "--blank-threshold",
@@ -268,12 +282,10 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         ignore_eos=args.ignore_eos,
     )
     gpus: tuple[int, ...] = ()
-    if args.engine == "vllm":
-        gpus = (
-            tuple(detect_gpus())
-            if args.gpus == "auto"
-            else tuple(int(g) for g in args.gpus.split(","))
-        )
+    if args.gpus != "auto":
+        gpus = tuple(int(g) for g in args.gpus.split(","))  # any engine may be pinned
+    elif args.engine == "vllm":
+        gpus = tuple(detect_gpus())
     output_dir, sync_to = local_output(args.output_dir, args.work_dir)
     if args.sync_to:
         if sync_to and sync_to != args.sync_to:

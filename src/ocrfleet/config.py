@@ -106,7 +106,8 @@ class RunConfig:
     # Multi-worker: one engine worker per GPU, or N CPU workers.
     gpus: tuple[int, ...] = ()
     workers: int = 1
-    engines_per_gpu: int = 1
+    # None: auto (engine_slots.choose_engines_per_gpu), resolved by the runner before workers.
+    engines_per_gpu: int | None = None
     max_worker_restarts: int = 5
     max_page_crashes: int = 2
     lease_seconds: float = 120.0
@@ -141,7 +142,7 @@ class RunConfig:
             raise ConfigError("--timeout-seconds must be positive")
         if self.batch_pages is not None and self.batch_pages < 1:
             raise ConfigError("--batch-pages must be at least 1")
-        if self.workers < 1 or self.engines_per_gpu < 1:
+        if self.workers < 1 or (self.engines_per_gpu is not None and self.engines_per_gpu < 1):
             raise ConfigError("--workers and --engines-per-gpu must be at least 1")
         if self.mode not in ("clean", "raw"):
             raise ConfigError("--mode must be clean or raw")
@@ -154,7 +155,8 @@ class RunConfig:
     def worker_count(self) -> int:
         """Engine worker processes this run starts."""
         if self.gpus:
-            return len(self.gpus) * self.engines_per_gpu // max(1, self.engine.tensor_parallel_size)
+            per_gpu = self.engines_per_gpu or 1
+            return len(self.gpus) * per_gpu // max(1, self.engine.tensor_parallel_size)
         return self.workers
 
     def to_json(self) -> str:

@@ -345,12 +345,30 @@ class Ledger:
 
     @staticmethod
     def _fair_share(db: sqlite3.Connection) -> int:
-        """Pages still to do (claimed or not) over the workers running: a worker's share."""
-        workers = db.execute("SELECT COUNT(*) FROM workers WHERE stopped_at IS NULL").fetchone()
-        if int(workers[0]) <= 1:
+        """Pages still to do (claimed or not) over the engine slots: a worker's share.
+
+        Slots count from the fleet size the supervisor declares (`set_fleet_slots`), not only
+        from workers already registered: an engine that starts late (engines sharing a GPU
+        start one after another) or restarts after a crash keeps its share waiting for it,
+        instead of finding every page held by the engines ready first (H200, 2026-12-02: a
+        restarted slot did 0 of 512 pages). A slot given up is taken out of the fleet.
+        """
+        workers = int(
+            db.execute("SELECT COUNT(*) FROM workers WHERE stopped_at IS NULL").fetchone()[0]
+        )
+        fleet = db.execute("SELECT value FROM meta WHERE key='fleet_slots'").fetchone()
+        slots = max(workers, int(fleet[0]) if fleet is not None else 0)
+        if slots <= 1:
             return 1 << 62  # alone: no one to share with (and no count of the pages)
         todo = db.execute("SELECT COUNT(*) FROM pages WHERE status='pending'").fetchone()
-        return -(-int(todo[0]) // int(workers[0]))
+        return -(-int(todo[0]) // slots)
+
+    def set_fleet_slots(self, slots: int) -> None:
+        """How many engine slots share this ledger now (started or still starting)."""
+        with self.transaction() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO meta (key, value) VALUES ('fleet_slots', ?)", (str(slots),)
+            )
 
     def release(self, worker: str, pages: Iterable[tuple[str, int]] | None = None) -> int:
         """Give claims back without finishing them (shutdown, or pages not started)."""

@@ -26,13 +26,20 @@ from typing import Any, TextIO
 
 from . import __version__
 from .config import RunConfig
+from .engine_slots import (
+    EnginesPerGpu,
+    available_cores,
+    choose_engines_per_gpu,
+    gpu_inventory,
+    model_weight_bytes,
+)
 from .errors import ConfigError
 from .ledger import Ledger
 from .plan import ledger_path, make_plan, shard_suffix
 from .redact import redact_obj
 from .storage import OutputSync, is_remote, stage_inputs
 from .telemetry import Progress, RunStats
-from .workers import Supervisor, plan_workers
+from .workers import SlotState, Supervisor, plan_workers
 from .writers import OutputLayout, assemble_document, write_json
 
 log = logging.getLogger(__name__)
@@ -166,6 +173,7 @@ def _run_locked(config: RunConfig, suffix: str) -> RunResult:
             sum(counts.pages.values()),
         )
         stats = RunStats()
+        config, engines_per_gpu = resolve_engines_per_gpu(config)
         interrupted, killed = False, False
         slots: list[dict[str, Any]] = []
         periodic = PeriodicSync(sync, db_path, config.sync_interval)
@@ -174,6 +182,7 @@ def _run_locked(config: RunConfig, suffix: str) -> RunResult:
                 interrupted, killed, slots = _supervise(config, db_path, ledger, stats, counts)
         finalize_ready_documents(ledger, layout, f"supervisor:{os.getpid()}")
         summary = _summary(config, ledger, stats, slots, plan.missing_inputs, run_id)
+        summary["engines_per_gpu"] = engines_per_gpu.as_dict()
         code = _exit_code(summary, interrupted, killed)
         summary["exit_code"] = code
         summary = redact_obj(summary)
@@ -184,6 +193,29 @@ def _run_locked(config: RunConfig, suffix: str) -> RunResult:
         return RunResult(code, summary, summary_path)
     finally:
         ledger.close()
+
+
+def resolve_engines_per_gpu(config: RunConfig) -> tuple[RunConfig, EnginesPerGpu]:
+    """`--engines-per-gpu auto`: K from the GPU's memory, the weights and the cores per GPU."""
+    if config.engines_per_gpu is not None:
+        return config, EnginesPerGpu(config.engines_per_gpu, "given (--engines-per-gpu)")
+    if not config.gpus or config.engine.name != "vllm" or config.engine.tensor_parallel_size > 1:
+        choice = EnginesPerGpu(1, "one engine per GPU: not a single-GPU vLLM engine")
+    else:
+        known = gpu_inventory()
+        listed = [known[g] for g in config.gpus if g < len(known)]
+        if not listed:
+            choice = EnginesPerGpu(1, "no GPU memory information (nvidia-smi): one engine")
+        else:
+            choice = choose_engines_per_gpu(
+                min(listed, key=lambda g: g.memory_bytes),
+                gpus=len(config.gpus),
+                cpu_cores=available_cores(),
+                weights_bytes=model_weight_bytes(config.engine.model),
+                gpu_memory_utilization=config.engine.gpu_memory_utilization,
+            )
+    log.info("engines per GPU: %d (%s)", choice.engines, choice.rule)
+    return replace(config, engines_per_gpu=choice.engines), choice
 
 
 def _supervise(
@@ -199,8 +231,7 @@ def _supervise(
     def on_event(event: dict[str, Any]) -> None:
         stats.add(event)
         if event.get("kind") == "page" and event.get("stored"):
-            rates = {s.spec.label: s.pages_per_second() for s in supervisor.slots}
-            progress.advance(rates if len(rates) > 1 else None)
+            progress.advance(slot_rates(supervisor.slots))
 
     supervisor = Supervisor(config, db_path, ledger, specs, on_event)
 
@@ -232,10 +263,25 @@ def _supervise(
             "output_tokens": s.output_tokens,
             "restarts": s.restarts,
             "gave_up": s.gave_up,
+            "engine_ready": s.ready_at is not None,
+            "start_error": s.start_error,
         }
         for s in result.slots
     ]
     return result.interrupted, supervisor.killed, slots
+
+
+def slot_rates(slots: list[SlotState]) -> dict[str, float] | None:
+    """Pages/s per engine slot for the progress bar (none for a single slot); a slot given up
+    shows as such, its cause is in the log line and the summary."""
+    if len(slots) < 2:
+        return None
+    shared = len({s.spec.label for s in slots}) < len(slots)
+    rates = {}
+    for s in slots:
+        key = f"{s.spec.label}#{s.spec.slot}" if shared else s.spec.label
+        rates[f"{key} gave up" if s.gave_up else key] = s.pages_per_second()
+    return rates
 
 
 def _wait_for_orphans(ledger: Ledger, timeout: float = 30.0) -> None:

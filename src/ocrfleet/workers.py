@@ -65,6 +65,18 @@ class WorkerSpec:
         return f"gpu{','.join(map(str, self.gpus))}" if self.gpus else f"cpu{self.slot}"
 
 
+def last_error_line(log_file: Path) -> str | None:
+    """The last ERROR line of a worker's log, without its time stamp: the cause to quote."""
+    try:
+        lines = log_file.read_text("utf-8", errors="replace").splitlines()
+    except OSError:
+        return None
+    for line in reversed(lines):
+        if " ERROR " in line:
+            return line.split(" ERROR ", 1)[1].strip()[:300]
+    return None
+
+
 def worker_id(slot: int, pid: int) -> str:
     return f"{socket.gethostname()}:{pid}:{slot}"
 
@@ -84,9 +96,10 @@ def plan_workers(config: RunConfig, cpu_count: int) -> list[WorkerSpec]:
         for slot, group in enumerate(g for g in groups if len(g) == tp):
             specs.append(WorkerSpec(slot, tuple(group), render))
         return specs
-    fraction = config.engine.gpu_memory_utilization / config.engines_per_gpu
+    per_gpu = config.engines_per_gpu or 1
+    fraction = config.engine.gpu_memory_utilization / per_gpu
     for gpu in config.gpus:
-        for _ in range(config.engines_per_gpu):
+        for _ in range(per_gpu):
             specs.append(WorkerSpec(len(specs), (gpu,), render, fraction))
     return specs
 
@@ -208,6 +221,11 @@ class SlotState:
     pages: int = 0
     output_tokens: int = 0
     ready_at: float | None = None  # its first engine ready: the rate's clock starts here
+    # The engine of the current process is still starting (loading, profiling memory,
+    # allocating its KV cache): another engine on the same GPU waits until it is ready.
+    starting: bool = False
+    waiting: bool = False  # due to start, held back while a GPU neighbour is starting
+    start_error: str | None = None  # why its engine last failed to start, if it did
     first_page_at: float | None = None
     last_page_at: float | None = None
 
@@ -273,6 +291,7 @@ class Supervisor:
                 state.conn.send(message)
 
     def _start(self, state: SlotState) -> None:
+        state.waiting, state.starting = False, True
         parent, child = self._ctx.Pipe(duplex=True)
         process = self._ctx.Process(
             target=worker_main,
@@ -287,16 +306,40 @@ class Supervisor:
         state.restart_at = None
         log.info("worker %d (%s) started, pid %d", state.spec.slot, state.spec.label, process.pid)
 
+    def _gpu_neighbour_starting(self, state: SlotState) -> bool:
+        """Engines that share a GPU start one after another: vLLM profiles memory by watching
+        the whole GPU, so engines profiling at once count each other's allocations as their
+        own; on an H200 three concurrent starts crashed one engine and starved the others
+        of KV cache (shared/facts/engines-per-gpu.md)."""
+        if not state.spec.gpus:
+            return False
+        mine = set(state.spec.gpus)
+        return any(
+            other is not state and other.starting and mine & set(other.spec.gpus)
+            for other in self.slots
+        )
+
+    def _start_waiting(self) -> None:
+        for state in self.slots:
+            if state.waiting and not self._gpu_neighbour_starting(state):
+                self._start(state)
+
+    def _declare_fleet(self) -> None:
+        self.ledger.set_fleet_slots(sum(1 for s in self.slots if not (s.gave_up or s.done)))
+
     def run(self) -> SupervisorResult:
         ShmFiles.sweep_orphans()  # pages in RAM from an earlier run that was killed outright
+        self._declare_fleet()
         for state in self.slots:
-            self._start(state)
+            state.waiting = True
+        self._start_waiting()
         next_health_check = time.monotonic() + self.config.lease_seconds / 2
         while not all(s.done or s.gave_up for s in self.slots):
             if self._kill:
                 self._kill_all()
                 break
             self._restart_due()
+            self._start_waiting()
             waitables: dict[Any, SlotState] = {}
             for s in self.slots:
                 if s.process is not None and not s.done:
@@ -328,8 +371,10 @@ class Supervisor:
             return
 
     def _count(self, state: SlotState, event: dict[str, Any]) -> None:
-        if event.get("kind") == "engine_ready" and state.ready_at is None:
-            state.ready_at = time.monotonic()
+        if event.get("kind") == "engine_ready":
+            state.starting, state.start_error = False, None
+            if state.ready_at is None:
+                state.ready_at = time.monotonic()
         if event.get("kind") == "page" and event.get("stored"):
             now = time.monotonic()
             state.pages += 1
@@ -347,6 +392,12 @@ class Supervisor:
             state.conn.close()
             state.conn = None
         state.process = None
+        if state.starting:
+            state.start_error = (
+                last_error_line(self.config.output_dir / "logs" / f"worker-{state.spec.slot}.log")
+                or f"exit status {code}"
+            )
+        state.starting = False
         if code == EXIT_OK:
             self.ledger.worker_stopped(state.worker)
             state.done = True
@@ -361,17 +412,24 @@ class Supervisor:
             return
         state.restarts += 1
         if state.restarts > self.config.max_worker_restarts:
+            cause = state.start_error or last_error_line(
+                self.config.output_dir / "logs" / f"worker-{state.spec.slot}.log"
+            )
             log.error(
-                "worker %d (%s) died %d times (last exit %s): giving up on it; see "
-                "%s/logs/worker-%d.out",
+                "worker %d (%s) died %d times (last exit %s%s): giving up on it; see "
+                "%s/logs/worker-%d.log and worker-%d.out",
                 state.spec.slot,
                 state.spec.label,
                 state.restarts,
                 code,
+                f": {cause}" if cause else "",
                 self.config.output_dir,
+                state.spec.slot,
                 state.spec.slot,
             )
             state.gave_up = True
+            self._declare_fleet()
+            self.on_event({"kind": "slot_gave_up", "slot": state.spec.slot})
             return
         delay = min(RESTART_BACKOFF_CAP, 2.0 ** (state.restarts - 1))
         log.warning(
@@ -389,9 +447,9 @@ class Supervisor:
         now = time.monotonic()
         for state in self.slots:
             if state.restart_at is not None and now >= state.restart_at and not self._stopping:
-                self._start(state)
-            elif state.restart_at is not None and self._stopping:
-                state.restart_at = None
+                state.restart_at, state.waiting = None, True
+            elif (state.restart_at is not None or state.waiting) and self._stopping:
+                state.restart_at, state.waiting = None, False
                 state.done = True
 
     def _kill_stale(self) -> None:

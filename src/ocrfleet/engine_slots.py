@@ -1,0 +1,128 @@
+"""How many vLLM engines share one GPU (`--engines-per-gpu auto`, the default).
+
+One DeepSeek-OCR engine cannot keep a fast GPU busy: its EngineCore process is bound by one
+CPU thread (half of it in the vision encoder path), so a second and third engine on the same
+GPU add pages/s until memory or CPU cores run out (H200, 2026-12-02: 1.61× the recipe with
+one engine, 1.87× with two). The rule, per GPU:
+
+    by_memory = floor(memory × gpu_memory_utilization / (weights + overhead + min KV))
+    by_cpu    = floor(CPU cores per GPU / cores per engine)
+    engines   = max(1, min(by_memory, by_cpu, MAX_ENGINES_PER_GPU))
+
+weights: the checkpoint's safetensors (6.67 GB for DeepSeek-OCR when they are not on disk);
+overhead: CUDA context, profiling activations and CUDA graphs of one engine; min KV: enough
+fp8 KV cache for ~64 Gundam pages in flight (939 prompt + ~1,000 output tokens at 30 KiB a
+token). Cores per engine: the EngineCore thread, its share of rendering/preprocessing and the
+page worker's loop. The table in the README shows the arithmetic for L4, A100, H100, H200.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+GIB = 1 << 30
+DEEPSEEK_OCR_WEIGHT_BYTES = 6_670_000_000
+ENGINE_OVERHEAD_BYTES = 2 * GIB
+MIN_KV_BYTES = 4 * GIB
+CORES_PER_ENGINE = 3
+# Beyond 4 nothing has been measured; each engine also holds its own CUDA context.
+MAX_ENGINES_PER_GPU = 4
+
+
+@dataclass(frozen=True)
+class GpuInfo:
+    name: str
+    memory_bytes: int
+
+
+@dataclass(frozen=True)
+class EnginesPerGpu:
+    """The choice and the numbers behind it (written into the run summary)."""
+
+    engines: int
+    rule: str
+    gpu: str | None = None
+    gpu_memory_gib: float | None = None
+    gpu_memory_utilization: float | None = None
+    weights_gib: float | None = None
+    per_engine_gib: float | None = None
+    by_memory: int | None = None
+    cpu_cores_per_gpu: float | None = None
+    by_cpu: int | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def choose_engines_per_gpu(
+    gpu: GpuInfo,
+    *,
+    gpus: int,
+    cpu_cores: int,
+    weights_bytes: int,
+    gpu_memory_utilization: float,
+) -> EnginesPerGpu:
+    per_engine = weights_bytes + ENGINE_OVERHEAD_BYTES + MIN_KV_BYTES
+    by_memory = int(gpu.memory_bytes * gpu_memory_utilization // per_engine)
+    cores_per_gpu = cpu_cores / max(1, gpus)
+    by_cpu = int(cores_per_gpu // CORES_PER_ENGINE)
+    engines = max(1, min(by_memory, by_cpu, MAX_ENGINES_PER_GPU))
+    return EnginesPerGpu(
+        engines=engines,
+        rule=(f"min(memory {by_memory}, CPU {by_cpu}, cap {MAX_ENGINES_PER_GPU}), at least 1"),
+        gpu=gpu.name,
+        gpu_memory_gib=round(gpu.memory_bytes / GIB, 1),
+        gpu_memory_utilization=gpu_memory_utilization,
+        weights_gib=round(weights_bytes / GIB, 2),
+        per_engine_gib=round(per_engine / GIB, 2),
+        by_memory=by_memory,
+        cpu_cores_per_gpu=round(cores_per_gpu, 1),
+        by_cpu=by_cpu,
+    )
+
+
+def model_weight_bytes(model: str) -> int:
+    """Bytes of a local checkpoint's weights; DeepSeek-OCR's size for a hub id or a
+    checkpoint without weights (a synthetic one run with --load-format dummy)."""
+    directory = Path(model).expanduser()
+    if directory.is_dir():
+        total = sum(f.stat().st_size for f in directory.glob("*.safetensors"))
+        if total:
+            return total
+    return DEEPSEEK_OCR_WEIGHT_BYTES
+
+
+def gpu_inventory(timeout: float = 20.0) -> list[GpuInfo]:
+    """Name and memory of each GPU nvidia-smi lists (no torch import: the parent process of
+    a run stays light). Empty where there is no nvidia-smi or it fails."""
+    if shutil.which("nvidia-smi") is None:
+        return []
+    try:
+        out = subprocess.run(
+            ["nvidia-smi", "--query-gpu=name,memory.total", "--format=csv,noheader,nounits"],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        ).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return []
+    gpus = []
+    for line in out.splitlines():
+        name, _, mib = line.rpartition(",")
+        if mib.strip().isdigit():
+            gpus.append(GpuInfo(name.strip(), int(mib.strip()) * (1 << 20)))
+    return gpus
+
+
+def available_cores() -> int:
+    """Cores this process may run on (a container's or taskset's limit, not the host's)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except OSError:
+        return os.cpu_count() or 1
