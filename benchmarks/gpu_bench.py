@@ -310,6 +310,14 @@ def run_ocrfleet(args: argparse.Namespace, extra: list[str]) -> dict[str, Any]:
         },
         "seconds_per_page_by_pipeline_stage": run["seconds_per_page_by_stage"],
         "workers": summary["workers"],
+        # One entry per engine slot: a slot with 0 pages measured fewer engines than claimed.
+        "pages_per_engine": [w["pages"] for w in summary["workers"]],
+        "engines_per_gpu": summary.get("engines_per_gpu"),
+        # Each slot's rate from its own engine ready, added up: the node's rate once every
+        # engine is up (engines sharing a GPU start one after another).
+        "sum_of_slot_pages_per_second": round(
+            sum(w["pages_per_second"] for w in summary["workers"]), 4
+        ),
         "statuses": summary["pages"],
     }
 

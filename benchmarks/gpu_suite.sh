@@ -10,13 +10,15 @@
 #   bash benchmarks/gpu_suite.sh scaling          # 1, 2, 4 GPUs (GPU_COUNTS), one after another
 #   bash benchmarks/gpu_suite.sh handover         # 2 GPUs: ocrfleet before/after shared buffers
 #   bash benchmarks/gpu_suite.sh engines2         # 2 GPUs: recipe, ocrfleet with 2 engines/GPU
+#   bash benchmarks/gpu_suite.sh engines-recipe   # 1 GPU: the recipe alone, then …
+#   bash benchmarks/gpu_suite.sh engines-ocrfleet # … ocrfleet with its defaults alone
 #   DRY_RUN=1 bash benchmarks/gpu_suite.sh phase1 # print the jobs only
 #
 # Jobs of a phase run at once, each on its own GPU(s) (CUDA_VISIBLE_DEVICES), each with its own
 # vLLM compile cache. Results: $OUT/<phase>.json (every job's JSON) and $OUT/<phase>-logs.txt.
 set -euo pipefail
 
-phase="${1:?usage: gpu_suite.sh setup|warm|phase1|phase2|phase3|scaling|handover|engines2}"
+phase="${1:?usage: gpu_suite.sh setup|warm|phase1|phase2|phase3|scaling|handover|engines2|engines-recipe|engines-ocrfleet}"
 OUT="${OUT:-/tmp/ocrfleet-bench-out}"
 WORK="${WORK:-/tmp/ocrfleet-bench}"
 PDF="${PDF:-.bench/pages-1024.pdf}"
@@ -163,6 +165,18 @@ PY
     # vLLM's recipe and ocrfleet with two engines on one GPU, at once on two GPUs.
     bench recipe-512 0 recipe-a recipe 512
     bench ocrfleet-512-2engines 1 ocrfleet-e ocrfleet 512 --kv-cache-dtype fp8 -- --engines-per-gpu 2 --render-workers "$RENDER"
+    finish
+    ;;
+  engines-recipe | engines-ocrfleet)
+    # One GPU, one job at a time (each alone on the host; two device calls, same host): the
+    # recipe, then ocrfleet with its defaults (--engines-per-gpu auto, render processes from
+    # the cores). ocrfleet gets OCRFLEET_PAGES pages: its engines start one after another, so
+    # the last one needs pages left when it is ready.
+    if [[ "$phase" == engines-recipe ]]; then
+      bench recipe-512 0 recipe-a recipe 512
+    else
+      JOB_PAGES="${OCRFLEET_PAGES:-$PAGES}" bench ocrfleet-512-defaults 0 ocrfleet-a ocrfleet 512 --kv-cache-dtype fp8
+    fi
     finish
     ;;
   scaling)
