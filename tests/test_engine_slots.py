@@ -47,8 +47,8 @@ def test_engines_on_one_gpu_start_one_after_another_and_all_get_pages(tmp_path: 
         3,
         "--batch-pages",
         "1000",
-        # 15 s of pages for one engine alone; the third is ready ~5 s after the first.
-        *scripted_args(start_seconds=1.5, delay=0.5, concurrency=1),
+        # 30 s of pages for one engine alone; the third is ready ~5 s after the first.
+        *scripted_args(start_seconds=1.5, delay=1.0, concurrency=1),
     )
     assert code == 0
     starts = worker_start_times(out)
@@ -61,14 +61,14 @@ def test_engines_on_one_gpu_start_one_after_another_and_all_get_pages(tmp_path: 
 
 @pytest.mark.slow
 def test_a_slot_that_fails_at_start_restarts_and_still_gets_its_share(tmp_path: Path) -> None:
-    total = make_corpus(tmp_path / "in", docs=3, pages=20)
+    total = make_corpus(tmp_path / "in", docs=3, pages=12)
     _, summary, code = run_on_one_gpu(
         tmp_path,
         3,
         "--batch-pages",
         "1000",
         *scripted_args(
-            delay=0.1,
+            delay=0.5,
             concurrency=1,
             fail_first_starts={"dir": str(tmp_path / "starts"), "count": 1},
         ),
@@ -114,6 +114,35 @@ def test_a_slot_given_up_at_start_is_reported_and_the_others_do_every_page(
     assert "out of GPU memory" in dead[0]["start_error"]
     assert live[0]["pages"] == total
     assert "out of GPU memory" in result.stderr  # the give-up line quotes the cause
+
+
+@pytest.mark.slow
+def test_engines_still_starting_when_every_page_is_done_are_stopped(tmp_path: Path) -> None:
+    total = make_corpus(tmp_path / "in", docs=1, pages=4)
+    out = tmp_path / "out"
+    # The first engine is ready at once (the others would take 120 s) and does every page.
+    result = run_cli(
+        "run",
+        str(tmp_path / "in"),
+        "-o",
+        str(out),
+        *SCRIPTED,
+        "--gpus",
+        "0",
+        "--engines-per-gpu",
+        "3",
+        *scripted_args(stagger={"dir": str(tmp_path / "ready"), "seconds": 120}),
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    summary = json.loads((out / "run-summary.json").read_text("utf-8"))
+    assert [w["pages"] for w in summary["workers"]] == [total, 0, 0]
+    assert [w["engine_ready"] for w in summary["workers"]] == [True, False, False]
+    assert all(w["start_error"] is None and not w["gave_up"] for w in summary["workers"])
+    with sqlite3.connect(out / "ocrfleet.sqlite") as db:
+        assert (
+            db.execute("SELECT COUNT(*) FROM workers WHERE stopped_at IS NULL").fetchone()[0] == 0
+        )
 
 
 @pytest.mark.parametrize(

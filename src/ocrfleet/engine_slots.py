@@ -10,10 +10,16 @@ one engine, 1.87× with two). The rule, per GPU:
     engines   = max(1, min(by_memory, by_cpu, MAX_ENGINES_PER_GPU))
 
 weights: the checkpoint's safetensors (6.67 GB for DeepSeek-OCR when they are not on disk);
-overhead: CUDA context, profiling activations and CUDA graphs of one engine; min KV: enough
-fp8 KV cache for ~64 Gundam pages in flight (939 prompt + ~1,000 output tokens at 30 KiB a
-token). Cores per engine: the EngineCore thread, its share of rendering/preprocessing and the
-page worker's loop. The table in the README shows the arithmetic for L4, A100, H100, H200.
+overhead: one engine's peak activations, non-torch memory and CUDA graphs (measured on an H200,
+Gundam, vLLM 0.26: 2.82 + 0.24 + 0.40 GiB); min KV: enough fp8 KV cache for ~64 Gundam pages in
+flight (939 prompt + ~1,000 output tokens at 30 KiB a token). Cores per engine: the EngineCore
+thread, its share of rendering/preprocessing and the page worker's loop. The README shows the
+arithmetic for L4, A100, H100, H200.
+
+Where the GPU's memory is known, each of K > 1 engines also gets an explicit KV budget
+(vLLM's `kv_cache_memory_bytes`: its share of the memory minus weights and overhead), which
+skips vLLM's memory profiling: engines then start at once without counting each other's
+allocations. Without it they start one after another (the supervisor's gate).
 """
 
 from __future__ import annotations
@@ -27,7 +33,9 @@ from typing import Any
 
 GIB = 1 << 30
 DEEPSEEK_OCR_WEIGHT_BYTES = 6_670_000_000
-ENGINE_OVERHEAD_BYTES = 2 * GIB
+ENGINE_OVERHEAD_BYTES = int(3.5 * GIB)
+# Left unclaimed in each engine's share: allocator fragmentation, the sampler's tensors.
+KV_MARGIN_BYTES = GIB // 2
 MIN_KV_BYTES = 4 * GIB
 CORES_PER_ENGINE = 3
 # Beyond 4 nothing has been measured; each engine also holds its own CUDA context.
@@ -54,9 +62,23 @@ class EnginesPerGpu:
     by_memory: int | None = None
     cpu_cores_per_gpu: float | None = None
     by_cpu: int | None = None
+    # Each engine's KV cache (vLLM kv_cache_memory_bytes) when K > 1 and the memory is known.
+    kv_cache_bytes: int | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def kv_cache_share(
+    gpu: GpuInfo, engines: int, weights_bytes: int, gpu_memory_utilization: float
+) -> int | None:
+    """One engine's KV budget when `engines` share the GPU; None for a single engine (vLLM's
+    own profiling is then exact) or when the share leaves less than the minimum."""
+    if engines < 2:
+        return None
+    share = gpu.memory_bytes * gpu_memory_utilization / engines
+    kv = int(share - weights_bytes - ENGINE_OVERHEAD_BYTES - KV_MARGIN_BYTES)
+    return kv if kv >= MIN_KV_BYTES else None
 
 
 def choose_engines_per_gpu(
@@ -66,15 +88,18 @@ def choose_engines_per_gpu(
     cpu_cores: int,
     weights_bytes: int,
     gpu_memory_utilization: float,
+    given: int | None = None,
 ) -> EnginesPerGpu:
+    """The auto rule, or `given` engines (--engines-per-gpu K) with the same numbers beside."""
     per_engine = weights_bytes + ENGINE_OVERHEAD_BYTES + MIN_KV_BYTES
     by_memory = int(gpu.memory_bytes * gpu_memory_utilization // per_engine)
     cores_per_gpu = cpu_cores / max(1, gpus)
     by_cpu = int(cores_per_gpu // CORES_PER_ENGINE)
-    engines = max(1, min(by_memory, by_cpu, MAX_ENGINES_PER_GPU))
+    engines = given or max(1, min(by_memory, by_cpu, MAX_ENGINES_PER_GPU))
+    rule = f"min(memory {by_memory}, CPU {by_cpu}, cap {MAX_ENGINES_PER_GPU}), at least 1"
     return EnginesPerGpu(
         engines=engines,
-        rule=(f"min(memory {by_memory}, CPU {by_cpu}, cap {MAX_ENGINES_PER_GPU}), at least 1"),
+        rule="given (--engines-per-gpu)" if given else rule,
         gpu=gpu.name,
         gpu_memory_gib=round(gpu.memory_bytes / GIB, 1),
         gpu_memory_utilization=gpu_memory_utilization,
@@ -83,6 +108,7 @@ def choose_engines_per_gpu(
         by_memory=by_memory,
         cpu_cores_per_gpu=round(cores_per_gpu, 1),
         by_cpu=by_cpu,
+        kv_cache_bytes=kv_cache_share(gpu, engines, weights_bytes, gpu_memory_utilization),
     )
 
 

@@ -638,6 +638,13 @@ class Ledger:
         )
         return [{"doc_id": r[0], "source": r[1], "reason": r[2]} for r in rows]
 
+    def has_pending_pages(self) -> bool:
+        """Cheap where counting is not (a million pending pages)."""
+        return (
+            self._db.execute("SELECT 1 FROM pages WHERE status='pending' LIMIT 1").fetchone()
+            is not None
+        )
+
     def pending_pages(self) -> int:
         return int(
             self._db.execute("SELECT COUNT(*) FROM pages WHERE status='pending'").fetchone()[0]

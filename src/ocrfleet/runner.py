@@ -179,7 +179,9 @@ def _run_locked(config: RunConfig, suffix: str) -> RunResult:
         periodic = PeriodicSync(sync, db_path, config.sync_interval)
         if counts.pages["pending"]:
             with periodic:
-                interrupted, killed, slots = _supervise(config, db_path, ledger, stats, counts)
+                interrupted, killed, slots = _supervise(
+                    config, db_path, ledger, stats, counts, engines_per_gpu.kv_cache_bytes
+                )
         finalize_ready_documents(ledger, layout, f"supervisor:{os.getpid()}")
         summary = _summary(config, ledger, stats, slots, plan.missing_inputs, run_id)
         summary["engines_per_gpu"] = engines_per_gpu.as_dict()
@@ -196,16 +198,16 @@ def _run_locked(config: RunConfig, suffix: str) -> RunResult:
 
 
 def resolve_engines_per_gpu(config: RunConfig) -> tuple[RunConfig, EnginesPerGpu]:
-    """`--engines-per-gpu auto`: K from the GPU's memory, the weights and the cores per GPU."""
-    if config.engines_per_gpu is not None:
-        return config, EnginesPerGpu(config.engines_per_gpu, "given (--engines-per-gpu)")
+    """`--engines-per-gpu auto`: K from the GPU's memory, the weights and the cores per GPU;
+    with K > 1 on a GPU of known memory, each engine's KV budget too."""
+    given = config.engines_per_gpu
     if not config.gpus or config.engine.name != "vllm" or config.engine.tensor_parallel_size > 1:
-        choice = EnginesPerGpu(1, "one engine per GPU: not a single-GPU vLLM engine")
+        choice = EnginesPerGpu(given or 1, "given" if given else "one engine per GPU")
     else:
         known = gpu_inventory()
         listed = [known[g] for g in config.gpus if g < len(known)]
         if not listed:
-            choice = EnginesPerGpu(1, "no GPU memory information (nvidia-smi): one engine")
+            choice = EnginesPerGpu(given or 1, "given" if given else "GPU memory unknown")
         else:
             choice = choose_engines_per_gpu(
                 min(listed, key=lambda g: g.memory_bytes),
@@ -213,15 +215,21 @@ def resolve_engines_per_gpu(config: RunConfig) -> tuple[RunConfig, EnginesPerGpu
                 cpu_cores=available_cores(),
                 weights_bytes=model_weight_bytes(config.engine.model),
                 gpu_memory_utilization=config.engine.gpu_memory_utilization,
+                given=given,
             )
     log.info("engines per GPU: %d (%s)", choice.engines, choice.rule)
     return replace(config, engines_per_gpu=choice.engines), choice
 
 
 def _supervise(
-    config: RunConfig, db_path: Path, ledger: Ledger, stats: RunStats, counts: Any
+    config: RunConfig,
+    db_path: Path,
+    ledger: Ledger,
+    stats: RunStats,
+    counts: Any,
+    kv_cache_bytes: int | None,
 ) -> tuple[bool, bool, list[dict[str, Any]]]:
-    specs = plan_workers(config, os.cpu_count() or 1)
+    specs = plan_workers(config, os.cpu_count() or 1, kv_cache_bytes)
     if not specs:
         raise ConfigError("no engine worker fits the GPUs given; check --gpus and TP size")
     total = sum(counts.pages.values())

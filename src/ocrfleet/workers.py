@@ -59,6 +59,9 @@ class WorkerSpec:
     gpus: tuple[int, ...]  # empty: CPU worker
     render_workers: int
     memory_fraction: float | None = None
+    # An explicit KV budget (vLLM kv_cache_memory_bytes): no memory profiling, so engines
+    # sharing the GPU may start at once.
+    kv_cache_bytes: int | None = None
 
     @property
     def label(self) -> str:
@@ -81,7 +84,9 @@ def worker_id(slot: int, pid: int) -> str:
     return f"{socket.gethostname()}:{pid}:{slot}"
 
 
-def plan_workers(config: RunConfig, cpu_count: int) -> list[WorkerSpec]:
+def plan_workers(
+    config: RunConfig, cpu_count: int, kv_cache_bytes: int | None = None
+) -> list[WorkerSpec]:
     """Slots: one engine per GPU (× engines-per-gpu), or --workers CPU workers."""
     count = config.worker_count
     # Render capacity follows the CPU count, split between engines; past 16 processes per
@@ -100,7 +105,7 @@ def plan_workers(config: RunConfig, cpu_count: int) -> list[WorkerSpec]:
     fraction = config.engine.gpu_memory_utilization / per_gpu
     for gpu in config.gpus:
         for _ in range(per_gpu):
-            specs.append(WorkerSpec(len(specs), (gpu,), render, fraction))
+            specs.append(WorkerSpec(len(specs), (gpu,), render, fraction, kv_cache_bytes))
     return specs
 
 
@@ -123,9 +128,14 @@ def worker_main(config_json: str, spec: WorkerSpec, conn: Connection, db_path: s
     if spec.memory_fraction is not None:
         from dataclasses import replace
 
+        extra = dict(config.engine.extra_args)
+        if spec.kv_cache_bytes is not None:
+            extra.setdefault("kv_cache_memory_bytes", spec.kv_cache_bytes)
         config = replace(
             config,
-            engine=replace(config.engine, gpu_memory_utilization=spec.memory_fraction),
+            engine=replace(
+                config.engine, gpu_memory_utilization=spec.memory_fraction, extra_args=extra
+            ),
         )
     _setup_worker_logging(config, spec)
     me = worker_id(spec.slot, os.getpid())
@@ -226,6 +236,7 @@ class SlotState:
     starting: bool = False
     waiting: bool = False  # due to start, held back while a GPU neighbour is starting
     start_error: str | None = None  # why its engine last failed to start, if it did
+    retired: bool = False  # stopped while starting: every page was finished without it
     first_page_at: float | None = None
     last_page_at: float | None = None
 
@@ -311,7 +322,7 @@ class Supervisor:
         the whole GPU, so engines profiling at once count each other's allocations as their
         own; on an H200 three concurrent starts crashed one engine and starved the others
         of KV cache (shared/facts/engines-per-gpu.md)."""
-        if not state.spec.gpus:
+        if not state.spec.gpus or state.spec.kv_cache_bytes is not None:
             return False
         mine = set(state.spec.gpus)
         return any(
@@ -323,6 +334,23 @@ class Supervisor:
         for state in self.slots:
             if state.waiting and not self._gpu_neighbour_starting(state):
                 self._start(state)
+
+    def _retire_idle_starts(self) -> None:
+        """Every page is finished: slots still waiting for their turn or loading an engine
+        have nothing to do (an H200 run waited 2.5 min for two late engines to come up, then
+        stop). A loading engine holds no page, so it is killed outright."""
+        if not any(s.waiting or s.starting for s in self.slots) or self.ledger.has_pending_pages():
+            return
+        for state in self.slots:
+            if state.waiting:
+                state.waiting, state.done = False, True
+            elif state.starting and state.process is not None and not state.retired:
+                state.retired = True
+                # Its own process group once it has run that far (vLLM's engine core is in
+                # it); the process itself in any case.
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(state.process.pid or 0, signal.SIGKILL)
+                state.process.kill()
 
     def _declare_fleet(self) -> None:
         self.ledger.set_fleet_slots(sum(1 for s in self.slots if not (s.gave_up or s.done)))
@@ -339,6 +367,7 @@ class Supervisor:
                 self._kill_all()
                 break
             self._restart_due()
+            self._retire_idle_starts()
             self._start_waiting()
             waitables: dict[Any, SlotState] = {}
             for s in self.slots:
@@ -392,12 +421,16 @@ class Supervisor:
             state.conn.close()
             state.conn = None
         state.process = None
-        if state.starting:
+        if state.starting and not state.retired:
             state.start_error = (
                 last_error_line(self.config.output_dir / "logs" / f"worker-{state.spec.slot}.log")
                 or f"exit status {code}"
             )
         state.starting = False
+        if state.retired:
+            self.ledger.worker_stopped(state.worker)
+            state.done = True
+            return
         if code == EXIT_OK:
             self.ledger.worker_stopped(state.worker)
             state.done = True
