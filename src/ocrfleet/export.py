@@ -306,6 +306,9 @@ def _load_previous(dest: Path, options: ExportOptions) -> _Previous:
     except ValueError:
         log.warning("%s: unreadable; exporting everything again", dest / MANIFEST)
         return fresh
+    # File numbers never go back, even across a full re-export: a name always means one file.
+    with contextlib.suppress(TypeError, ValueError, AttributeError):
+        fresh.next_number = max(fresh.next_number, int(manifest.get("next_file", 0)))
     if manifest.get("options") != options.compatibility():
         log.info("%s: exported with other options; exporting everything again", dest)
         return fresh
@@ -319,8 +322,7 @@ def _load_previous(dest: Path, options: ExportOptions) -> _Previous:
         log.warning("%s: %s; exporting everything again", dest / INDEX, exc)
         return fresh
     index = {doc: (entry[0], entry[1]) for doc, entry in entries.items()}
-    number = max(int(manifest.get("next_file", 0)), fresh.next_number)
-    return _Previous(files, index, number)
+    return _Previous(files, index, fresh.next_number)
 
 
 def _commit(
