@@ -159,39 +159,46 @@ def test_failed_pages_marked_or_left_out_then_replaced_after_a_retry(tmp_path: P
     for k, name in enumerate(("a", "b", "c")):
         samples.text_pdf(inputs / f"{name}.pdf", [samples.paragraph(k + i) for i in range(2)])
     shutil.copy(inputs / "a.pdf", inputs / "copy of a.pdf")  # the same bytes: one document
+    (inputs / "empty.pdf").write_bytes(b"")  # unreadable: a failed document with no pages
     failing = ["--vllm-arg", 'script={"2": ["error", "error"]}', "--max-attempts", "2"]
     first = run_cli("run", str(inputs), "-o", str(out), *SCRIPTED, *failing)
     assert first.returncode == 1, first.stderr  # page 2 of every document failed
     dest, complete = tmp_path / "dest", tmp_path / "complete"
     one_per_file = ("--rows-per-file", "1")
-    assert export(str(out), "--to", str(dest), *one_per_file)["added"] == 3
+    assert export(str(out), "--to", str(dest), *one_per_file)["added"] == 4
     rows = pq.read_table(dest).to_pylist()
+    [empty] = [r for r in rows if r["pages"] == 0]
+    assert empty["status"] == "failed" and "empty.pdf" in empty["source"][0] and empty["error"]
+    assert empty["text"] == "" and empty["page_records"] == []
+    rows.remove(empty)
     assert {r["status"] for r in rows} == {"failed"}
     assert all(r["pages_failed"] == 1 and "page(s) failed" in r["error"] for r in rows)
     assert all("<!-- page 2 / 2: failed: engine error: scripted error" in r["text"] for r in rows)
     assert [p["status"] for p in rows[0]["page_records"]] == ["done", "failed"]
     sources = sorted(sorted(Path(s).name for s in r["source"]) for r in rows)
     assert sources == [["a.pdf", "copy of a.pdf"], ["b.pdf"], ["c.pdf"]]
-    assert export(str(out), "--to", str(complete), "--complete-only")["left_out"] == 3
+    assert export(str(out), "--to", str(complete), "--complete-only")["left_out"] == 4
     assert not list(complete.glob("*.parquet")) and manifest(complete)["rows"] == 0
 
     # The failures are retried (the engine works this time) and a new document arrives.
     samples.text_pdf(inputs / "d.pdf", [samples.paragraph(5)])
     keep = sorted(p.name for p in dest.glob("*.parquet"))
-    assert run_cli("run", str(inputs), "-o", str(out), *SCRIPTED, "--retry-failed").returncode == 0
+    retry = run_cli("run", str(inputs), "-o", str(out), *SCRIPTED, "--retry-failed")
+    assert retry.returncode == 1 and "empty.pdf" in retry.stderr  # still unreadable
     again = export(str(out), "--to", str(dest), *one_per_file)
-    assert (again["added"], again["replaced"], again["unchanged"]) == (1, 3, 0)
-    assert count(f"SELECT count(*) FROM '{dest}/*.parquet'") == 4 == ledger_counts(out)["documents"]
-    assert count(f"SELECT count(DISTINCT doc_id) FROM '{dest}/*.parquet'") == 4
+    assert (again["added"], again["replaced"], again["unchanged"]) == (1, 3, 1)
+    assert count(f"SELECT count(*) FROM '{dest}/*.parquet'") == 5 == ledger_counts(out)["documents"]
+    assert count(f"SELECT count(DISTINCT doc_id) FROM '{dest}/*.parquet'") == 5
     assert count(f"SELECT count(*) FROM '{dest}/*.parquet' WHERE status = 'done'") == 4
-    assert not set(keep) & {p.name for p in dest.glob("*.parquet")}  # replaced, not added
+    # the three replaced documents' old files are gone; the empty PDF's file stayed
+    assert len(set(keep) & {p.name for p in dest.glob("*.parquet")}) == 1
     complete_again = export(str(out), "--to", str(complete), "--complete-only")
-    assert complete_again["added"] == 4 and complete_again["left_out"] == 0
+    assert complete_again["added"] == 4 and complete_again["left_out"] == 1
 
     # Nothing changed: nothing is rewritten.
     before = {p.name: p.stat().st_mtime_ns for p in dest.glob("*.parquet")}
     same = export(str(out), "--to", str(dest), *one_per_file)
-    assert (same["added"], same["replaced"], same["unchanged"]) == (0, 0, 4)
+    assert (same["added"], same["replaced"], same["unchanged"]) == (0, 0, 5)
     assert {p.name: p.stat().st_mtime_ns for p in dest.glob("*.parquet")} == before
 
 

@@ -339,6 +339,7 @@ def _commit(
             path.unlink()
     for new in new_files:
         temp_path(dest, new.path).replace(dest / new.path)
+    (dest / INDEX).chmod(0o644)  # a dataset is for others to read (temp files are 0600)
 
 
 def _write_manifest(
@@ -384,3 +385,4 @@ def _write_manifest(
             "index": {"path": INDEX, "sha256": index_sha},
         },
     )
+    (dest / MANIFEST).chmod(0o644)
