@@ -7,6 +7,7 @@ import fcntl
 import json
 import shutil
 import time
+from fnmatch import fnmatch
 from pathlib import Path
 from typing import Any
 
@@ -191,3 +192,17 @@ def test_page_rows_of_a_document_in_progress_follow_its_pages(
     finish(ledger, "long", 2)
     again = export(options(tmp_path, level="page"))
     assert (again.replaced, again.rows) == (1, 2) and duck_count(tmp_path / "dest") == 2
+
+
+def test_the_dataset_card_names_the_data_files_only(ledger: Ledger, tmp_path: Path) -> None:
+    add(ledger, "a", 1)
+    finish(ledger, "a", 1)
+    dest = tmp_path / "dest"
+    export(options(tmp_path, level="page", format="jsonl"))
+    card = (dest / "README.md").read_text("utf-8")
+    pattern = card.split('data_files: "', 1)[1].split('"', 1)[0]
+    matched = sorted(p.name for p in dest.iterdir() if fnmatch(p.name, pattern))
+    assert matched == ["pages-00000.jsonl.gz"]  # not _manifest.json, not _index.json.gz
+    (dest / "README.md").write_text("my own card\n", "utf-8")
+    export(options(tmp_path, level="page", format="jsonl"))
+    assert (dest / "README.md").read_text("utf-8") == "my own card\n"

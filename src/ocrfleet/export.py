@@ -35,7 +35,16 @@ from typing import Any
 
 from . import __version__
 from .errors import ConfigError
-from .export_files import DATA_FILE, FORMATS, LEVELS, DataFile, RollingWriter, temp_path
+from .export_files import (
+    DATA_FILE,
+    EXTENSIONS,
+    FORMATS,
+    LEVELS,
+    PREFIXES,
+    DataFile,
+    RollingWriter,
+    temp_path,
+)
 from .export_filter import Filter, Subject, parse_where, subject
 from .export_schema import (
     EXPORT_SCHEMA_VERSION,
@@ -386,3 +395,27 @@ def _write_manifest(
         },
     )
     (dest / MANIFEST).chmod(0o644)
+    _write_card(dest, options, sum(f.rows for f in files.values()))
+
+
+CARD = "README.md"
+CARD_MARK = (
+    "<!-- written by ocrfleet export: it rewrites this file; remove this line to keep yours -->"
+)
+
+
+def _write_card(dest: Path, options: ExportOptions, rows: int) -> None:
+    """A dataset card whose `configs` name the data files, so `load_dataset(DEST)` reads
+    those and not the bookkeeping files (which it would otherwise take for data)."""
+    card = dest / CARD
+    if card.exists() and CARD_MARK not in card.read_text("utf-8", errors="replace"):
+        return  # the user's own card
+    pattern = f"{PREFIXES[options.level]}-*{EXTENSIONS[options.format]}"
+    text = (
+        f'---\nconfigs:\n- config_name: default\n  data_files: "{pattern}"\n---\n{CARD_MARK}\n\n'
+        f"# ocrfleet export\n\n{rows} {options.level} row(s) in `{pattern}`, export schema "
+        f"version {EXPORT_SCHEMA_VERSION} (ocrfleet {__version__}; see docs/export-schema.md in "
+        "ocrfleet). Files, sources and runs: `_manifest.json`.\n"
+    )
+    atomic_write_bytes(card, text.encode("utf-8"))
+    card.chmod(0o644)
