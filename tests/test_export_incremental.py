@@ -6,6 +6,7 @@ from __future__ import annotations
 import fcntl
 import json
 import shutil
+import sqlite3
 import time
 from fnmatch import fnmatch
 from pathlib import Path
@@ -206,3 +207,42 @@ def test_the_dataset_card_names_the_data_files_only(ledger: Ledger, tmp_path: Pa
     (dest / "README.md").write_text("my own card\n", "utf-8")
     export(options(tmp_path, level="page", format="jsonl"))
     assert (dest / "README.md").read_text("utf-8") == "my own card\n"
+
+
+def test_complete_only_wants_every_page_finished_for_good(ledger: Ledger, tmp_path: Path) -> None:
+    add(ledger, "waiting", 2)
+    finish(ledger, "waiting", 1)
+    finish(ledger, "waiting", 2)
+    add(ledger, "whole", 1)
+    finish(ledger, "whole", 1, status="blank")
+    # A page status of the routing branch (routed to OCR, no OCR engine): finished, not complete.
+    db = sqlite3.connect(ledger.path)
+    db.execute("PRAGMA ignore_check_constraints = ON")
+    with db:
+        db.execute("UPDATE pages SET status = 'needs_ocr' WHERE doc_id = 'waiting' AND page = 2")
+    db.close()
+    everything = export(options(tmp_path, "all"))
+    assert everything.documents == 2
+    waiting = next(r for r in rows(tmp_path / "all") if r["doc_id"] == "waiting")
+    assert (waiting["pages_done"], waiting["pages_other"]) == (1, 1)
+    assert export(options(tmp_path, complete_only=True)).documents == 1
+    assert [r["doc_id"] for r in rows(tmp_path / "dest")] == ["whole"]
+
+
+def test_a_document_in_two_outputs_is_taken_once_from_the_one_further_on(
+    ledger: Ledger, tmp_path: Path
+) -> None:
+    add(ledger, "shared", 2)
+    finish(ledger, "shared", 1)
+    other = Ledger(tmp_path / "other" / "ocrfleet.sqlite")
+    other.begin_run("run-2", json.dumps({"engine": {"name": "vllm"}}))
+    add(other, "shared", 2)
+    finish(other, "shared", 1)
+    finish(other, "shared", 2)
+    both = ExportOptions(
+        outputs=(str(tmp_path / "out"), str(tmp_path / "other")), dest=tmp_path / "d"
+    )
+    result = export(both)
+    assert (result.documents, result.unfinished) == (1, 0)
+    [row] = rows(tmp_path / "d")
+    assert row["status"] == "done" and row["ledger"].endswith("other/ocrfleet.sqlite")

@@ -64,6 +64,7 @@ MANIFEST = "_manifest.json"
 INDEX = "_index.json.gz"
 LOCK = ".ocrfleet-export.lock"
 DEFAULT_ROWS_PER_FILE = 10_000
+COMPLETE_PAGES = frozenset({"done", "blank", "truncated"})
 
 
 @dataclass(frozen=True)
@@ -281,7 +282,7 @@ def _select(
             status = doc.status
             if options.level == "document" and status == "pending":
                 chosen.unfinished += 1
-            elif options.complete_only and status != "done":
+            elif options.complete_only and not _complete(doc):
                 chosen.unfinished += status == "pending"
                 chosen.left_out += status != "pending"
             elif options.level == "document" and where is not None and not where(_doc_subject(doc)):
@@ -293,6 +294,11 @@ def _select(
             else:
                 chosen.fingerprints[doc.doc_id] = doc.fingerprint()
     return chosen
+
+
+def _complete(doc: DocMeta) -> bool:
+    """Every page done, blank or truncated (not failed, not waiting for anything)."""
+    return doc.status == "done" and all(p.status in COMPLETE_PAGES for p in doc.page_meta)
 
 
 def _rows(
