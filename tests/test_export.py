@@ -283,3 +283,24 @@ def test_parquet_without_pyarrow_says_how_to_install(tmp_path: Path) -> None:
     assert not list((tmp_path / "dest").glob("*")) if (tmp_path / "dest").exists() else True
     assert cli("--to", str(tmp_path / "jsonl"), "--format", "jsonl").returncode == 0
     assert len(list((tmp_path / "jsonl").glob("*.jsonl.gz"))) == 1
+
+
+def test_bad_arguments_are_one_line_each(tmp_path: Path) -> None:
+    def where(text: str) -> list[str]:
+        bad = run_cli("export", str(tmp_path), "--to", str(tmp_path / "d"), "--where", text)
+        assert bad.returncode == 2
+        return bad.stderr.strip().splitlines()
+
+    assert where("flg = 'x'") == [
+        "ocrfleet: --where \"flg = 'x'\": expected a field (status, page_status, doc_status, "
+        "route, flag, engine), got 'flg' (e.g. \"status = 'done' and flag != 'repetition_loop'\")"
+    ]
+    assert where("status = 1") == [
+        "ocrfleet: --where 'status = 1': cannot read '1' (character 10); values are 'quoted', "
+        "e.g. \"status = 'done'\""
+    ]
+    no_ledger = run_cli("export", str(tmp_path / "nowhere"), "--to", str(tmp_path / "d"))
+    assert no_ledger.returncode == 2
+    assert no_ledger.stderr.strip() == (
+        f"ocrfleet: no ocrfleet ledger in {tmp_path / 'nowhere'} (expected ocrfleet*.sqlite)"
+    )

@@ -116,11 +116,14 @@ def _add_export(sub: Any) -> None:
     exp.add_argument(
         "--rows-per-file",
         type=int,
+        metavar="N",
         default=DEFAULT_ROWS_PER_FILE,
         help=f"rows per data file (default {DEFAULT_ROWS_PER_FILE}; a document's rows stay "
         "in one file)",
     )
-    exp.add_argument("--where", help="a filter, e.g. \"status = 'done'\" (see below)")
+    exp.add_argument(
+        "--where", metavar="FILTER", help="a filter, e.g. \"status = 'done'\" (see below)"
+    )
     exp.add_argument(
         "--complete-only",
         action="store_true",

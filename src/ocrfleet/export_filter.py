@@ -51,7 +51,11 @@ def _tokens(text: str) -> list[tuple[str, str]]:
     while pos < len(text):
         match = _TOKEN.match(text, pos)
         if match is None or match.end() == pos:
-            raise ConfigError(f"--where: cannot read {text[pos:].strip()[:30]!r} (at {pos})")
+            rest = text[pos:].lstrip()
+            raise ConfigError(
+                f"--where {text!r}: cannot read {rest[:30]!r} (character "
+                f"{len(text) - len(rest) + 1}); values are 'quoted', e.g. \"status = 'done'\""
+            )
         kind = match.lastgroup or ""
         value = match.group(kind)
         if kind == "str":
