@@ -144,7 +144,7 @@ def test_a_killed_export_leaves_no_duplicates(ledger: Ledger, tmp_path: Path) ->
     assert not list(dest.glob(".*.tmp")) and not (dest / "documents-00007.parquet").exists()
 
     # An index that does not match the manifest (killed between the two): all again.
-    (dest / "_index.json.gz").write_bytes(b"not the index")
+    (dest / ".index.json.gz").write_bytes(b"not the index")
     redo = export(options(tmp_path, rows_per_file=1))
     assert redo.added == 3 and duck_count(dest) == 3 and len(list(dest.glob("*.parquet"))) == 3
 
@@ -203,7 +203,10 @@ def test_the_dataset_card_names_the_data_files_only(ledger: Ledger, tmp_path: Pa
     card = (dest / "README.md").read_text("utf-8")
     pattern = card.split('data_files: "', 1)[1].split('"', 1)[0]
     matched = sorted(p.name for p in dest.iterdir() if fnmatch(p.name, pattern))
-    assert matched == ["pages-00000.jsonl.gz"]  # not _manifest.json, not _index.json.gz
+    assert matched == ["pages-00000.jsonl.gz"]  # not _manifest.json
+    export(options(tmp_path, level="page"))  # Parquet: no card (pyarrow reads the directory)
+    assert not (dest / "README.md").exists() and len(rows(dest)) == 1
+    assert len(pq.read_table(dest).to_pylist()) == 1
     (dest / "README.md").write_text("my own card\n", "utf-8")
     export(options(tmp_path, level="page", format="jsonl"))
     assert (dest / "README.md").read_text("utf-8") == "my own card\n"

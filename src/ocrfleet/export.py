@@ -2,7 +2,7 @@
 
 The ledgers are the source of truth; the export is derived from them, incrementally. DEST
 holds numbered data files, `_manifest.json` (files, rows, schema version, source runs, the
-options used) and `_index.json.gz` (document id → its file and fingerprint). Re-running the
+options used) and `.index.json.gz` (document id → its file and fingerprint). Re-running the
 export rewrites only what changed, document by document:
 
 - a document is new, or its fingerprint changed (pages finished, failures retried): its rows
@@ -61,7 +61,8 @@ from .writers import atomic_write_bytes, write_json
 log = logging.getLogger(__name__)
 
 MANIFEST = "_manifest.json"
-INDEX = "_index.json.gz"
+# Hidden: `datasets` reads every non-hidden file of a directory it infers as JSON.
+INDEX = ".index.json.gz"
 LOCK = ".ocrfleet-export.lock"
 DEFAULT_ROWS_PER_FILE = 10_000
 COMPLETE_PAGES = frozenset({"done", "blank", "truncated"})
@@ -411,11 +412,15 @@ CARD_MARK = (
 
 
 def _write_card(dest: Path, options: ExportOptions, rows: int) -> None:
-    """A dataset card whose `configs` name the data files, so `load_dataset(DEST)` reads
-    those and not the bookkeeping files (which it would otherwise take for data)."""
+    """JSONL only: a dataset card whose `configs` name the data files, so `load_dataset(DEST)`
+    does not read `_manifest.json` as data (it infers JSON from both). Parquet needs none (and
+    a README.md would stop pyarrow reading the directory): a card of ours is removed then."""
     card = dest / CARD
     if card.exists() and CARD_MARK not in card.read_text("utf-8", errors="replace"):
         return  # the user's own card
+    if options.format != "jsonl":
+        card.unlink(missing_ok=True)
+        return
     pattern = f"{PREFIXES[options.level]}-*{EXTENSIONS[options.format]}"
     text = (
         f'---\nconfigs:\n- config_name: default\n  data_files: "{pattern}"\n---\n{CARD_MARK}\n\n'
