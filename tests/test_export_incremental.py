@@ -137,11 +137,14 @@ def test_a_killed_export_leaves_no_duplicates(ledger: Ledger, tmp_path: Path) ->
     # What a kill -9 can leave: a temporary file, and a data file renamed into place whose
     # manifest was never written (here a copy of a real one: its rows would count twice).
     (dest / ".documents-00009.parquet.tmp").write_bytes(b"half a file")
+    (dest / "._manifest.json.k2j3.tmp").write_bytes(b"{")
+    (dest / ".notes.tmp").write_bytes(b"the user's, not ours")
     shutil.copy(dest / "documents-00000.parquet", dest / "documents-00007.parquet")
     assert duck_count(dest) == 4
     again = export(options(tmp_path, rows_per_file=1))
     assert again.unchanged == 3 and duck_count(dest) == 3
-    assert not list(dest.glob(".*.tmp")) and not (dest / "documents-00007.parquet").exists()
+    assert [p.name for p in dest.glob(".*.tmp")] == [".notes.tmp"]
+    assert not (dest / "documents-00007.parquet").exists()
 
     # An index that does not match the manifest (killed between the two): all again.
     (dest / ".index.json.gz").write_bytes(b"not the index")

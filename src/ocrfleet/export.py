@@ -26,6 +26,7 @@ import gzip
 import hashlib
 import json
 import logging
+import re
 import tempfile
 import time
 from collections.abc import Iterator
@@ -66,6 +67,11 @@ INDEX = ".index.json.gz"
 LOCK = ".ocrfleet-export.lock"
 DEFAULT_ROWS_PER_FILE = 10_000
 COMPLETE_PAGES = frozenset({"done", "blank", "truncated"})
+# Temporary files of ours (data files, and atomic writes of the bookkeeping files): the only
+# hidden files an export removes from DEST.
+STALE_TEMP = re.compile(
+    r"^\.(?:(documents|pages)-\d+\.(parquet|jsonl\.gz)|(_manifest\.json|\.index\.json\.gz|README\.md)\..+)\.tmp$"
+)
 
 
 @dataclass(frozen=True)
@@ -168,7 +174,8 @@ def _export(
 ) -> ExportResult:
     dest = options.dest
     for stale in dest.glob(".*.tmp"):  # left by an export that was killed
-        stale.unlink(missing_ok=True)
+        if STALE_TEMP.match(stale.name):
+            stale.unlink(missing_ok=True)
     previous = _load_previous(dest, options)
     winners = _winners(readers)
     selection = _select(options, where, readers, winners)
