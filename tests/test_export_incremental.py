@@ -6,7 +6,10 @@ from __future__ import annotations
 import fcntl
 import json
 import shutil
+import signal
 import sqlite3
+import subprocess
+import sys
 import time
 from fnmatch import fnmatch
 from pathlib import Path
@@ -19,6 +22,7 @@ import pytest
 from ocrfleet.errors import ConfigError
 from ocrfleet.export import ExportOptions, export
 from ocrfleet.ledger import Ledger, NewDocument, PageOutcome
+from tests.conftest import cli_env
 
 
 def add(ledger: Ledger, doc_id: str, pages: int) -> None:
@@ -252,3 +256,25 @@ def test_a_document_in_two_outputs_is_taken_once_from_the_one_further_on(
     assert (result.documents, result.unfinished) == (1, 0)
     [row] = rows(tmp_path / "d")
     assert row["status"] == "done" and row["ledger"].endswith("other/ocrfleet.sqlite")
+
+
+def test_an_export_killed_mid_write_is_finished_by_the_next(ledger: Ledger, tmp_path: Path) -> None:
+    for d in range(400):
+        add(ledger, f"doc{d:03d}", 1)
+        finish(ledger, f"doc{d:03d}", 1)
+    dest = tmp_path / "dest"
+    args = ["export", str(tmp_path / "out"), "--to", str(dest), "--rows-per-file", "1"]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ocrfleet", *args], env=cli_env(), stderr=subprocess.PIPE
+    )
+    deadline = time.monotonic() + 60
+    while len(list(dest.glob(".documents-*.tmp"))) < 5 and time.monotonic() < deadline:
+        time.sleep(0.005)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    assert proc.returncode == -signal.SIGKILL  # killed while writing, not finished
+    assert list(dest.glob(".documents-*.tmp")) and not (dest / "_manifest.json").exists()
+
+    result = export(options(tmp_path, rows_per_file=1))
+    assert result.added == 400 and duck_count(dest) == 400
+    assert not list(dest.glob(".*.tmp")) and len(list(dest.glob("*.parquet"))) == 400
