@@ -9,6 +9,7 @@ takes a write lock from the workers.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import sqlite3
@@ -21,7 +22,9 @@ from urllib.parse import quote
 from .errors import ConfigError
 from .ledger import StoredPage
 from .status import LEDGER_GLOB, find_ledgers
-from .storage import LEDGER_PREFIX, is_remote, make_filesystem, split_uri
+from .storage import LEDGER_PREFIX, is_remote, make_filesystem, split_uri, with_retries
+
+RETRIES = 5  # transient S3 errors, as for a run's uploads
 
 
 @dataclass(frozen=True)
@@ -271,7 +274,9 @@ def _remote_ledgers(output: str, scratch: Path) -> list[LedgerSource]:
     root = f"{bucket}/{key}" if key else bucket
     fs = make_filesystem()
     try:
-        names = sorted(fs.find(f"{root}/{LEDGER_PREFIX}"))
+        names = sorted(
+            with_retries(lambda: fs.find(f"{root}/{LEDGER_PREFIX}"), f"list {output}", RETRIES)
+        )
     except FileNotFoundError:
         names = []
     ledgers = [n for n in names if fnmatch(n.rsplit("/", 1)[-1], LEDGER_GLOB)]
@@ -284,6 +289,7 @@ def _remote_ledgers(output: str, scratch: Path) -> list[LedgerSource]:
     found: list[LedgerSource] = []
     for name in ledgers:
         local = scratch / name.rsplit("/", 1)[-1]
-        fs.get_file(name, str(local))
+        fetch = functools.partial(fs.get_file, name, str(local))
+        with_retries(fetch, f"download s3://{name}", RETRIES)
         found.append(LedgerSource(output, local.name, local))
     return found
