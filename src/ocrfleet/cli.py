@@ -25,6 +25,7 @@ examples:
   ocrfleet run corpus.txt -o out/ --gpus 0,1 --engines-per-gpu 2
   ocrfleet run 'archive/**/*.pdf' -o out/ --num-shards 4 --shard-index 0
   ocrfleet status out/ --json
+  ocrfleet export out/ --to dataset/ --format parquet         # documents, for DuckDB/datasets
 """
 
 
@@ -88,7 +89,55 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ckpt.add_argument("directory", type=Path)
     ckpt.add_argument("--size", choices=("tiny", "full"), default="tiny")
+    _add_export(sub)
     return parser
+
+
+EXPORT_EXAMPLES = """\
+examples:
+  ocrfleet export out/ --to dataset/                       # zstd Parquet, one row per document
+  ocrfleet export out/ --to pages/ --level page --format jsonl
+  ocrfleet export s3://bucket/out --to dataset/ --complete-only
+  ocrfleet export out/ --to clean/ --where "status = 'done' and flag != 'repetition_loop'"
+Run it again after more pages finished: only changed documents are rewritten.
+--where fields: status, page_status, doc_status, route, flag, engine; operators =, !=,
+in ('a', 'b'), not in (…); combined with and, or, not, parentheses.
+"""
+
+
+def _add_export(sub: Any) -> None:
+    from .export import DEFAULT_ROWS_PER_FILE
+    from .export_files import FORMATS, LEVELS
+
+    exp = sub.add_parser(
+        "export",
+        help="the corpus as Parquet or JSONL shards (every shard ledger of OUT), incrementally",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Merge the ledgers of one or more runs into dataset files with a "
+        "_manifest.json; the schema is in docs/export-schema.md.",
+        epilog=EXPORT_EXAMPLES,
+    )
+    exp.add_argument("outputs", nargs="+", help="run output directories (local or s3://)")
+    exp.add_argument("--to", dest="dest", type=Path, required=True, help="a local directory")
+    exp.add_argument("--format", choices=FORMATS, default="parquet", help="default: parquet")
+    exp.add_argument("--level", choices=LEVELS, default="document", help="default: document")
+    exp.add_argument(
+        "--rows-per-file",
+        type=int,
+        metavar="N",
+        default=DEFAULT_ROWS_PER_FILE,
+        help=f"rows per data file (default {DEFAULT_ROWS_PER_FILE}; a document's rows stay "
+        "in one file)",
+    )
+    exp.add_argument(
+        "--where", metavar="FILTER", help="a filter, e.g. \"status = 'done'\" (see below)"
+    )
+    exp.add_argument(
+        "--complete-only",
+        action="store_true",
+        help="leave out documents with failed pages (by default exported, failures marked)",
+    )
+    exp.add_argument("--json", action="store_true", help="the result as JSON")
 
 
 def _add_run(sub: Any) -> None:
@@ -395,6 +444,43 @@ def _cmd_preflight(args: argparse.Namespace) -> int:
     return exit_code(checks)
 
 
+def _cmd_export(args: argparse.Namespace) -> int:
+    from dataclasses import asdict
+
+    from .export import ExportOptions, export
+
+    result = export(
+        ExportOptions(
+            outputs=tuple(args.outputs),
+            dest=args.dest,
+            format=args.format,
+            level=args.level,
+            rows_per_file=args.rows_per_file,
+            where=args.where,
+            complete_only=args.complete_only,
+        )
+    )
+    if args.json:
+        print(
+            json.dumps({k: str(v) if isinstance(v, Path) else v for k, v in asdict(result).items()})
+        )
+        return 0
+    print(
+        f"{result.documents} document(s), {result.rows} row(s) in {result.files} file(s) "
+        f"under {result.dest} | this export: {result.added} added, {result.replaced} replaced, "
+        f"{result.removed} removed, {result.unchanged} unchanged",
+        file=sys.stderr,
+    )
+    if result.unfinished:
+        print(
+            f"{result.unfinished} document(s) still have pages to do: export again when the "
+            "run has finished them",
+            file=sys.stderr,
+        )
+    print(f"manifest: {result.manifest}", file=sys.stderr)
+    return 0
+
+
 def _cmd_make_checkpoint(args: argparse.Namespace) -> int:
     from .testing.checkpoint import write_checkpoint
 
@@ -411,6 +497,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "status": _cmd_status,
         "make-checkpoint": _cmd_make_checkpoint,
         "preflight": _cmd_preflight,
+        "export": _cmd_export,
     }
     try:
         return commands[args.command](args)
