@@ -278,6 +278,22 @@ def main(result_path: Path, work: Path) -> None:
             third["checkpoint_after"] = _checkpoint_pages(fs, ckpt, work / "final.sqlite")
         result["lost_node"] = third
         lap("lost_node")
+
+        # 4. A local (shared filesystem) output: every shard writes its ledger and outputs
+        # straight into it; local inputs.
+        shared = work / "shared-out"
+        local = run_cli(
+            "run", str(work / "corpus"), "-o", str(shared), "--engine", "text",
+            "--ray", cluster.address, "--num-shards", "2", "--shard-resource", SLOT,
+        )  # fmt: skip
+        result["shared_fs"] = {
+            "returncode": local.returncode,
+            "stderr": local.stderr[-4000:],
+            "ledgers": sorted(p.name for p in shared.glob("ocrfleet*.sqlite")),
+            "status": job_status(str(shared)),
+            **_outputs(shared),
+        }
+        lap("shared_fs")
     finally:
         ray.shutdown()
         cluster.shutdown()

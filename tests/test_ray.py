@@ -112,3 +112,12 @@ def test_a_lost_node_shard_is_retried_elsewhere_and_resumes(scenario: dict[str, 
     assert len(before["done"]) >= 3
     assert all(after["attempts"][page] == before["attempts"][page] for page in before["done"])
     assert shard0["pages_processed"] <= before["total"] - len(before["done"])
+
+
+def test_a_shared_filesystem_output_takes_every_shard(scenario: dict[str, Any]) -> None:
+    got, ref = scenario["shared_fs"], scenario["reference"]
+    assert got["returncode"] == 0, got["stderr"]
+    assert got["ledgers"] == ["ocrfleet.shard-0-of-2.sqlite", "ocrfleet.shard-1-of-2.sqlite"]
+    assert len(got["page_keys"]) == len(set(got["page_keys"])) == 24
+    assert got["markdown"] == ref["markdown"]
+    assert [s["state"] for s in got["status"]["shard_states"]] == ["finished", "finished"]

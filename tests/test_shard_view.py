@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from ocrfleet.config import EngineConfig, RunConfig
 from ocrfleet.runner import run
 from ocrfleet.shard_view import (
@@ -134,3 +136,23 @@ def test_a_long_eta_reads_in_hours() -> None:
         {0: ShardReport(0, "n" * 56, "running", 10, 100_000, 10.0)}, rate, 1, 10.0
     )
     assert "| 1.00 pages/s | ETA 27 h 46 |" in line
+
+
+def test_a_shard_asks_for_the_largest_node_or_says_what_to_give() -> None:
+    from ocrfleet.errors import ConfigError
+    from ocrfleet.ray_run import RayOptions, shard_size
+
+    # ray.nodes() rows as Ray reports them: a CPU head and two GPU workers, one dead.
+    nodes = [
+        {"Alive": True, "Resources": {"CPU": 4.0}},
+        {"Alive": True, "Resources": {"CPU": 48.0, "GPU": 4.0}},
+        {"Alive": False, "Resources": {"CPU": 96.0, "GPU": 8.0}},
+    ]
+    assert shard_size(RayOptions(), "vllm", nodes) == 4.0
+    assert shard_size(RayOptions(gpus_per_shard=2), "vllm", nodes) == 2.0
+    # The text engine needs no GPU: on a CPU cluster a shard asks for CPU only.
+    assert shard_size(RayOptions(), "text", nodes[:1]) == 0.0
+    with pytest.raises(ConfigError, match="--gpus-per-shard"):
+        shard_size(RayOptions(), "vllm", nodes[:1])  # no GPU node up yet (autoscaling)
+    with pytest.raises(ConfigError, match="ocr_slot"):
+        shard_size(RayOptions(resource="ocr_slot"), "text", nodes)

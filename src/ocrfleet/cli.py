@@ -25,6 +25,7 @@ examples:
   ocrfleet run corpus.txt -o out/ --gpus 0,1 --engines-per-gpu 2
   ocrfleet run 'archive/**/*.pdf' -o out/ --num-shards 4 --shard-index 0
   ocrfleet status out/ --json
+  ocrfleet run s3://b/corpus/ -o s3://b/out --ray auto --num-shards 8   # shards on Ray
 """
 
 

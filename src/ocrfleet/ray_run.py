@@ -236,17 +236,20 @@ def _nodes() -> list[dict[str, Any]]:
     return nodes
 
 
-def shard_size(options: RayOptions) -> float:
+def shard_size(options: RayOptions, engine: str, nodes: list[dict[str, Any]]) -> float:
     """`--gpus-per-shard`, or the largest count of the resource one live node has."""
-
     if options.gpus_per_shard is not None:
         return options.gpus_per_shard
     largest = max(
-        (float(n["Resources"].get(options.resource, 0)) for n in _nodes() if n["Alive"]),
+        (float(n["Resources"].get(options.resource, 0)) for n in nodes if n["Alive"]),
         default=0.0,
     )
-    if largest == 0 and options.resource != "GPU":
-        raise ConfigError(f"no node of the Ray cluster has the resource {options.resource!r}")
+    if largest == 0 and (options.resource != "GPU" or engine == "vllm"):
+        # An autoscaling cluster may have no GPU node up yet: asking for one starts it.
+        raise ConfigError(
+            f"no node of the Ray cluster has a {options.resource} yet: give "
+            f"--gpus-per-shard (e.g. 4 for g6.12xlarge workers) and the autoscaler starts them"
+        )
     return largest
 
 
@@ -259,7 +262,7 @@ def run_on_ray(config: RunConfig, options: RayOptions) -> RayRunResult:
     out = output_uri(config)
     started_here = _connect(options.address)
     try:
-        size = shard_size(options)
+        size = shard_size(options, config.engine.name, _nodes())
         resources: dict[str, Any] = {"num_cpus": options.cpus_per_shard}
         if options.resource == "GPU":
             resources["num_gpus"] = size
@@ -326,6 +329,11 @@ def _wait(refs: dict[Any, int], board: Any, options: RayOptions) -> dict[int, di
                 results[shard] = {"node": None, "exit_code": None, "error": first}
         # Every tick feeds the rates; a line is printed every progress_interval.
         reports, _ = ray.get(board.snapshot.remote())
+        for shard, got in results.items():  # its last report may still be on the way
+            if shard in reports:
+                code = got.get("exit_code")
+                state = "finished" if code == 0 else f"exit {code}"
+                reports[shard] = replace(reports[shard], state=state)
         line = format_progress(reports, rate, options.num_shards, time.time())
         if time.monotonic() - last_line >= options.progress_interval or not pending:
             log.info("%s", line)

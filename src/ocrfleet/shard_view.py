@@ -74,7 +74,8 @@ def format_progress(
     total = sum(r.total for r in reports.values())
     per_node = rate.rates(reports, now)
     speed = sum(per_node.values())
-    finished = sum(1 for r in reports.values() if r.state == "finished")
+    # "exit N": ended with failed documents or pages left; it runs no more either way.
+    finished = sum(1 for r in reports.values() if r.state == "finished" or r.state[:4] == "exit")
     running = len(reports) - finished
     eta = _duration((total - done) / speed) if speed > 0 else "?"
     share = f"{done / total * 100:.1f}%" if total else "-"
