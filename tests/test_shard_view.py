@@ -156,3 +156,11 @@ def test_a_shard_asks_for_the_largest_node_or_says_what_to_give() -> None:
         shard_size(RayOptions(), "vllm", nodes[:1])  # no GPU node up yet (autoscaling)
     with pytest.raises(ConfigError, match="ocr_slot"):
         shard_size(RayOptions(resource="ocr_slot"), "text", nodes)
+
+
+def test_ray_runs_every_shard_so_a_shard_index_is_refused(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    args = ["run", str(tmp_path), "-o", str(out), "--engine", "text", "--ray", "auto"]
+    done = run_cli(*args, "--num-shards", "2", "--shard-index", "1")
+    assert done.returncode == 2
+    assert "--ray runs every shard: leave --shard-index out" in done.stderr

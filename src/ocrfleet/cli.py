@@ -389,6 +389,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
 def _run_ray(args: argparse.Namespace, config: RunConfig) -> int:
     from .ray_run import RayOptions, run_on_ray
 
+    if args.shard_index:
+        raise ConfigError("--ray runs every shard: leave --shard-index out")
     options = RayOptions(
         address=args.ray,
         num_shards=args.num_shards,
