@@ -26,6 +26,7 @@ examples:
   ocrfleet run 'archive/**/*.pdf' -o out/ --num-shards 4 --shard-index 0
   ocrfleet status out/ --json
   ocrfleet export out/ --to dataset/ --format parquet         # documents, for DuckDB/datasets
+  ocrfleet run s3://b/corpus/ -o s3://b/out --ray auto --num-shards 8   # shards on Ray
 """
 
 
@@ -65,7 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     _add_run(sub)
     status = sub.add_parser("status", help="progress of a run, from its ledger")
-    status.add_argument("output_dir", type=Path)
+    status.add_argument("output_dir", help="a local directory or s3://bucket/prefix")
     status.add_argument("--json", action="store_true", help="machine-readable output")
     pre = sub.add_parser(
         "preflight",
@@ -229,6 +230,7 @@ def _add_run(sub: Any) -> None:
     )
     run.add_argument("--no-progress", action="store_true")
     run.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
+    _add_ray_options(run)
     vllm = run.add_argument_group("vLLM engine")
     vllm.add_argument(
         "--model", default="deepseek-ai/DeepSeek-OCR", help="hub id or local directory"
@@ -278,6 +280,32 @@ def _add_run(sub: Any) -> None:
         default=[],
         metavar="KEY=VALUE",
         help="any other vLLM engine argument",
+    )
+
+
+def _add_ray_options(run: Any) -> None:
+    ray = run.add_argument_group("many nodes on Ray (pip install 'ocrfleet[ray]')")
+    ray.add_argument(
+        "--ray",
+        metavar="ADDRESS",
+        help="run the --num-shards shards as Ray tasks: auto (the cluster this node is in), "
+        "local (a throwaway local cluster), or host:port",
+    )
+    ray.add_argument(
+        "--gpus-per-shard",
+        type=float,
+        help="GPUs (or --shard-resource units) each shard asks for (default: the largest node's)",
+    )
+    ray.add_argument(
+        "--max-shard-retries",
+        type=int,
+        default=3,
+        help="times Ray reruns a shard whose node was lost (it resumes from its checkpoint)",
+    )
+    ray.add_argument(
+        "--shard-resource",
+        default="GPU",
+        help="the Ray resource a shard asks for (a custom one stands in for GPUs on CPU nodes)",
     )
 
 
@@ -389,8 +417,14 @@ def _setup_logging(level: str, output_dir: Path | None) -> None:
 def _cmd_run(args: argparse.Namespace) -> int:
     from .runner import run
 
+    if args.ray:
+        from .ray_run import require_ray
+
+        require_ray()  # before anything is staged or started
     config = config_from_args(args)
     _setup_logging(config.log_level, config.output_dir)
+    if args.ray:
+        return _run_ray(args, config)
     result = run(config)
     s = result.summary
     pages, docs, this_run = s["pages"], s["documents"], s["this_run"]
@@ -413,14 +447,49 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return result.exit_code
 
 
-def _cmd_status(args: argparse.Namespace) -> int:
-    from .status import collect_status, format_status
+def _run_ray(args: argparse.Namespace, config: RunConfig) -> int:
+    from .ray_run import RayOptions, run_on_ray
 
-    status = collect_status(args.output_dir)
+    if args.shard_index:
+        raise ConfigError("--ray runs every shard: leave --shard-index out")
+    options = RayOptions(
+        address=args.ray,
+        num_shards=args.num_shards,
+        gpus_per_shard=args.gpus_per_shard,
+        max_shard_retries=args.max_shard_retries,
+        resource=args.shard_resource,
+        work_root=args.work_dir,
+    )
+    result = run_on_ray(config, options)
+    s = result.summary
+    print(
+        f"documents: {s['documents']} | pages: {s['pages']} | this run: "
+        f"{s['this_run']['pages_processed']} pages in {s['this_run']['wall_seconds']:.1f} s",
+        file=sys.stderr,
+    )
+    for shard in s["shards"]:
+        where = ", ".join(n[:12] for n in shard["nodes"]) or "-"
+        print(
+            f"shard {shard['shard']}: exit {shard['exit_code']} on node(s) {where}"
+            + (f": {shard['error']}" if shard["error"] else ""),
+            file=sys.stderr,
+        )
+    for failed in s["failed_documents"][:20]:
+        print(f"failed: {failed['source']}: {failed['reason']}", file=sys.stderr)
+    return result.exit_code
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    from .shard_view import format_shard_states, job_status
+    from .status import format_status
+
+    status = job_status(args.output_dir)
     if args.json:
         print(json.dumps(status, indent=2, ensure_ascii=False))
     else:
         print(format_status(status))
+        if status.get("shard_states"):
+            print(format_shard_states(status["shard_states"]))
     return 0
 
 

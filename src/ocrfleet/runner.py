@@ -120,12 +120,21 @@ class PeriodicSync:
     def now(self) -> None:
         if self.sync is None:
             return
+        snapshot: Path | None = None
         try:
+            # Snapshot, upload, then publish the snapshot: every document it calls done had
+            # its files written before it, and they are in the bucket before it is. (Upload
+            # then checkpoint lets a document finish in between; checkpoint then upload lets
+            # a node lost mid-upload leave a checkpoint ahead of the files.)
+            snapshot = self.sync.snapshot_ledger(self.db_path)
             uploaded = self.sync.upload()
-            self.sync.checkpoint_ledger(self.db_path)
+            self.sync.publish_ledger(snapshot, self.db_path.name)
             log.info("synced %d file(s) and a ledger checkpoint to %s", uploaded, self.sync.remote)
         except Exception as exc:  # the next sync retries; the run must not die of it
             log.error("upload to %s failed (will retry): %s", self.sync.remote, exc)
+        finally:
+            if snapshot is not None:
+                snapshot.unlink(missing_ok=True)
 
     def __enter__(self) -> PeriodicSync:
         if self.sync is not None:

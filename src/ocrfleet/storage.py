@@ -419,6 +419,16 @@ class OutputSync:
 
     def checkpoint_ledger(self, ledger_path: Path) -> None:
         """Upload a consistent copy of the ledger, taken while workers keep writing to it."""
+        snapshot = self.snapshot_ledger(ledger_path)
+        try:
+            self.publish_ledger(snapshot, ledger_path.name)
+        finally:
+            snapshot.unlink(missing_ok=True)
+
+    def snapshot_ledger(self, ledger_path: Path) -> Path:
+        """A consistent, self-contained copy of the ledger next to it (SQLite's backup API);
+        the caller removes it. Taken before an upload and published after it, a checkpoint
+        never calls done a document whose files are not in the bucket yet."""
         if not ledger_path.is_file():
             raise ConfigError(f"no ledger at {ledger_path} to checkpoint")
         fd, tmp = tempfile.mkstemp(
@@ -436,16 +446,21 @@ class OutputSync:
             finally:
                 target.close()
                 source.close()
-            remote = self._remote_path(f"{LEDGER_PREFIX}/{ledger_path.name}")
-            with_retries(
-                lambda: self.fs.put_file(tmp, remote),
-                f"checkpoint {ledger_path.name} to {self.remote}",
-                self.retries,
-                self.backoff,
-            )
-        finally:
+        except BaseException:
             Path(tmp).unlink(missing_ok=True)
-        log.info("ledger checkpoint: %s", self.ledger_uri(ledger_path))
+            raise
+        return Path(tmp)
+
+    def publish_ledger(self, snapshot: Path, name: str) -> None:
+        """Upload a snapshot as the ledger checkpoint `name`."""
+        remote = self._remote_path(f"{LEDGER_PREFIX}/{name}")
+        with_retries(
+            lambda: self.fs.put_file(str(snapshot), remote),
+            f"checkpoint {name} to {self.remote}",
+            self.retries,
+            self.backoff,
+        )
+        log.info("ledger checkpoint: %s/%s/%s", self.remote, LEDGER_PREFIX, name)
 
     def restore_ledger(self, ledger_path: Path) -> bool:
         """On a fresh instance: fetch the ledger checkpoint when there is no local ledger.
