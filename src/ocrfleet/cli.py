@@ -327,8 +327,10 @@ def _setup_logging(level: str, output_dir: Path | None) -> None:
 
 def _cmd_run(args: argparse.Namespace) -> int:
     from .runner import run
+    from .setup_checks import check_run_setup
 
     config = config_from_args(args)
+    check_run_setup(config)  # wrong setups: one line, exit 2, before any file is written
     _setup_logging(config.log_level, config.output_dir)
     result = run(config)
     s = result.summary

@@ -232,6 +232,7 @@ def _supervise(
             "output_tokens": s.output_tokens,
             "restarts": s.restarts,
             "gave_up": s.gave_up,
+            "last_error": s.last_error,
         }
         for s in result.slots
     ]

@@ -36,6 +36,7 @@ from .handover import ShmFiles
 from .ledger import Ledger
 from .pipeline import PageWorker
 from .redact import install_redaction
+from .worker_logs import last_worker_error
 
 if TYPE_CHECKING:
     from multiprocessing.process import BaseProcess
@@ -210,6 +211,7 @@ class SlotState:
     ready_at: float | None = None  # its first engine ready: the rate's clock starts here
     first_page_at: float | None = None
     last_page_at: float | None = None
+    last_error: str | None = None  # the quoted cause of its last death
 
     def pages_per_second(self) -> float:
         # From engine ready, not from the first page: a GPU engine finishes its first batch
@@ -360,30 +362,37 @@ class Supervisor:
             state.done = True
             return
         state.restarts += 1
+        state.last_error = self._cause(state)
         if state.restarts > self.config.max_worker_restarts:
             log.error(
-                "worker %d (%s) died %d times (last exit %s): giving up on it; see "
-                "%s/logs/worker-%d.out",
+                "worker %d (%s) died %d times (last exit %s): giving up on it: %s",
                 state.spec.slot,
                 state.spec.label,
                 state.restarts,
                 code,
-                self.config.output_dir,
-                state.spec.slot,
+                state.last_error,
             )
             state.gave_up = True
             return
         delay = min(RESTART_BACKOFF_CAP, 2.0 ** (state.restarts - 1))
         log.warning(
-            "worker %d (%s) died (exit %s); restart %d/%d in %.0f s",
+            "worker %d (%s) died (exit %s): %s; restart %d/%d in %.0f s",
             state.spec.slot,
             state.spec.label,
             code,
+            state.last_error,
             state.restarts,
             self.config.max_worker_restarts,
             delay,
         )
         state.restart_at = time.monotonic() + delay
+
+    def _cause(self, state: SlotState) -> str:
+        """The dead worker's last error line and the file it is in (logs/worker-N.*)."""
+        found = last_worker_error(self.config.output_dir / "logs", state.spec.slot)
+        if found is None:
+            return f"no error logged; see logs/worker-{state.spec.slot}.log and .out"
+        return found.describe(self.config.output_dir)
 
     def _restart_due(self) -> None:
         now = time.monotonic()
