@@ -73,6 +73,15 @@ def build_parser() -> argparse.ArgumentParser:
     pre.add_argument("--timeout", type=float, default=300.0)
     pre.add_argument("--skip-smoke", action="store_true")
     pre.add_argument("--json", action="store_true")
+    rep = sub.add_parser(
+        "report",
+        help="write OUT/report.html: throughput, stages, GPU use, outcomes, failures, "
+        "slowest and flagged pages (also written at the end of every run)",
+    )
+    rep.add_argument("output_dir", type=Path, help="the output directory of a run")
+    rep.add_argument(
+        "--output", type=Path, help="where to write the HTML (default: OUT/report.html)"
+    )
     ckpt = sub.add_parser(
         "make-checkpoint",
         help="write a synthetic DeepSeek-OCR model directory (config + tokenizer, no weights) "
@@ -385,6 +394,13 @@ def _cmd_preflight(args: argparse.Namespace) -> int:
     return exit_code(checks)
 
 
+def _cmd_report(args: argparse.Namespace) -> int:
+    from .report import write_report
+
+    print(write_report(args.output_dir, args.output))
+    return 0
+
+
 def _cmd_make_checkpoint(args: argparse.Namespace) -> int:
     from .testing.checkpoint import write_checkpoint
 
@@ -401,6 +417,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "status": _cmd_status,
         "make-checkpoint": _cmd_make_checkpoint,
         "preflight": _cmd_preflight,
+        "report": _cmd_report,
     }
     try:
         return commands[args.command](args)

@@ -30,6 +30,7 @@ from .errors import ConfigError
 from .ledger import Ledger
 from .plan import ledger_path, make_plan, shard_suffix
 from .redact import redact_obj
+from .report import write_report_after_run
 from .storage import OutputSync, is_remote, stage_inputs
 from .telemetry import Progress, RunStats
 from .workers import Supervisor, plan_workers
@@ -180,6 +181,7 @@ def _run_locked(config: RunConfig, suffix: str) -> RunResult:
         summary_path = layout.summary(suffix)
         ledger.end_run(run_id, summary)
         write_json(summary_path, summary)
+        write_report_after_run(config.output_dir)
         periodic.now()
         return RunResult(code, summary, summary_path)
     finally:
