@@ -225,6 +225,13 @@ def _add_run(sub: Any) -> None:
         metavar="KEY=VALUE",
         help="any other vLLM engine argument",
     )
+    run.add_argument(
+        "--gpu-sample-seconds",
+        type=float,
+        default=5.0,
+        help="seconds between GPU samples (utilisation, memory, power, temperature) each GPU "
+        "worker writes to the ledger; 0 turns them off",
+    )
 
 
 def detect_gpus() -> list[int]:
@@ -277,7 +284,8 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         ignore_eos=args.ignore_eos,
     )
     gpus: tuple[int, ...] = ()
-    if args.engine == "vllm":
+    # An engine of your own gets GPUs when named (--gpus 0,1): one worker pinned to each.
+    if args.engine == "vllm" or (args.gpus != "auto" and args.engine != "text"):
         gpus = (
             tuple(detect_gpus())
             if args.gpus == "auto"
@@ -314,6 +322,7 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         blank_threshold=args.blank_threshold,
         progress=not args.no_progress and sys.stderr.isatty(),
         log_level=args.log_level,
+        gpu_sample_seconds=args.gpu_sample_seconds,
     )
 
 

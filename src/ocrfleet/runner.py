@@ -27,6 +27,7 @@ from typing import Any, TextIO
 from . import __version__
 from .config import RunConfig
 from .errors import ConfigError
+from .gpu_telemetry import GpuReadings
 from .ledger import Ledger
 from .plan import ledger_path, make_plan, shard_suffix
 from .redact import redact_obj
@@ -143,6 +144,7 @@ def _run_locked(config: RunConfig, suffix: str) -> RunResult:
     ledger = Ledger(db_path)
     layout = OutputLayout(config.output_dir)
     run_id = time.strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:8]
+    run_started = time.time()
     try:
         _wait_for_orphans(ledger)
         released = ledger.recover_interrupted()
@@ -175,6 +177,7 @@ def _run_locked(config: RunConfig, suffix: str) -> RunResult:
                 interrupted, killed, slots = _supervise(config, db_path, ledger, stats, counts)
         finalize_ready_documents(ledger, layout, f"supervisor:{os.getpid()}")
         summary = _summary(config, ledger, stats, slots, plan.missing_inputs, run_id)
+        summary["gpus"] = GpuReadings(db_path, run_started).means()  # NVML means, per GPU
         code = _exit_code(summary, interrupted, killed)
         summary["exit_code"] = code
         summary = redact_obj(summary)
@@ -197,12 +200,14 @@ def _supervise(
     total = sum(counts.pages.values())
     progress = Progress(total, total - counts.pages["pending"], config.progress)
     supervisor: Supervisor
+    readings = GpuReadings(db_path, time.time())
 
     def on_event(event: dict[str, Any]) -> None:
         stats.add(event)
         if event.get("kind") == "page" and event.get("stored"):
             rates = {s.spec.label: s.pages_per_second() for s in supervisor.slots}
-            progress.advance(rates if len(rates) > 1 else None)
+            gpu_util = readings.utilisation() if config.gpus and config.progress else None
+            progress.advance(rates if len(rates) > 1 else None, gpu_util)
 
     supervisor = Supervisor(config, db_path, ledger, specs, on_event)
 

@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 from .config import RunConfig
 from .engines import create_engine
 from .errors import EngineDead
+from .gpu_telemetry import start_gpu_sampler
 from .handover import ShmFiles
 from .ledger import Ledger
 from .pipeline import PageWorker
@@ -125,11 +126,14 @@ def worker_main(config_json: str, spec: WorkerSpec, conn: Connection, db_path: s
         with contextlib.suppress(OSError, BrokenPipeError):
             conn.send(event)
 
+    sampler = start_gpu_sampler(Path(db_path), me, spec.gpus, config.gpu_sample_seconds)
     engine = create_engine(config.engine)
     worker = PageWorker(
         config, ledger, engine, me, render_workers=spec.render_workers, on_event=send
     )
     code = asyncio.run(_serve(worker, conn, send))
+    if sampler is not None:
+        sampler.stop()
     ShmFiles.sweep(os.getpid())  # pages drawn in files that were never taken (a stop mid-run)
     ledger.close()
     sys.stdout.flush()
