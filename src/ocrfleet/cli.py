@@ -25,7 +25,20 @@ examples:
   ocrfleet run corpus.txt -o out/ --gpus 0,1 --engines-per-gpu 2
   ocrfleet run 'archive/**/*.pdf' -o out/ --num-shards 4 --shard-index 0
   ocrfleet status out/ --json
+  ocrfleet report out/                                       # out/report.html
 """
+EXIT_STATUSES = """\
+exit status of `ocrfleet run`:
+  0    every document done
+  1    some documents failed, inputs were missing, or no PDF was found (the rest finished)
+  2    bad options or a wrong setup (one line says what to do; nothing was started)
+  3    stopped with pages left (Ctrl-C, SIGTERM, disk full, or every worker gave up)
+  130  a second Ctrl-C stopped it at once
+"""
+
+
+class _HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    """Defaults in option help, the epilog (examples, exit statuses) kept as written."""
 
 
 def _gpus_arg(value: str) -> str:
@@ -50,7 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="ocrfleet",
         description="Resumable PDF → Markdown with DeepSeek-OCR on vLLM, at corpus scale.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog=EXAMPLES,
+        epilog=EXAMPLES + "\n" + EXIT_STATUSES,
     )
     parser.add_argument("--version", action="version", version=f"ocrfleet {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -96,8 +109,9 @@ def _add_run(sub: Any) -> None:
     run = sub.add_parser(
         "run",
         help="OCR PDFs into Markdown (re-run the same command to resume)",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=_HelpFormatter,
         description="OCR every PDF of the inputs. Re-running the same command resumes.",
+        epilog=EXIT_STATUSES,
     )
     run.add_argument("inputs", nargs="*", help="PDF files, directories, globs or list files")
     run.add_argument("--input-dir", action="append", default=[], help="a directory of PDFs")
@@ -330,7 +344,7 @@ def _setup_logging(level: str, output_dir: Path | None) -> None:
     from .redact import install_redaction
     from .telemetry import TqdmLogHandler
 
-    fmt = logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S")
+    fmt = logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%Y-%m-%d %H:%M:%S")
     console = TqdmLogHandler()
     console.setFormatter(fmt)
     handlers: list[logging.Handler] = [console]
@@ -339,8 +353,15 @@ def _setup_logging(level: str, output_dir: Path | None) -> None:
         file_handler = logging.FileHandler(output_dir / "logs" / "run.log", encoding="utf-8")
         file_handler.setFormatter(fmt)
         handlers.append(file_handler)
+        # The run's last line in run.log, whatever ended it (not repeated on the console).
+        end = logging.getLogger(RUN_END_LOGGER)
+        end.handlers[:] = [file_handler]
+        end.propagate = False
     logging.basicConfig(level=level, handlers=handlers, force=True)
     install_redaction(handlers)  # tokens never reach a log line
+
+
+RUN_END_LOGGER = "ocrfleet.run_end"
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
@@ -350,25 +371,33 @@ def _cmd_run(args: argparse.Namespace) -> int:
     config = config_from_args(args)
     check_run_setup(config)  # wrong setups: one line, exit 2, before any file is written
     _setup_logging(config.log_level, config.output_dir)
-    result = run(config)
+    end = logging.getLogger(RUN_END_LOGGER)
+    try:
+        result = run(config)
+    except BaseException as exc:
+        end.error("run ended without a summary: %s", str(exc) or type(exc).__name__)
+        raise
+    end.info("run ended: exit %d (%s)", result.exit_code, result.summary_path)
     s = result.summary
     pages, docs, this_run = s["pages"], s["documents"], s["this_run"]
+    # Results go to stdout (a script can keep them); logs and progress go to stderr.
     print(
         f"documents: {docs.get('done', 0)} done, {docs.get('failed', 0)} failed, "
         f"{docs.get('pending', 0)} pending | pages: "
         + ", ".join(f"{v} {k}" for k, v in pages.items())
         + f" | this run: {this_run['pages_processed']} pages in {this_run['wall_seconds']:.1f} s"
         f" ({this_run['pages_per_second']:.2f} pages/s)",
-        file=sys.stderr,
     )
     for failed in s["failed_documents"][:20]:
-        print(f"failed: {failed['source']}: {failed['reason']}", file=sys.stderr)
+        print(f"failed: {failed['source']}: {failed['reason']}")
     if len(s["failed_documents"]) > 20:
         print(
             f"… and {len(s['failed_documents']) - 20} more; see {result.summary_path}",
-            file=sys.stderr,
         )
-    print(f"summary: {result.summary_path}", file=sys.stderr)
+    print(f"summary: {result.summary_path}")
+    report = result.summary_path.parent / "report.html"
+    if report.is_file():
+        print(f"report: {report}")
     return result.exit_code
 
 

@@ -654,6 +654,14 @@ class Ledger:
             )
         return prev[0] if prev else None
 
+    def run_summaries(self) -> Iterator[tuple[str, dict[str, Any]]]:
+        """(run id, summary) of the finished runs, newest first."""
+        rows = self._db.execute(
+            "SELECT run_id, summary FROM runs WHERE summary IS NOT NULL ORDER BY started_at DESC"
+        )
+        for row in rows:
+            yield row[0], json.loads(row[1])
+
     def end_run(self, run_id: str, summary: dict[str, Any]) -> None:
         with self.transaction() as db:
             db.execute(

@@ -32,6 +32,7 @@ from .ledger import Ledger
 from .plan import ledger_path, make_plan, shard_suffix
 from .redact import redact_obj
 from .report import write_report_after_run
+from .run_history import last_run_with_pages, run_history_path
 from .storage import OutputSync, is_remote, stage_inputs
 from .telemetry import Progress, RunStats
 from .workers import Supervisor, plan_workers
@@ -156,7 +157,14 @@ def _run_locked(config: RunConfig, suffix: str) -> RunResult:
         _warn_changed_options(previous, config)
         plan = make_plan(config, ledger)
         for missing in plan.missing_inputs:
-            log.error("input not found: %s", missing)
+            if missing in config.inputs:  # list-file entries were reported with their path
+                tried = Path(missing).expanduser().absolute()
+                log.error("input not found: %s (tried %s)", missing, tried)
+        if plan.corpus_documents == 0 and not plan.missing_inputs:
+            log.warning(
+                "no PDF found in %s (directories are searched recursively for *.pdf)",
+                ", ".join(config.inputs),
+            )
         if config.retry_failed:
             log.info("--retry-failed: %d failed page(s) back in the queue", ledger.retry_failed())
         finalize_ready_documents(ledger, layout, f"supervisor:{os.getpid()}")
@@ -178,12 +186,15 @@ def _run_locked(config: RunConfig, suffix: str) -> RunResult:
         finalize_ready_documents(ledger, layout, f"supervisor:{os.getpid()}")
         summary = _summary(config, ledger, stats, slots, plan.missing_inputs, run_id)
         summary["gpus"] = GpuReadings(db_path, run_started).means()  # NVML means, per GPU
+        summary["pdfs_found"] = plan.corpus_documents
+        summary["last_run_with_pages"] = last_run_with_pages(ledger, run_id, summary)
         code = _exit_code(summary, interrupted, killed)
         summary["exit_code"] = code
         summary = redact_obj(summary)
         summary_path = layout.summary(suffix)
         ledger.end_run(run_id, summary)
         write_json(summary_path, summary)
+        write_json(run_history_path(config.output_dir, run_id, suffix), summary)
         write_report_after_run(config.output_dir)
         periodic.now()
         return RunResult(code, summary, summary_path)
@@ -305,6 +316,7 @@ def _exit_code(summary: dict[str, Any], interrupted: bool, killed: bool) -> int:
         return EXIT_KILLED
     if summary["pages"]["pending"]:
         return EXIT_INCOMPLETE
-    if summary["documents"].get("failed") or summary["missing_inputs"]:
+    no_pdfs = summary.get("pdfs_found") == 0  # an empty input directory: say so, exit 1
+    if summary["documents"].get("failed") or summary["missing_inputs"] or no_pdfs:
         return EXIT_FAILED_DOCUMENTS
     return EXIT_DONE
