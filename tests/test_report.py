@@ -170,3 +170,12 @@ def test_nice_ticks_cover_the_range_in_round_steps() -> None:
     assert svg.nice_ticks(0, 9.3) == [0, 2, 4, 6, 8, 10]
     ticks = svg.nice_ticks(3.2, 3.2)
     assert ticks[0] <= 3.2 <= ticks[-1]
+
+
+def test_report_into_an_unwritable_place_is_one_line(tmp_path: Path) -> None:
+    out = _scripted_run(tmp_path)
+    blocker = tmp_path / "file"
+    blocker.write_text("x", "utf-8")
+    result = run_cli("report", str(out), "--output", str(blocker / "r.html"))
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert f"cannot write {blocker / 'r.html'}" in result.stderr

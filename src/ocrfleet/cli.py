@@ -433,9 +433,15 @@ def _cmd_preflight(args: argparse.Namespace) -> int:
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
-    from .report import write_report
+    from .report import REPORT_NAME, write_report
 
-    print(write_report(args.output_dir, args.output))
+    try:
+        print(write_report(args.output_dir, args.output))
+    except OSError as exc:
+        target = args.output or args.output_dir / REPORT_NAME
+        raise ConfigError(
+            f"cannot write {target} ({exc.strerror or exc}); give --output a writable path"
+        ) from None
     return 0
 
 
