@@ -94,3 +94,36 @@ def test_the_progress_line_shows_each_gpus_utilisation(capsys: pytest.CaptureFix
     progress.close()
     line = capsys.readouterr().err
     assert "gpu0 busy=87%" in line and "gpu1 busy=12%" in line and "gpu0=1.50/s" in line
+
+
+def test_the_live_progress_bar_of_a_gpu_run_shows_utilisation(tmp_path: Path) -> None:
+    """On a terminal (a real pty), the progress bar carries each GPU's sampled utilisation."""
+    import fcntl
+    import os
+    import pty
+    import struct
+    import termios
+
+    samples.text_pdf(tmp_path / "in" / "doc.pdf", [f"page {i}" for i in range(1, 7)])
+    env = {**cli_env(), "OCRFLEET_NVML": "tests.fake_nvml:FakeNvml"}
+    command = [sys.executable, "-m", "ocrfleet", "run", str(tmp_path / "in")]
+    command += ["-o", str(tmp_path / "out"), "--engine", "tests.fakes:scripted", "--gpus", "0,1"]
+    command += ["--vllm-arg", "delay=0.2", "--gpu-sample-seconds", "0.2"]
+    leader, follower = pty.openpty()
+    # A pty starts 0 columns wide, and tqdm draws a bar as wide as the terminal.
+    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 220, 0, 0))
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=follower, env=env)
+    os.close(follower)
+    chunks: list[bytes] = []
+    while True:
+        try:
+            chunk = os.read(leader, 65536)
+        except OSError:  # the child closed its end
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    os.close(leader)
+    assert proc.wait(timeout=300) == 0
+    terminal = b"".join(chunks).decode("utf-8", "replace")
+    assert "gpu0 busy=30%" in terminal and "gpu1 busy=50%" in terminal, terminal[-2000:]

@@ -232,3 +232,24 @@ def test_plan_wrapper_is_executable_and_finds_the_project_environment() -> None:
         [str(wrapper), "--help"], capture_output=True, text=True, env=env, check=False
     )
     assert result.returncode == 0 and "--input-dir" in result.stdout
+
+
+def test_the_cause_is_taken_from_the_out_file_when_vllm_printed_it(tmp_path: Path) -> None:
+    from ocrfleet.worker_logs import last_worker_error
+
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    (logs / "worker-1.log").write_text("2026-12-02 10:00:00 INFO starting the engine\n", "utf-8")
+    (logs / "worker-1.out").write_text(
+        "INFO 12-02 10:00:05 [core.py:90] loading\n"
+        "RuntimeError: CUDA error: out of memory (token hf_abcdefghijklmnopqrstuvwxyz0123)\n"
+        "INFO shutting down\n",
+        "utf-8",
+    )
+    found = last_worker_error(logs, 1)
+    assert found is not None and found.path == logs / "worker-1.out"
+    described = found.describe(tmp_path)
+    assert described.startswith("RuntimeError: CUDA error: out of memory")
+    assert described.endswith("(see logs/worker-1.out)")
+    assert "hf_abcdefghijklmnopqrstuvwxyz0123" not in described  # secrets never quoted
+    assert last_worker_error(logs, 7) is None
