@@ -78,7 +78,8 @@ def test_every_run_writes_a_self_contained_report(tmp_path: Path) -> None:
     html = (out / "report.html").read_text("utf-8")
     for heading in ("Runs", "Failures", "Slowest pages", "Flagged pages"):
         assert f"<h2>{heading}</h2>" in html
-    for title in ("Pages/s per worker", "Seconds a page, by stage", "Pages by status"):
+    titles = ("Pages/s per worker", "Seconds a page, by stage", "by stage, over time")
+    for title in (*titles, "Pages by status"):
         assert title in html
     assert "Pages by route" in html and "Pages by quality flag" in html
     assert "cpu0" in html and "cpu1" in html  # pages/s per worker
@@ -179,3 +180,21 @@ def test_report_into_an_unwritable_place_is_one_line(tmp_path: Path) -> None:
     result = run_cli("report", str(out), "--output", str(blocker / "r.html"))
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert f"cannot write {blocker / 'r.html'}" in result.stderr
+
+
+def test_time_series_account_for_every_page_of_the_latest_run(tmp_path: Path) -> None:
+    from ocrfleet.report_data import STAGES, collect_report
+
+    out = _scripted_run(tmp_path)
+    data = collect_report(out)
+    throughput = data.throughput()
+    assert set(throughput) == {"cpu0", "cpu1"}
+    width = throughput["cpu0"][0][0] * 2  # points sit mid-bucket
+    pages = sum(rate * width for series in throughput.values() for _, rate in series)
+    assert round(pages) == 7  # 4 + 3 pages, each counted once, under its worker
+    stages = data.stages_over_time()
+    assert set(stages) == set(STAGES) and all(stages[s] for s in STAGES)
+    assert all(seconds >= 0 for series in stages.values() for _, seconds in series)
+    html = (out / "report.html").read_text("utf-8")
+    chart = html.split("<title>Seconds a page by stage, over time")[1].split("</svg>")[0]
+    assert chart.count("<polyline") + chart.count("<circle") == 3

@@ -128,6 +128,14 @@ def _charts(data: ReportData) -> str:
         for i, kind in enumerate(("mean", "p50", "p95"))
     ]
     parts.append(svg.bar_chart(bars, title="Seconds a page, by stage (OCR'd pages)", unit=" s"))
+    parts.append(
+        svg.line_chart(
+            data.stages_over_time(),
+            title="Seconds a page by stage, over time",
+            x_label=axis,
+            y_label="seconds a page",
+        )
+    )
     if data.gpu:
         start = data.window[0] if data.window else min(p.t for v in data.gpu.values() for p in v)
         util = {

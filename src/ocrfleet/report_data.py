@@ -74,6 +74,8 @@ class ReportData:
     window: tuple[float, float] | None = None  # the run the time series show
     finishes: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
     stage_values: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
+    # (finished at, {stage: seconds}) of the OCR'd pages in the window: stages over time.
+    stage_points: list[tuple[float, dict[str, float]]] = field(default_factory=list)
     routes: Counter[str] = field(default_factory=Counter)
     flags: Counter[str] = field(default_factory=Counter)
     failures: list[tuple[str, int | None, str]] = field(default_factory=list)
@@ -97,6 +99,24 @@ class ReportData:
                 counts[min(count - 1, int((t - start) // width))] += 1
             series[label] = [((i + 0.5) * width, n / width) for i, n in enumerate(counts)]
         return series
+
+    def stages_over_time(self, buckets: int = TIME_BUCKETS) -> dict[str, list[tuple[float, float]]]:
+        """Mean seconds a page per stage, in equal time buckets (x: seconds from start)."""
+        if not self.stage_points:
+            return {}
+        start = self.window[0] if self.window else min(t for t, _ in self.stage_points)
+        width = max(1.0, (max(t for t, _ in self.stage_points) - start) / buckets)
+        sums: dict[int, dict[str, float]] = defaultdict(lambda: dict.fromkeys(STAGES, 0.0))
+        counts: Counter[int] = Counter()
+        for t, seconds in self.stage_points:
+            bucket = int((t - start) // width)
+            counts[bucket] += 1
+            for stage in STAGES:
+                sums[bucket][stage] += seconds.get(stage, 0.0)
+        return {
+            stage: [((b + 0.5) * width, sums[b][stage] / counts[b]) for b in sorted(counts)]
+            for stage in STAGES
+        }
 
     def stage_summary(self) -> dict[str, tuple[float, float, float]]:
         """Per stage: (mean, median, 95th percentile) seconds a page."""
@@ -190,6 +210,15 @@ def _read_ledger(db: sqlite3.Connection, data: ReportData, window: tuple[float, 
             "WHERE p.status IN ('done', 'truncated')"
         )
         data.stage_values[stage] += [float(r[0]) for r in db.execute(query) if r[0] is not None]
+    columns = ", ".join(f"json_extract(t.record, '$.{s}_seconds')" for s in STAGES)
+    for r in db.execute(
+        f"SELECT p.updated_at, {columns} FROM page_text t JOIN pages p ON p.doc_id = t.doc_id "
+        "AND p.page = t.page WHERE p.status IN ('done', 'truncated') AND p.updated_at "
+        "BETWEEN ? AND ?",
+        window,
+    ):
+        seconds = {s: float(v) for s, v in zip(STAGES, tuple(r)[1:], strict=True) if v is not None}
+        data.stage_points.append((float(r[0]), seconds))
     for r in db.execute(f"SELECT {ROUTE_SQL}, COUNT(*) FROM page_text t GROUP BY 1"):
         data.routes[str(r[0])] += r[1]
     flags = "SELECT f.value, COUNT(*) FROM page_text t, json_each(t.record, '$.quality_flags') f"
