@@ -253,3 +253,19 @@ def test_the_cause_is_taken_from_the_out_file_when_vllm_printed_it(tmp_path: Pat
     assert described.endswith("(see logs/worker-1.out)")
     assert "hf_abcdefghijklmnopqrstuvwxyz0123" not in described  # secrets never quoted
     assert last_worker_error(logs, 7) is None
+
+
+def test_a_gpu_that_nvidia_smi_does_not_list_is_refused(pdf_dir: Path, tmp_path: Path) -> None:
+    fake = _fake_packages(tmp_path / "site", "vllm", "torch")
+    bin_dir = tmp_path / "bin"  # an nvidia-smi that lists two GPUs, as a 2-GPU node's does
+    bin_dir.mkdir()
+    smi = bin_dir / "nvidia-smi"
+    smi.write_text(
+        "#!/bin/sh\necho 'GPU 0: NVIDIA L4 (UUID: GPU-a)'\necho 'GPU 1: NVIDIA L4 (UUID: GPU-b)'\n"
+    )
+    smi.chmod(0o755)
+    out = tmp_path / "out"
+    path = f"{bin_dir}{os.pathsep}{os.environ['PATH']}"
+    result = _cli("run", str(pdf_dir), "-o", str(out), "--gpus", "1,3", extra_path=fake, PATH=path)
+    line = _one_line_exit_2(result, out)
+    assert "--gpus 1,3: no GPU 3 on this machine (nvidia-smi lists 0, 1)" in line

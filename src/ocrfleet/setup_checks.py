@@ -10,7 +10,9 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import os
+import re
 import shutil
+import subprocess
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -62,8 +64,31 @@ def check_vllm_installed(installed: ModuleFinder = module_installed) -> None:
         )
 
 
+def listed_gpus() -> list[int]:
+    """Physical GPU indices nvidia-smi lists ([] without nvidia-smi or when it fails)."""
+    if shutil.which("nvidia-smi") is None:
+        return []
+    try:
+        listing = subprocess.run(
+            ["nvidia-smi", "-L"], capture_output=True, text=True, timeout=30, check=False
+        ).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return []
+    return [int(m[1]) for m in re.finditer(r"^GPU (\d+):", listing, re.M)]
+
+
 def check_gpus_visible(config: RunConfig) -> None:
     if config.gpus:
+        # --gpus names physical GPUs (each worker is pinned to its own with
+        # CUDA_VISIBLE_DEVICES): a GPU that nvidia-smi does not list cannot be used.
+        listed = listed_gpus()
+        absent = [g for g in config.gpus if listed and g not in listed]
+        if absent:
+            raise ConfigError(
+                f"--gpus {','.join(map(str, config.gpus))}: no GPU "
+                f"{', '.join(map(str, absent))} on this machine (nvidia-smi lists "
+                f"{', '.join(map(str, listed))}); name GPUs from that list, or use --gpus auto"
+            )
         return
     visible = os.environ.get("CUDA_VISIBLE_DEVICES")
     why = (
