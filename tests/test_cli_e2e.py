@@ -74,7 +74,7 @@ def test_bad_inputs_are_reported_and_the_run_goes_on(tmp_path: Path) -> None:
     )
     assert result.returncode == 1
     for name in ("empty.pdf", "download.pdf", "broken.pdf", "locked.pdf"):
-        assert f"{name}:" in result.stderr  # each failure names its file
+        assert f"{name}:" in result.stdout  # each failure names its file (results: stdout)
     assert "input not found" in result.stderr and "absent.pdf" in result.stderr
     status = json.loads(run_cli("status", str(out), "--json").stdout)
     assert status["documents"] == {"pending": 0, "done": 1, "failed": 4}

@@ -344,10 +344,12 @@ def test_report_text_and_json(options: PreflightOptions, monkeypatch: pytest.Mon
     assert any(line.startswith("PASS  gpus") for line in lines)
     assert any(line.startswith("FAIL  driver") for line in lines)
     assert any(line.strip().startswith("fix: install NVIDIA driver 550") for line in lines)
-    assert lines[-1].startswith("preflight: 3 of 9 checks failed")
+    assert any(line.startswith("SKIP  throughput") for line in lines)  # not attempted
+    assert lines[-1] == "preflight: 7 passed, 2 failed, 1 skipped (fix: driver, smoke)"
     assert token not in text and "***" in text
     data = json.loads(report(checks, as_json=True))
-    assert data["ok"] is False and data["failed"] == ["driver", "smoke", "throughput"]
+    assert data["ok"] is False and data["failed"] == ["driver", "smoke"]
+    assert data["skipped"] == ["throughput"]
     assert {c["name"] for c in data["checks"]} == set(CHECK_NAMES)
     assert all({"name", "ok", "detail", "fix", "skipped"} <= set(c) for c in data["checks"])
     assert token not in json.dumps(data)

@@ -27,7 +27,20 @@ examples:
   ocrfleet status out/ --json
   ocrfleet export out/ --to dataset/ --format parquet         # documents, for DuckDB/datasets
   ocrfleet run s3://b/corpus/ -o s3://b/out --ray auto --num-shards 8   # shards on Ray
+  ocrfleet report out/                                       # out/report.html
 """
+EXIT_STATUSES = """\
+exit status of `ocrfleet run`:
+  0    every document done
+  1    some documents failed, inputs were missing, or no PDF was found (the rest finished)
+  2    bad options or a wrong setup (one line says what to do; nothing was started)
+  3    stopped with pages left (Ctrl-C, SIGTERM, disk full, or every worker gave up)
+  130  a second Ctrl-C stopped it at once
+"""
+
+
+class _HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    """Defaults in option help, the epilog (examples, exit statuses) kept as written."""
 
 
 def _gpus_arg(value: str) -> str:
@@ -60,7 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="ocrfleet",
         description="Resumable PDF → Markdown with DeepSeek-OCR on vLLM, at corpus scale.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog=EXAMPLES,
+        epilog=EXAMPLES + "\n" + EXIT_STATUSES,
     )
     parser.add_argument("--version", action="version", version=f"ocrfleet {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -83,6 +96,15 @@ def build_parser() -> argparse.ArgumentParser:
     pre.add_argument("--timeout", type=float, default=300.0)
     pre.add_argument("--skip-smoke", action="store_true")
     pre.add_argument("--json", action="store_true")
+    rep = sub.add_parser(
+        "report",
+        help="write OUT/report.html: throughput, stages, GPU use, outcomes, failures, "
+        "slowest and flagged pages (also written at the end of every run)",
+    )
+    rep.add_argument("output_dir", type=Path, help="the output directory of a run")
+    rep.add_argument(
+        "--output", type=Path, help="where to write the HTML (default: OUT/report.html)"
+    )
     ckpt = sub.add_parser(
         "make-checkpoint",
         help="write a synthetic DeepSeek-OCR model directory (config + tokenizer, no weights) "
@@ -145,8 +167,9 @@ def _add_run(sub: Any) -> None:
     run = sub.add_parser(
         "run",
         help="OCR PDFs into Markdown (re-run the same command to resume)",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=_HelpFormatter,
         description="OCR every PDF of the inputs. Re-running the same command resumes.",
+        epilog=EXIT_STATUSES,
     )
     run.add_argument("inputs", nargs="*", help="PDF files, directories, globs or list files")
     run.add_argument("--input-dir", action="append", default=[], help="a directory of PDFs")
@@ -281,6 +304,13 @@ def _add_run(sub: Any) -> None:
         metavar="KEY=VALUE",
         help="any other vLLM engine argument",
     )
+    run.add_argument(
+        "--gpu-sample-seconds",
+        type=float,
+        default=5.0,
+        help="seconds between GPU samples (utilisation, memory, power, temperature) each GPU "
+        "worker writes to the ledger; 0 turns them off",
+    )
 
 
 def _add_ray_options(run: Any) -> None:
@@ -359,10 +389,13 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         ignore_eos=args.ignore_eos,
     )
     gpus: tuple[int, ...] = ()
-    if args.gpus != "auto":
-        gpus = tuple(int(g) for g in args.gpus.split(","))  # any engine may be pinned
-    elif args.engine == "vllm":
-        gpus = tuple(detect_gpus())
+    # An engine of your own gets GPUs when named (--gpus 0,1): one worker pinned to each.
+    if args.engine == "vllm" or (args.gpus != "auto" and args.engine != "text"):
+        gpus = (
+            tuple(detect_gpus())
+            if args.gpus == "auto"
+            else tuple(int(g) for g in args.gpus.split(","))
+        )
     output_dir, sync_to = local_output(args.output_dir, args.work_dir)
     if args.sync_to:
         if sync_to and sync_to != args.sync_to:
@@ -394,6 +427,7 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         blank_threshold=args.blank_threshold,
         progress=not args.no_progress and sys.stderr.isatty(),
         log_level=args.log_level,
+        gpu_sample_seconds=args.gpu_sample_seconds,
     )
 
 
@@ -401,7 +435,7 @@ def _setup_logging(level: str, output_dir: Path | None) -> None:
     from .redact import install_redaction
     from .telemetry import TqdmLogHandler
 
-    fmt = logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S")
+    fmt = logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%Y-%m-%d %H:%M:%S")
     console = TqdmLogHandler()
     console.setFormatter(fmt)
     handlers: list[logging.Handler] = [console]
@@ -410,40 +444,57 @@ def _setup_logging(level: str, output_dir: Path | None) -> None:
         file_handler = logging.FileHandler(output_dir / "logs" / "run.log", encoding="utf-8")
         file_handler.setFormatter(fmt)
         handlers.append(file_handler)
+        # The run's last line in run.log, whatever ended it (not repeated on the console).
+        end = logging.getLogger(RUN_END_LOGGER)
+        end.handlers[:] = [file_handler]
+        end.propagate = False
     logging.basicConfig(level=level, handlers=handlers, force=True)
     install_redaction(handlers)  # tokens never reach a log line
 
 
+RUN_END_LOGGER = "ocrfleet.run_end"
+
+
 def _cmd_run(args: argparse.Namespace) -> int:
     from .runner import run
+    from .setup_checks import check_run_setup
 
     if args.ray:
         from .ray_run import require_ray
 
         require_ray()  # before anything is staged or started
     config = config_from_args(args)
+    check_run_setup(config)  # wrong setups: one line, exit 2, before any file is written
     _setup_logging(config.log_level, config.output_dir)
     if args.ray:
         return _run_ray(args, config)
-    result = run(config)
+    end = logging.getLogger(RUN_END_LOGGER)
+    try:
+        result = run(config)
+    except BaseException as exc:
+        end.error("run ended without a summary: %s", str(exc) or type(exc).__name__)
+        raise
+    end.info("run ended: exit %d (%s)", result.exit_code, result.summary_path)
     s = result.summary
     pages, docs, this_run = s["pages"], s["documents"], s["this_run"]
+    # Results go to stdout (a script can keep them); logs and progress go to stderr.
     print(
         f"documents: {docs.get('done', 0)} done, {docs.get('failed', 0)} failed, "
         f"{docs.get('pending', 0)} pending | pages: "
         + ", ".join(f"{v} {k}" for k, v in pages.items())
         + f" | this run: {this_run['pages_processed']} pages in {this_run['wall_seconds']:.1f} s"
         f" ({this_run['pages_per_second']:.2f} pages/s)",
-        file=sys.stderr,
     )
     for failed in s["failed_documents"][:20]:
-        print(f"failed: {failed['source']}: {failed['reason']}", file=sys.stderr)
+        print(f"failed: {failed['source']}: {failed['reason']}")
     if len(s["failed_documents"]) > 20:
         print(
             f"… and {len(s['failed_documents']) - 20} more; see {result.summary_path}",
-            file=sys.stderr,
         )
-    print(f"summary: {result.summary_path}", file=sys.stderr)
+    print(f"summary: {result.summary_path}")
+    report = result.summary_path.parent / "report.html"
+    if report.is_file():
+        print(f"report: {report}")
     return result.exit_code
 
 
@@ -537,16 +588,27 @@ def _cmd_export(args: argparse.Namespace) -> int:
     print(
         f"{result.documents} document(s), {result.rows} row(s) in {result.files} file(s) "
         f"under {result.dest} | this export: {result.added} added, {result.replaced} replaced, "
-        f"{result.removed} removed, {result.unchanged} unchanged",
-        file=sys.stderr,
+        f"{result.removed} removed, {result.unchanged} unchanged"
     )
     if result.unfinished:
         print(
             f"{result.unfinished} document(s) still have pages to do: export again when the "
-            "run has finished them",
-            file=sys.stderr,
+            "run has finished them"
         )
-    print(f"manifest: {result.manifest}", file=sys.stderr)
+    print(f"manifest: {result.manifest}")
+    return 0
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from .report import REPORT_NAME, write_report
+
+    try:
+        print(write_report(args.output_dir, args.output))
+    except OSError as exc:
+        target = args.output or args.output_dir / REPORT_NAME
+        raise ConfigError(
+            f"cannot write {target} ({exc.strerror or exc}); give --output a writable path"
+        ) from None
     return 0
 
 
@@ -567,6 +629,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "make-checkpoint": _cmd_make_checkpoint,
         "preflight": _cmd_preflight,
         "export": _cmd_export,
+        "report": _cmd_report,
     }
     try:
         return commands[args.command](args)

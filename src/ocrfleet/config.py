@@ -120,6 +120,8 @@ class RunConfig:
     sync_interval: float = 300.0
     # Where s3:// inputs are staged (default OUT/.ocrfleet-inputs).
     stage_dir: Path | None = None
+    # Seconds between NVML samples of each GPU worker (0: none).
+    gpu_sample_seconds: float = 5.0
 
     @property
     def staging_dir(self) -> Path:
@@ -148,6 +150,8 @@ class RunConfig:
             raise ConfigError("--mode must be clean or raw")
         if self.prompt not in PROMPTS:
             raise ConfigError("--prompt must be markdown or free")
+        if self.gpu_sample_seconds < 0:
+            raise ConfigError("--gpu-sample-seconds must be 0 (off) or positive")
         if self.sync_to is not None and not self.sync_to.startswith("s3://"):
             raise ConfigError(f"outputs can be uploaded to s3:// only, not {self.sync_to!r}")
 

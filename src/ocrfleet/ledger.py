@@ -84,6 +84,11 @@ CREATE TABLE IF NOT EXISTS workers (
     worker TEXT PRIMARY KEY, slot INTEGER, pid INTEGER, gpu TEXT,
     started_at REAL NOT NULL, heartbeat_at REAL NOT NULL, stopped_at REAL
 );
+CREATE TABLE IF NOT EXISTS gpu_samples (
+    t REAL NOT NULL, worker TEXT NOT NULL, gpu INTEGER NOT NULL, util REAL,
+    mem_used_mib REAL, mem_total_mib REAL, power_w REAL, temp_c REAL
+);
+CREATE INDEX IF NOT EXISTS gpu_samples_t ON gpu_samples (t);
 CREATE TABLE IF NOT EXISTS runs (
     run_id TEXT PRIMARY KEY, started_at REAL NOT NULL, finished_at REAL,
     config TEXT NOT NULL, summary TEXT
@@ -673,6 +678,14 @@ class Ledger:
                 (run_id, time.time(), config_json),
             )
         return prev[0] if prev else None
+
+    def run_summaries(self) -> Iterator[tuple[str, dict[str, Any]]]:
+        """(run id, summary) of the finished runs, newest first."""
+        rows = self._db.execute(
+            "SELECT run_id, summary FROM runs WHERE summary IS NOT NULL ORDER BY started_at DESC"
+        )
+        for row in rows:
+            yield row[0], json.loads(row[1])
 
     def end_run(self, run_id: str, summary: dict[str, Any]) -> None:
         with self.transaction() as db:

@@ -37,6 +37,7 @@ CHECK_NAMES = (
     "torch",
     "vllm",
     "cuda",
+    "cuda_driver",
     "fp8_kv",
     "model",
     "smoke",
@@ -320,11 +321,22 @@ def _software_checks(info: dict[str, Any], gpus: Sequence[GpuInfo]) -> list[Chec
                 "them, or a driver too old for torch's CUDA; reinstall with the setup script",
             )
         )
+    checks.append(_cuda_driver_check(info, gpus))
     caps = [g.compute_cap for g in gpus] or [
         (int(c[0]), int(c[1])) for c in info.get("capabilities") or []
     ]
     checks.append(fp8_kv_check(caps))
     return checks
+
+
+def _cuda_driver_check(info: dict[str, Any], gpus: Sequence[GpuInfo]) -> Check:
+    """The driver the installed wheels' CUDA build needs (cuda_driver.py has the table)."""
+    from .cuda_driver import check_driver_for_cuda
+
+    if "torch" not in info or not gpus:
+        return Check("cuda_driver", False, "skipped: torch or the GPUs unknown", None, skipped=True)
+    verdict = check_driver_for_cuda(info.get("torch_cuda"), gpus[0].driver_version)
+    return Check("cuda_driver", verdict.ok, verdict.detail, verdict.fix)
 
 
 def _v(version: tuple[int, int]) -> str:
@@ -617,33 +629,36 @@ def run_preflight(options: PreflightOptions, runner: Runner | None = None) -> li
 
 
 def exit_code(checks: Sequence[Check]) -> int:
-    """0 when every check passed (or was skipped on purpose), else 1."""
-    return 0 if all(c.ok for c in checks) else 1
+    """0 when no check failed; skipped checks (not attempted) are not failures."""
+    return 1 if any(not c.ok and not c.skipped for c in checks) else 0
 
 
 def report(checks: Sequence[Check], as_json: bool) -> str:
-    """PASS/FAIL/SKIP lines with a fix under each failure, or JSON; secrets redacted."""
+    """PASS/FAIL/SKIP lines with a fix under each failure, or JSON; secrets redacted.
+    A skipped check was not attempted (an earlier one failed, or --skip-smoke): it is
+    counted apart from the failures, which are the ones to fix."""
     secrets = secret_values()
-    failed = [c for c in checks if not c.ok]
+    failed = [c for c in checks if not c.ok and not c.skipped]
+    skipped = [c for c in checks if c.skipped]
     if as_json:
         data = {
             "ok": not failed,
             "checks": [asdict(c) for c in checks],
             "failed": [c.name for c in failed],
+            "skipped": [c.name for c in skipped],
         }
         return redact(json.dumps(data, indent=2, ensure_ascii=False), secrets)
     width = max((len(c.name) for c in checks), default=0)
     lines: list[str] = []
     for c in checks:
-        label = "FAIL" if not c.ok else "SKIP" if c.skipped else "PASS"
+        label = "SKIP" if c.skipped else "PASS" if c.ok else "FAIL"
         lines.append(f"{label}  {c.name:<{width}}  {c.detail}")
-        if not c.ok and c.fix:
+        if not c.ok and not c.skipped and c.fix:
             lines.append(f"      {'':<{width}}  fix: {c.fix}")
+    passed = len(checks) - len(failed) - len(skipped)
+    counts = f"{passed} passed, {len(failed)} failed, {len(skipped)} skipped"
     if failed:
-        lines.append(
-            f"preflight: {len(failed)} of {len(checks)} checks failed "
-            f"({', '.join(c.name for c in failed)})"
-        )
+        lines.append(f"preflight: {counts} (fix: {', '.join(c.name for c in failed)})")
     else:
-        lines.append(f"preflight: all {len(checks)} checks passed")
+        lines.append(f"preflight: {counts}")
     return redact("\n".join(lines), secrets)

@@ -34,9 +34,12 @@ from .engine_slots import (
     model_weight_bytes,
 )
 from .errors import ConfigError
+from .gpu_telemetry import GpuReadings
 from .ledger import Ledger
 from .plan import ledger_path, make_plan, shard_suffix
 from .redact import redact_obj
+from .report import write_report_after_run
+from .run_history import last_run_with_pages, run_history_path
 from .storage import OutputSync, is_remote, stage_inputs
 from .telemetry import Progress, RunStats
 from .workers import SlotState, Supervisor, plan_workers
@@ -158,6 +161,7 @@ def _run_locked(config: RunConfig, suffix: str) -> RunResult:
     ledger = Ledger(db_path)
     layout = OutputLayout(config.output_dir)
     run_id = time.strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:8]
+    run_started = time.time()
     try:
         _wait_for_orphans(ledger)
         released = ledger.recover_interrupted()
@@ -169,7 +173,14 @@ def _run_locked(config: RunConfig, suffix: str) -> RunResult:
         _warn_changed_options(previous, config)
         plan = make_plan(config, ledger)
         for missing in plan.missing_inputs:
-            log.error("input not found: %s", missing)
+            if missing in config.inputs:  # list-file entries were reported with their path
+                tried = Path(missing).expanduser().absolute()
+                log.error("input not found: %s (tried %s)", missing, tried)
+        if plan.corpus_documents == 0 and not plan.missing_inputs:
+            log.warning(
+                "no PDF found in %s (directories are searched recursively for *.pdf)",
+                ", ".join(config.inputs),
+            )
         if config.retry_failed:
             log.info("--retry-failed: %d failed page(s) back in the queue", ledger.retry_failed())
         finalize_ready_documents(ledger, layout, f"supervisor:{os.getpid()}")
@@ -194,12 +205,17 @@ def _run_locked(config: RunConfig, suffix: str) -> RunResult:
         finalize_ready_documents(ledger, layout, f"supervisor:{os.getpid()}")
         summary = _summary(config, ledger, stats, slots, plan.missing_inputs, run_id)
         summary["engines_per_gpu"] = engines_per_gpu.as_dict()
+        summary["gpus"] = GpuReadings(db_path, run_started).means()  # NVML means, per GPU
+        summary["pdfs_found"] = plan.corpus_documents
+        summary["last_run_with_pages"] = last_run_with_pages(ledger, run_id, summary)
         code = _exit_code(summary, interrupted, killed)
         summary["exit_code"] = code
         summary = redact_obj(summary)
         summary_path = layout.summary(suffix)
         ledger.end_run(run_id, summary)
         write_json(summary_path, summary)
+        write_json(run_history_path(config.output_dir, run_id, suffix), summary)
+        write_report_after_run(config.output_dir)
         periodic.now()
         return RunResult(code, summary, summary_path)
     finally:
@@ -244,11 +260,13 @@ def _supervise(
     total = sum(counts.pages.values())
     progress = Progress(total, total - counts.pages["pending"], config.progress)
     supervisor: Supervisor
+    readings = GpuReadings(db_path, time.time())
 
     def on_event(event: dict[str, Any]) -> None:
         stats.add(event)
         if event.get("kind") == "page" and event.get("stored"):
-            progress.advance(slot_rates(supervisor.slots))
+            gpu_util = readings.utilisation() if config.gpus and config.progress else None
+            progress.advance(slot_rates(supervisor.slots), gpu_util)
 
     supervisor = Supervisor(config, db_path, ledger, specs, on_event)
 
@@ -282,6 +300,7 @@ def _supervise(
             "gave_up": s.gave_up,
             "engine_ready": s.ready_at is not None,
             "start_error": s.start_error,
+            "last_error": s.last_error,
         }
         for s in result.slots
     ]
@@ -360,6 +379,7 @@ def _exit_code(summary: dict[str, Any], interrupted: bool, killed: bool) -> int:
         return EXIT_KILLED
     if summary["pages"]["pending"]:
         return EXIT_INCOMPLETE
-    if summary["documents"].get("failed") or summary["missing_inputs"]:
+    no_pdfs = summary.get("pdfs_found") == 0  # an empty input directory: say so, exit 1
+    if summary["documents"].get("failed") or summary["missing_inputs"] or no_pdfs:
         return EXIT_FAILED_DOCUMENTS
     return EXIT_DONE

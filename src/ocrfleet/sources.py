@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import glob
 import hashlib
+import logging
 import os
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
@@ -19,6 +20,8 @@ from multiprocessing import get_context
 from pathlib import Path, PurePosixPath
 
 from .errors import ConfigError
+
+log = logging.getLogger(__name__)
 
 PDF_SUFFIX = ".pdf"
 # pdfium accepts up to 1 KiB of junk before the header; so do we.
@@ -94,6 +97,11 @@ def _read_list_file(list_file: Path) -> tuple[list[SourceFile], list[str]]:
     resolved = [_resolve_listed(p, list_file.parent) for p in paths]
     present = [(given, p) for given, p in zip(paths, resolved, strict=True) if p.is_file()]
     absent = [given for given, p in zip(paths, resolved, strict=True) if not p.is_file()]
+    for given, p in zip(paths, resolved, strict=True):
+        if not p.is_file():  # the path tried, since relative entries follow the list file
+            log.error(
+                "input not found: %s (listed in %s; tried %s)", given, list_file, p.absolute()
+            )
     base = _common_parent([p for _, p in present])
     return [_source(p, given, base) for given, p in present], absent
 

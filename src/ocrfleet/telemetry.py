@@ -96,12 +96,16 @@ class Progress:
                 desc="ocrfleet",
             )
 
-    def advance(self, rates: dict[str, float] | None = None) -> None:
+    def advance(
+        self, rates: dict[str, float] | None = None, gpu_util: dict[str, float] | None = None
+    ) -> None:
         if self._bar is None:
             return
         self._bar.update(1)
-        if rates:
-            self._bar.set_postfix({k: f"{v:.2f}/s" for k, v in rates.items()}, refresh=False)
+        postfix = {k: f"{v:.2f}/s" for k, v in (rates or {}).items()}
+        postfix.update({f"{k} busy": f"{v:.0f}%" for k, v in (gpu_util or {}).items()})
+        if postfix:
+            self._bar.set_postfix(postfix, refresh=False)
 
     def close(self) -> None:
         if self._bar is not None:

@@ -32,10 +32,12 @@ from typing import TYPE_CHECKING, Any
 from .config import RunConfig
 from .engines import create_engine
 from .errors import EngineDead
+from .gpu_telemetry import start_gpu_sampler
 from .handover import ShmFiles
 from .ledger import Ledger
 from .pipeline import PageWorker
 from .redact import install_redaction
+from .worker_logs import last_worker_error
 
 if TYPE_CHECKING:
     from multiprocessing.process import BaseProcess
@@ -66,18 +68,6 @@ class WorkerSpec:
     @property
     def label(self) -> str:
         return f"gpu{','.join(map(str, self.gpus))}" if self.gpus else f"cpu{self.slot}"
-
-
-def last_error_line(log_file: Path) -> str | None:
-    """The last ERROR line of a worker's log, without its time stamp: the cause to quote."""
-    try:
-        lines = log_file.read_text("utf-8", errors="replace").splitlines()
-    except OSError:
-        return None
-    for line in reversed(lines):
-        if " ERROR " in line:
-            return line.split(" ERROR ", 1)[1].strip()[:300]
-    return None
 
 
 def worker_id(slot: int, pid: int) -> str:
@@ -147,11 +137,14 @@ def worker_main(config_json: str, spec: WorkerSpec, conn: Connection, db_path: s
         with contextlib.suppress(OSError, BrokenPipeError):
             conn.send(event)
 
+    sampler = start_gpu_sampler(Path(db_path), me, spec.gpus, config.gpu_sample_seconds)
     engine = create_engine(config.engine)
     worker = PageWorker(
         config, ledger, engine, me, render_workers=spec.render_workers, on_event=send
     )
     code = asyncio.run(_serve(worker, conn, send))
+    if sampler is not None:
+        sampler.stop()
     ShmFiles.sweep(os.getpid())  # pages drawn in files that were never taken (a stop mid-run)
     ledger.close()
     sys.stdout.flush()
@@ -239,6 +232,7 @@ class SlotState:
     retired: bool = False  # stopped while starting: every page was finished without it
     first_page_at: float | None = None
     last_page_at: float | None = None
+    last_error: str | None = None  # the quoted cause of its last death
 
     def pages_per_second(self) -> float:
         # From engine ready, not from the first page: a GPU engine finishes its first batch
@@ -422,10 +416,7 @@ class Supervisor:
             state.conn = None
         state.process = None
         if state.starting and not state.retired:
-            state.start_error = (
-                last_error_line(self.config.output_dir / "logs" / f"worker-{state.spec.slot}.log")
-                or f"exit status {code}"
-            )
+            state.start_error = self._cause(state)
         state.starting = False
         if state.retired:
             self.ledger.worker_stopped(state.worker)
@@ -444,21 +435,15 @@ class Supervisor:
             state.done = True
             return
         state.restarts += 1
+        state.last_error = self._cause(state)
         if state.restarts > self.config.max_worker_restarts:
-            cause = state.start_error or last_error_line(
-                self.config.output_dir / "logs" / f"worker-{state.spec.slot}.log"
-            )
             log.error(
-                "worker %d (%s) died %d times (last exit %s%s): giving up on it; see "
-                "%s/logs/worker-%d.log and worker-%d.out",
+                "worker %d (%s) died %d times (last exit %s): giving up on it: %s",
                 state.spec.slot,
                 state.spec.label,
                 state.restarts,
                 code,
-                f": {cause}" if cause else "",
-                self.config.output_dir,
-                state.spec.slot,
-                state.spec.slot,
+                state.last_error,
             )
             state.gave_up = True
             self._declare_fleet()
@@ -466,15 +451,23 @@ class Supervisor:
             return
         delay = min(RESTART_BACKOFF_CAP, 2.0 ** (state.restarts - 1))
         log.warning(
-            "worker %d (%s) died (exit %s); restart %d/%d in %.0f s",
+            "worker %d (%s) died (exit %s): %s; restart %d/%d in %.0f s",
             state.spec.slot,
             state.spec.label,
             code,
+            state.last_error,
             state.restarts,
             self.config.max_worker_restarts,
             delay,
         )
         state.restart_at = time.monotonic() + delay
+
+    def _cause(self, state: SlotState) -> str:
+        """The dead worker's last error line and the file it is in (logs/worker-N.*)."""
+        found = last_worker_error(self.config.output_dir / "logs", state.spec.slot)
+        if found is None:
+            return f"no error logged; see logs/worker-{state.spec.slot}.log and .out"
+        return found.describe(self.config.output_dir)
 
     def _restart_due(self) -> None:
         now = time.monotonic()

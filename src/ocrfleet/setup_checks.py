@@ -1,0 +1,174 @@
+"""Wrong setups caught in the parent process, before any worker starts or any file is written.
+
+Each check raises ConfigError with one line that says what to do (the CLI exits 2). They
+cost milliseconds: nothing heavy is imported (vLLM and torch are only looked up), so a user
+who forgot `uv sync --extra vllm` learns it at once instead of after six worker restarts.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+from .config import RunConfig
+from .errors import ConfigError
+
+# Below this, the ledger and a few documents' outputs do not fit: the run would die mid-way.
+MIN_FREE_BYTES = 64 * 1024 * 1024
+
+ModuleFinder = Callable[[str], bool]
+
+
+def module_installed(name: str) -> bool:
+    """True when `name` can be imported here; looked up, not imported (torch takes seconds)."""
+    try:
+        return importlib.util.find_spec(name) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def check_run_setup(
+    config: RunConfig,
+    *,
+    installed: ModuleFinder = module_installed,
+    min_free_bytes: int = MIN_FREE_BYTES,
+) -> None:
+    """Every check, cheapest and most basic first; raises ConfigError at the first failure."""
+    name = config.engine.name
+    if name == "vllm":
+        from .engines.vllm_checks import check_topology
+
+        check_topology(config)  # an impossible option set beats a missing install
+        check_vllm_installed(installed)
+        check_gpus_visible(config)
+        check_model(config.engine.model)
+    elif name != "text":
+        check_engine_factory(name)
+    check_output_dir(config.output_dir, min_free_bytes)
+
+
+def check_vllm_installed(installed: ModuleFinder = module_installed) -> None:
+    missing = [m for m in ("vllm", "torch") if not installed(m)]
+    if missing:
+        raise ConfigError(
+            f"--engine vllm: {' and '.join(missing)} not installed in this environment; run "
+            "`uv sync --extra vllm` on a GPU machine, or use --engine text (the PDFs' own "
+            "text layer, no GPU)"
+        )
+
+
+def listed_gpus() -> list[int]:
+    """Physical GPU indices nvidia-smi lists ([] without nvidia-smi or when it fails)."""
+    if shutil.which("nvidia-smi") is None:
+        return []
+    try:
+        listing = subprocess.run(
+            ["nvidia-smi", "-L"], capture_output=True, text=True, timeout=30, check=False
+        ).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return []
+    return [int(m[1]) for m in re.finditer(r"^GPU (\d+):", listing, re.M)]
+
+
+def check_gpus_visible(config: RunConfig) -> None:
+    if config.gpus:
+        # --gpus names physical GPUs (each worker is pinned to its own with
+        # CUDA_VISIBLE_DEVICES): a GPU that nvidia-smi does not list cannot be used.
+        listed = listed_gpus()
+        absent = [g for g in config.gpus if listed and g not in listed]
+        if absent:
+            raise ConfigError(
+                f"--gpus {','.join(map(str, config.gpus))}: no GPU "
+                f"{', '.join(map(str, absent))} on this machine (nvidia-smi lists "
+                f"{', '.join(map(str, listed))}); name GPUs from that list, or use --gpus auto"
+            )
+        return
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    why = (
+        f"CUDA_VISIBLE_DEVICES={visible!r} hides them"
+        if visible is not None
+        else "nvidia-smi is not installed"
+        if shutil.which("nvidia-smi") is None
+        else "nvidia-smi lists none"
+    )
+    raise ConfigError(
+        f"--engine vllm: no GPU visible ({why}); check `nvidia-smi` and CUDA_VISIBLE_DEVICES, "
+        "name GPUs with --gpus 0,1, or use --engine text on a CPU machine"
+    )
+
+
+def check_model(model: str) -> None:
+    """A local model must be a directory with a config.json; a hub id is left to vLLM."""
+    path = Path(model).expanduser()
+    looks_local = model.startswith(("/", ".", "~")) or model.count("/") > 1
+    if not looks_local and not path.exists():
+        return
+    if not path.is_dir():
+        raise ConfigError(
+            f"--model {model}: no such directory; give the local DeepSeek-OCR directory "
+            "(with config.json and the weights) or a hub id like deepseek-ai/DeepSeek-OCR"
+        )
+    if not (path / "config.json").is_file():
+        raise ConfigError(
+            f"--model {model}: the directory has no config.json, so it is not a model "
+            "checkpoint; point --model at the directory that holds config.json"
+        )
+
+
+def check_engine_factory(name: str) -> None:
+    """`module:factory`: importable here, as each worker would import it."""
+    module_name, _, attr = name.partition(":")
+    if not module_name or not attr:
+        raise ConfigError(f"--engine {name!r}: write module:factory, e.g. mypkg.engines:create")
+    try:
+        module = importlib.import_module(module_name)
+    except Exception as exc:
+        raise ConfigError(
+            f"--engine {name}: cannot import {module_name} ({type(exc).__name__}: {exc}); "
+            "check the spelling, or use vllm or text"
+        ) from None
+    if not callable(getattr(module, attr, None)):
+        raise ConfigError(
+            f"--engine {name}: {module_name} has no callable {attr!r}; check the spelling"
+        )
+
+
+def _nearest_existing(path: Path) -> Path:
+    path = path.absolute()
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
+
+
+def check_output_dir(output_dir: Path, min_free_bytes: int = MIN_FREE_BYTES) -> None:
+    """Writable, a directory, with room. Probed by writing a file where OUT is (or would be
+    created): permission bits lie for root, a read-only mount does not."""
+    base = _nearest_existing(output_dir)
+    if not base.is_dir():
+        what = "is a file" if base == output_dir.absolute() else f"is inside the file {base}"
+        raise ConfigError(
+            f"--output-dir {output_dir} {what}, not a directory; choose a directory path"
+        )
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".ocrfleet-probe-", dir=base)
+    except OSError as exc:
+        raise ConfigError(
+            f"--output-dir {output_dir}: cannot write in {base} ({exc.strerror or exc}); "
+            "choose a writable directory"
+        ) from None
+    os.close(fd)
+    Path(probe).unlink()
+    free = shutil.disk_usage(base).free
+    if free < min_free_bytes:
+        raise ConfigError(
+            f"--output-dir {output_dir}: only {free // (1024 * 1024)} MiB free on {base}; "
+            f"free some space or choose another disk (at least "
+            f"{min_free_bytes // (1024 * 1024)} MiB)"
+        )
