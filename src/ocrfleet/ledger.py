@@ -68,6 +68,9 @@ CREATE TABLE IF NOT EXISTS pages (
 );
 CREATE INDEX IF NOT EXISTS pages_todo ON pages (doc_seq, page) WHERE status = 'pending';
 CREATE INDEX IF NOT EXISTS pages_claims ON pages (claimed_by) WHERE claimed_by IS NOT NULL;
+-- The suspects' claim (crashes > 0) must not scan every pending page (89 ms at 1 M pages).
+CREATE INDEX IF NOT EXISTS pages_crashed ON pages (doc_seq, page)
+    WHERE status = 'pending' AND crashes > 0;
 CREATE TABLE IF NOT EXISTS page_text (
     doc_id TEXT NOT NULL, page INTEGER NOT NULL, text TEXT NOT NULL, raw TEXT,
     record TEXT NOT NULL, PRIMARY KEY (doc_id, page)
@@ -330,7 +333,7 @@ class Ledger:
         limit = 1 if suspect else limit
         with self.transaction() as db:
             if in_flight is not None and not suspect:
-                limit = min(limit, self._fair_share(db) - in_flight)
+                limit = min(limit, self._fair_share(db, in_flight + limit) - in_flight)
                 if limit <= 0:
                     return []
             rows = db.execute(
@@ -344,12 +347,18 @@ class Ledger:
         return [Claim(r["doc_id"], r["page"], r["attempts"], r["crashes"]) for r in rows]
 
     @staticmethod
-    def _fair_share(db: sqlite3.Connection) -> int:
-        """Pages still to do (claimed or not) over the workers running: a worker's share."""
+    def _fair_share(db: sqlite3.Connection, wanted: int) -> int:
+        """Pages still to do (claimed or not) over the workers running: a worker's share.
+
+        Counting stops at what could limit `wanted` (workers × wanted pages): a full count
+        of 1 M pending pages on every refill would cost more than the claim itself."""
         workers = db.execute("SELECT COUNT(*) FROM workers WHERE stopped_at IS NULL").fetchone()
         if int(workers[0]) <= 1:
             return 1 << 62  # alone: no one to share with (and no count of the pages)
-        todo = db.execute("SELECT COUNT(*) FROM pages WHERE status='pending'").fetchone()
+        todo = db.execute(
+            "SELECT COUNT(*) FROM (SELECT 1 FROM pages WHERE status='pending' LIMIT ?)",
+            (int(workers[0]) * max(1, wanted),),
+        ).fetchone()
         return -(-int(todo[0]) // int(workers[0]))
 
     def release(self, worker: str, pages: Iterable[tuple[str, int]] | None = None) -> int:
