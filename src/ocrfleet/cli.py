@@ -161,8 +161,8 @@ def _add_run(sub: Any) -> None:
     run.add_argument(
         "--blank-threshold",
         type=float,
-        default=0.0001,
-        help="ink share under which a page is blank (0 disables)",
+        default=0.00002,
+        help="ink share under which a page with no text layer is blank (0 disables)",
     )
     run.add_argument("--no-progress", action="store_true")
     run.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"))

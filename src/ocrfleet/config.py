@@ -110,7 +110,7 @@ class RunConfig:
     max_worker_restarts: int = 5
     max_page_crashes: int = 2
     lease_seconds: float = 120.0
-    blank_threshold: float = 0.0001
+    blank_threshold: float = 0.00002
     progress: bool = True
     log_level: str = "INFO"
     # s3://bucket/prefix: outputs are written to output_dir (local) and uploaded there, with

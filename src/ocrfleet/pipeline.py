@@ -256,7 +256,7 @@ class PageWorker:
             except RenderError as exc:
                 self._finish(doc, claim, None, AttemptLog(errors=[exc.reason]), claimed_at)
                 return
-            if rendered.ink_ratio < self.config.blank_threshold:
+            if rendered.ink_ratio < self.config.blank_threshold and not rendered.has_text:
                 self._finish(doc, claim, rendered, AttemptLog(), claimed_at, blank=True)
                 return
             queued = time.monotonic() - claimed_at

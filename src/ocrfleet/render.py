@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
+from .blank import ink_ratio
 from .errors import RenderError
 from .handover import BufferMaps, PageBitmap, SharedBuffer, SharedBuffers, ShmFiles, new_bitmap
 
@@ -40,8 +41,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 READY = "ready"  # a render process's first message: imports done, pages welcome
-# Luminance under which a pixel counts as ink, for blank-page detection.
-INK_LUMINANCE = 160
+# Pages with less ink than this also say whether they have a text layer (never blank).
+CHECK_TEXT_BELOW = 0.01
 
 
 @dataclass(frozen=True)
@@ -87,6 +88,8 @@ class RenderedPage:
     owner: Any = field(default=None, repr=False, compare=False)
     # Set when the pixels were drawn into a /dev/shm file (render processes).
     pixels_path: str | None = None
+    # The page has a text layer (checked for pages with little ink): it is never blank.
+    has_text: bool = False
 
     def image(self) -> Image.Image:
         """The page as an RGB PIL image (no copy of the pixel buffer where PIL allows)."""
@@ -175,16 +178,6 @@ def page_scale(width_pt: float, height_pt: float, settings: RenderSettings) -> t
     return scale, capped
 
 
-def ink_ratio(rgb: np.ndarray) -> float:
-    """Share of ink pixels (darkest channel under INK_LUMINANCE, so coloured text counts),
-    on every third pixel of every third row: a page number still registers."""
-    sub = rgb[::3, ::3]
-    if sub.size == 0:
-        return 0.0
-    darkest = np.minimum(np.minimum(sub[..., 0], sub[..., 1]), sub[..., 2])
-    return float(np.count_nonzero(darkest < INK_LUMINANCE)) / float(darkest.size)
-
-
 def render_page(
     docs: DocumentCache,
     req: RenderRequest,
@@ -200,7 +193,11 @@ def render_page(
     if cached is not None:
         rgb, scaled, dpi = cached
         text = _text_layer(docs, req) if settings.want_text else None
-        return _rendered(req, rgb, scaled, dpi, started, text, from_cache=True)
+        page_out = _rendered(req, rgb, scaled, dpi, started, text, from_cache=True)
+        if text is None and page_out.ink_ratio < CHECK_TEXT_BELOW:
+            text = _text_layer(docs, req)
+        page_out.has_text = bool(text and text.strip())
+        return page_out
     try:
         pdf = docs.get(req.path)
     except Exception as exc:  # pdfium raises PdfiumError; a vanished file raises OSError
@@ -224,7 +221,7 @@ def render_page(
         pixels, stride, ink = _bitmap_pixels(bitmap)
         width, height = bitmap.width, bitmap.height
         owner: Any = bitmap if target is None else target
-        text = _page_text(page) if settings.want_text else None
+        text = _page_text(page) if settings.want_text or ink < CHECK_TEXT_BELOW else None
     except Exception as exc:
         if target is not None:
             target.discard()
@@ -242,9 +239,10 @@ def render_page(
         scaled_down=scaled,
         effective_dpi=round(scale * 72.0, 2),
         render_seconds=time.perf_counter() - started,
-        text_layer=text,
+        text_layer=text if settings.want_text else None,
         owner=owner,
         pixels_path=target.path if target is not None else None,
+        has_text=bool(text and text.strip()),
     )
     _store_cached(req, settings, page_out)
     return page_out
