@@ -16,7 +16,7 @@ from typing import Any
 
 from . import __version__
 from .config import RESOLUTIONS, EngineConfig, RunConfig
-from .errors import ConfigError, OcrfleetError
+from .errors import ConfigError, LedgerError, OcrfleetError
 
 EXAMPLES = """\
 examples:
@@ -164,6 +164,12 @@ def _add_run(sub: Any) -> None:
         default=0.00002,
         help="ink share under which a page with no text layer is blank (0 disables)",
     )
+    run.add_argument(
+        "--fresh-ledger",
+        action="store_true",
+        help="if the ledger is empty (0 bytes) or unreadable, move it aside and start a new "
+        "one (every page is redone); without it such a ledger is refused",
+    )
     run.add_argument("--no-progress", action="store_true")
     run.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
     vllm = run.add_argument_group("vLLM engine")
@@ -305,6 +311,7 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         blank_threshold=args.blank_threshold,
         progress=not args.no_progress and sys.stderr.isatty(),
         log_level=args.log_level,
+        fresh_ledger=args.fresh_ledger,
     )
 
 
@@ -402,7 +409,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     }
     try:
         return commands[args.command](args)
-    except ConfigError as exc:
+    except (ConfigError, LedgerError) as exc:
         print(f"ocrfleet: {exc}", file=sys.stderr)
         return 2
     except OcrfleetError as exc:

@@ -119,6 +119,8 @@ class RunConfig:
     sync_interval: float = 300.0
     # Where s3:// inputs are staged (default OUT/.ocrfleet-inputs).
     stage_dir: Path | None = None
+    # An empty or unreadable ledger is moved aside and a new one started (else: refused).
+    fresh_ledger: bool = False
 
     @property
     def staging_dir(self) -> Path:
@@ -149,6 +151,15 @@ class RunConfig:
             raise ConfigError("--prompt must be markdown or free")
         if self.sync_to is not None and not self.sync_to.startswith("s3://"):
             raise ConfigError(f"outputs can be uploaded to s3:// only, not {self.sync_to!r}")
+        self._check_s3_uris()
+
+    def _check_s3_uris(self) -> None:
+        """A malformed s3:// URI fails here, at once, not after retries as if transient."""
+        from .storage import is_remote, split_uri
+
+        for uri in (self.sync_to, *self.inputs):
+            if uri is not None and is_remote(uri):
+                split_uri(uri)
 
     @property
     def worker_count(self) -> int:

@@ -197,6 +197,17 @@ class Ledger:
                     f"{SCHEMA_VERSION}: use a new --output-dir or the matching ocrfleet version"
                 )
 
+    @classmethod
+    def read_only(cls, path: Path) -> Ledger:
+        """A ledger opened only to read (status): no schema created, no version stamped,
+        nothing written; works in a read-only directory. LedgerError if unreadable."""
+        from .ledger_file import connect_read_only
+
+        self = cls.__new__(cls)
+        self.path = path
+        self._db = connect_read_only(path)
+        return self
+
     def close(self) -> None:
         self._db.close()
 

@@ -28,6 +28,7 @@ from . import __version__
 from .config import RunConfig
 from .errors import ConfigError
 from .ledger import Ledger
+from .ledger_file import check_ledger_file
 from .plan import ledger_path, make_plan, shard_suffix
 from .redact import redact_obj
 from .storage import OutputSync, is_remote, stage_inputs
@@ -139,6 +140,7 @@ def _run_locked(config: RunConfig, suffix: str) -> RunResult:
     if any(is_remote(uri) for uri in config.inputs):
         staged = stage_inputs(config.inputs, config.staging_dir)
         config = replace(config, inputs=tuple(staged))
+    check_ledger_file(db_path, fresh=config.fresh_ledger)
     ledger = Ledger(db_path)
     layout = OutputLayout(config.output_dir)
     run_id = time.strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:8]

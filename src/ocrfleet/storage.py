@@ -30,6 +30,7 @@ import json
 import logging
 import os
 import random
+import re
 import sqlite3
 import tempfile
 import time
@@ -40,6 +41,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any, TypeVar
 
 from .errors import ConfigError
+from .redact import redact
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +58,10 @@ MANIFEST_EVERY_SECONDS = 30.0
 # s3fs, botocore/aiohttp connection errors, timeouts, throttling) is worth another try.
 _PERMANENT = (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError)
 _TRANSIENT_NAMES = frozenset({"BotoCoreError", "ClientError", "ServerTimeoutError"})
+# botocore errors that say the request itself is wrong: retrying repeats the same mistake.
+_PERMANENT_NAMES = frozenset({"ParamValidationError", "InvalidS3AddressingStyleError"})
+_BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
+_IP_ADDRESS = re.compile(r"\d+\.\d+\.\d+\.\d+")
 
 
 def is_remote(uri: str) -> bool:
@@ -63,12 +69,27 @@ def is_remote(uri: str) -> bool:
 
 
 def split_uri(uri: str) -> tuple[str, str]:
-    """s3://bucket/some/key → ("bucket", "some/key")."""
+    """s3://bucket/some/key → ("bucket", "some/key"); ConfigError (one line, credentials
+    masked) for a URI no S3 request could ever serve, so it is never retried as if the
+    network were at fault."""
+    shown = redact(uri)
     if not is_remote(uri):
-        raise ConfigError(f"{uri} is not an s3:// URI")
+        raise ConfigError(f"{shown} is not an s3:// URI")
     bucket, _, key = uri[len(SCHEME) :].partition("/")
     if not bucket:
-        raise ConfigError(f"{uri} names no bucket")
+        raise ConfigError(f"{shown} names no bucket")
+    if "@" in bucket or ":" in bucket:
+        raise ConfigError(
+            f"{shown}: credentials or a port do not belong in an s3:// URI; give them "
+            "through the environment (AWS_ACCESS_KEY_ID, AWS_PROFILE, AWS_ENDPOINT_URL_S3)"
+        )
+    if not _BUCKET.fullmatch(bucket) or ".." in bucket or _IP_ADDRESS.fullmatch(bucket):
+        raise ConfigError(
+            f"{shown}: {bucket!r} is not a valid S3 bucket name (3 to 63 lowercase letters, "
+            "digits, dots and hyphens, starting and ending with a letter or digit)"
+        )
+    if any(ord(ch) < 32 or ord(ch) == 127 for ch in key):
+        raise ConfigError(f"{shown}: the key holds control characters")
     return bucket, key.strip("/")
 
 
@@ -85,7 +106,9 @@ def make_filesystem() -> Any:
 
 
 def _is_transient(exc: BaseException) -> bool:
-    if isinstance(exc, _PERMANENT):
+    if isinstance(exc, (*_PERMANENT, ValueError)):
+        return False
+    if any(cls.__name__ in _PERMANENT_NAMES for cls in type(exc).__mro__):
         return False
     if isinstance(exc, OSError | TimeoutError | ConnectionError):
         return True
