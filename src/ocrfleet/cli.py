@@ -399,6 +399,9 @@ def _cmd_make_checkpoint(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from .redact_stream import install_excepthooks
+
+    install_excepthooks()  # a traceback nobody caught is printed redacted
     parser = build_parser()
     args = parser.parse_args(argv)
     commands = {

@@ -47,10 +47,24 @@ _PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
     # Credentials inside a URL (https://user:pass@host, s3://KEY:SECRET@bucket): the whole
     # user-info part, whatever its shape.
     (re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://)[^/\s@]+@"), rf"\g<1>{MASK}@"),
+    # A secret-named setting written out: hf_token=…, 'api_key': '…', PASSWORD: …
+    (
+        re.compile(
+            r"(\b\w*(?:_token|secret\w*|password|passwd|api_?key|access_?key)[\"']?\s*[=:]\s*"
+            r"[\"']?)[^\s\"',;})\]]{4,}",
+            re.IGNORECASE,
+        ),
+        rf"\g<1>{MASK}",
+    ),
 )
 # Keys whose values are secrets whatever they look like (--vllm-arg hf_token=…, a config's
-# "password": …): their string values are masked whole.
-_SECRET_KEY = re.compile(r"(token|secret|passw(or)?d|api_?key|access_?key|credential|auth)", re.I)
+# "password": …): their string values are masked whole. Whole name parts only: "max_tokens"
+# and "tokenizer" are settings.
+_SECRET_KEY = re.compile(
+    r"(^|[_-])(token|secret|secret_key|password|passwd|api_?key|access_?key|credentials?|"
+    r"authorization|auth)($|[_-])",
+    re.IGNORECASE,
+)
 
 
 def secret_values(environ: Mapping[str, str] = os.environ) -> list[str]:

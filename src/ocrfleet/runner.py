@@ -151,7 +151,9 @@ def _run_locked(config: RunConfig, suffix: str) -> RunResult:
             log.info(
                 "resuming: %d page(s) a previous run left in flight go back in the queue", released
             )
-        previous = ledger.begin_run(run_id, config.to_json())
+        # The stored config is uploaded with ledger checkpoints: secrets never go in.
+        stored = json.dumps(redact_obj(json.loads(config.to_json())), sort_keys=True)
+        previous = ledger.begin_run(run_id, stored)
         _warn_changed_options(previous, config)
         plan = make_plan(config, ledger)
         for missing in plan.missing_inputs:

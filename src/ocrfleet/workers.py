@@ -36,6 +36,7 @@ from .handover import ShmFiles
 from .ledger import Ledger
 from .pipeline import PageWorker
 from .redact import install_redaction
+from .redact_stream import redirect_output
 
 if TYPE_CHECKING:
     from multiprocessing.process import BaseProcess
@@ -186,10 +187,8 @@ def _setup_worker_logging(config: RunConfig, spec: WorkerSpec) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(config.log_level.upper())
-    # vLLM logs through its own handlers to stdout/stderr, which we redirect to the file too.
-    stream = (logs / f"worker-{spec.slot}.out").open("a", encoding="utf-8", buffering=1)
-    os.dup2(stream.fileno(), 1)
-    os.dup2(stream.fileno(), 2)
+    # vLLM logs through its own handlers to stdout/stderr: into the file too, redacted.
+    redirect_output(logs / f"worker-{spec.slot}.out")
 
 
 # ---- the supervisor -----------------------------------------------------------------------
