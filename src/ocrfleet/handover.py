@@ -24,6 +24,8 @@ import ctypes
 import functools
 import mmap
 import os
+import secrets
+import stat
 import weakref
 from collections import deque
 from collections.abc import Iterable
@@ -212,6 +214,12 @@ class ShmFiles:
     here the render process writes the file once and the receiver maps it and unlinks it at
     once, so the memory is freed with the last reference, crash or not. Names carry the
     engine worker's pid, so a supervisor can sweep what a killed worker left behind.
+
+    /dev/shm is shared by every local user: names end in 128 random bits (nobody can
+    pre-create them), files are created O_EXCL|O_NOFOLLOW with mode 0600 (a planted file or
+    symlink makes the page go by pipe instead, never into someone else's file), the
+    receiver opens O_NOFOLLOW and takes only a regular file of its own user, and sweeps
+    remove only regular files of this user.
     """
 
     ROOT = Path("/dev/shm")
@@ -231,14 +239,21 @@ class ShmFiles:
         stats = os.statvfs(cls.ROOT)
         return stats.f_bavail * stats.f_frsize >= min_free
 
+    def new_path(self) -> Path:
+        self.count += 1
+        return self.ROOT / f"{self.prefix}{secrets.token_hex(16)}"
+
     def write(self, data: memoryview) -> str | None:
         """The data as a /dev/shm file, or None when there is no room (send it by pipe)."""
         if not self.files:
             return None
-        self.count += 1
-        path = self.ROOT / f"{self.prefix}{self.count}"
+        path = self.new_path()
         try:
-            with path.open("wb") as handle:
+            fd = create_exclusive(path)
+        except OSError:
+            return None  # no room, or a name someone planted: never touch it
+        try:
+            with os.fdopen(fd, "wb") as handle:
                 handle.write(data)
         except OSError:
             with contextlib.suppress(OSError):
@@ -247,8 +262,7 @@ class ShmFiles:
         return str(path)
 
     def bitmap_maker(self) -> PageBitmap:
-        self.count += 1
-        path = self.ROOT / f"{self.prefix}{self.count}" if self.files else None
+        path = self.new_path() if self.files else None
         return PageBitmap(path, self.shared)
 
     @staticmethod
@@ -260,10 +274,14 @@ class ShmFiles:
         # MAP_POPULATE maps every page at once: reading a freshly mapped 6 MB page image
         # otherwise costs some 1,500 separate page faults in the engine's own thread.
         flags = mmap.MAP_PRIVATE | _POPULATE
-        with open(path, "rb") as handle:
-            mapped = mmap.mmap(
-                handle.fileno(), size, flags=flags, prot=mmap.PROT_READ | mmap.PROT_WRITE
-            )
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        try:
+            info = os.fstat(fd)
+            if not stat.S_ISREG(info.st_mode) or info.st_uid != os.geteuid():
+                raise PermissionError(f"{path} is not a page file of this user")
+            mapped = mmap.mmap(fd, size, flags=flags, prot=mmap.PROT_READ | mmap.PROT_WRITE)
+        finally:
+            os.close(fd)
         Path(path).unlink()
         return mapped
 
@@ -278,17 +296,38 @@ class ShmFiles:
         )
 
     @classmethod
+    def sweep_orphans_safely(cls) -> int:
+        """sweep_orphans, never raising: a run starts whatever /dev/shm holds."""
+        try:
+            return cls.sweep_orphans()
+        except OSError:
+            return 0
+
+    @classmethod
     def sweep(cls, worker_pid: int, render_pid: int | None = None) -> int:
         """Remove what a dead engine worker's (or one render process's) pages left behind."""
         pattern = f"ocrfleet-{worker_pid}-{'' if render_pid is None else f'{render_pid}-'}*"
         return _remove(cls.ROOT.glob(pattern))
 
 
+def create_exclusive(path: Path) -> int:
+    """A new file for this user only: fails if the name exists (a planted file or symlink)."""
+    flags = os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+    fd = os.open(path, flags, 0o600)
+    os.fchmod(fd, 0o600)  # page images are private whatever the umask says
+    return fd
+
+
 def _remove(paths: Iterable[Path]) -> int:
-    """Unlink each file that still exists; how many were removed."""
+    """Unlink each of this user's regular files that still exists; how many were removed.
+    (Root must not delete another user's files that merely look like ours.)"""
     removed = 0
+    me = os.geteuid()
     for path in paths:
         with contextlib.suppress(OSError):
+            info = path.lstat()
+            if not stat.S_ISREG(info.st_mode) or info.st_uid != me:
+                continue
             path.unlink()
             removed += 1
     return removed
@@ -351,16 +390,22 @@ class PageBitmap:
         if self.path is None:
             return None
         try:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
-            try:
-                # Reserve the memory now: a full /dev/shm must fail here, not as a SIGBUS
-                # while pdfium draws into a sparse file (Docker gives /dev/shm 64 MB).
-                os.posix_fallocate(fd, 0, size)
-                self._map = mmap.mmap(fd, size)
-            finally:
-                os.close(fd)
+            fd = create_exclusive(Path(self.path))
         except OSError:
+            self.path = None  # a name someone planted is not ours to write or remove
             return None
+        try:
+            # Reserve the memory now: a full /dev/shm must fail here, not as a SIGBUS
+            # while pdfium draws into a sparse file (Docker gives /dev/shm 64 MB).
+            os.posix_fallocate(fd, 0, size)
+            self._map = mmap.mmap(fd, size)
+        except OSError:
+            with contextlib.suppress(OSError):
+                Path(self.path).unlink()
+            self.path = None
+            return None
+        finally:
+            os.close(fd)
         return self._map
 
     def close(self) -> None:

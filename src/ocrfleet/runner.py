@@ -27,6 +27,7 @@ from typing import Any, TextIO
 from . import __version__
 from .config import RunConfig
 from .errors import ConfigError
+from .handover import ShmFiles
 from .ledger import Ledger
 from .ledger_file import check_ledger_file
 from .plan import ledger_path, make_plan, shard_suffix
@@ -141,6 +142,8 @@ def _run_locked(config: RunConfig, suffix: str) -> RunResult:
         staged = stage_inputs(config.inputs, config.staging_dir)
         config = replace(config, inputs=tuple(staged))
     check_ledger_file(db_path, fresh=config.fresh_ledger)
+    # Page files a run killed with -9 left in RAM go now, even when nothing is left to do.
+    ShmFiles.sweep_orphans_safely()
     ledger = Ledger(db_path)
     layout = OutputLayout(config.output_dir)
     run_id = time.strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:8]
