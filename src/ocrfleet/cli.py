@@ -170,6 +170,13 @@ def _add_run(sub: Any) -> None:
         help="if the ledger is empty (0 bytes) or unreadable, move it aside and start a new "
         "one (every page is redone); without it such a ledger is refused",
     )
+    run.add_argument(
+        "--render-timeout",
+        type=float,
+        default=300.0,
+        help="seconds a page may take to render; a stuck render process is killed and "
+        "replaced, the page fails with the reason, the run goes on",
+    )
     run.add_argument("--no-progress", action="store_true")
     run.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
     vllm = run.add_argument_group("vLLM engine")
@@ -312,6 +319,7 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         progress=not args.no_progress and sys.stderr.isatty(),
         log_level=args.log_level,
         fresh_ledger=args.fresh_ledger,
+        render_timeout=args.render_timeout,
     )
 
 

@@ -121,6 +121,8 @@ class RunConfig:
     stage_dir: Path | None = None
     # An empty or unreadable ledger is moved aside and a new one started (else: refused).
     fresh_ledger: bool = False
+    # Seconds one page may take to render before its render process is killed.
+    render_timeout: float = 300.0
 
     @property
     def staging_dir(self) -> Path:
@@ -152,6 +154,8 @@ class RunConfig:
         if self.sync_to is not None and not self.sync_to.startswith("s3://"):
             raise ConfigError(f"outputs can be uploaded to s3:// only, not {self.sync_to!r}")
         self._check_s3_uris()
+        if not self.render_timeout > 0:
+            raise ConfigError("--render-timeout must be positive")
 
     def _check_s3_uris(self) -> None:
         """A malformed s3:// URI fails here, at once, not after retries as if transient."""

@@ -111,7 +111,11 @@ class PageWorker:
         self.engine = engine
         self.worker_id = worker_id
         self.layout = OutputLayout(config.output_dir)
-        self.pool = RenderPool(render_workers, render_settings(config, engine, render_workers))
+        self.pool = RenderPool(
+            render_workers,
+            render_settings(config, engine, render_workers),
+            render_timeout=config.render_timeout,
+        )
         self.on_event = on_event or (lambda _event: None)
         self.render_workers = render_workers
         self.capacity = 1  # set once the engine has started and knows its batch size

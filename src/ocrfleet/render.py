@@ -493,11 +493,18 @@ class RenderCrash(RenderError):
     """pdfium took the render process down on this page, twice."""
 
 
+class RenderTimeout(RenderError):
+    """The page was still rendering after --render-timeout: its process was killed."""
+
+
 @dataclass
 class _Job:
     req: RenderRequest
     future: asyncio.Future[RenderedPage]
     crashes: int = 0
+    # When the render process began on this page (it heads the process's queue and the
+    # process is ready); None while it waits.
+    since: float | None = None
 
 
 @dataclass
@@ -506,6 +513,9 @@ class _Slot:
     conn: Connection
     jobs: deque[_Job] = field(default_factory=deque)
     maps: BufferMaps = field(default_factory=BufferMaps)  # its shared page buffers, mapped
+    ready: bool = False
+    # The job whose deadline passed: its process was killed for it.
+    timed_out: _Job | None = None
 
 
 class RenderPool:
@@ -515,8 +525,18 @@ class RenderPool:
     sends small request objects.
     """
 
-    def __init__(self, workers: int, settings: RenderSettings, *, per_worker: int = 3) -> None:
+    def __init__(
+        self,
+        workers: int,
+        settings: RenderSettings,
+        *,
+        per_worker: int = 3,
+        render_timeout: float | None = None,
+    ) -> None:
         self.workers = max(1, workers)
+        # A page still rendering after this many seconds (a pdfium infinite loop) has its
+        # process killed and replaced; the page fails with the reason, nothing else waits.
+        self.render_timeout = render_timeout
         self.settings = settings
         self.per_worker = per_worker
         self._ctx = multiprocessing.get_context("spawn")
@@ -536,6 +556,7 @@ class RenderPool:
         for slot in self._slots:
             if not slot.conn.poll(timeout) or slot.conn.recv() != READY:
                 raise RuntimeError(f"render process did not start (exit {slot.process.exitcode})")
+            slot.ready = True
         self._reader = threading.Thread(target=self._read_loop, name="render-reader", daemon=True)
         self._reader.start()
 
@@ -560,6 +581,8 @@ class RenderPool:
                 slot = min(self._slots, key=lambda s: len(s.jobs))
                 job = _Job(req, future)
                 slot.jobs.append(job)
+                if len(slot.jobs) == 1 and slot.ready:
+                    job.since = time.monotonic()
                 self._send(slot, job)
             return await future
 
@@ -582,15 +605,37 @@ class RenderPool:
                 elif not self._closing.is_set():
                     self._drain(slot)
                     self._replace(slot)
+            self._enforce_deadlines()
+
+    def _enforce_deadlines(self) -> None:
+        """Kill a render process whose current page is past the render timeout; its
+        sentinel then fires and _replace fails that page with the reason."""
+        if self.render_timeout is None:
+            return
+        now = time.monotonic()
+        with self._lock:
+            for slot in self._slots:
+                head = slot.jobs[0] if slot.jobs else None
+                if head is None or head.since is None or slot.timed_out is not None:
+                    continue
+                if now - head.since > self.render_timeout:
+                    slot.timed_out = head
+                    with contextlib.suppress(OSError):
+                        slot.process.kill()
 
     def _drain(self, slot: _Slot) -> None:
         try:
             while slot.conn.poll():
                 header = _receive(slot.conn, slot.maps)
-                if header is None:
-                    continue
                 with self._lock:
+                    if header is None:  # READY: the (restarted) process begins its queue
+                        slot.ready = True
+                        if slot.jobs:
+                            slot.jobs[0].since = time.monotonic()
+                        continue
                     job = slot.jobs.popleft()
+                    if slot.jobs:
+                        slot.jobs[0].since = time.monotonic()
                 self._resolve(job, header)
         except (EOFError, OSError):
             return
@@ -636,7 +681,31 @@ class RenderPool:
             fresh = self._spawn()
             self.restarts += 1
             self._slots[self._slots.index(dead)] = fresh
-            if jobs:
+            for job in jobs:
+                job.since = None  # the clock restarts when the fresh process is ready
+            timed_out = dead.timed_out
+            if timed_out is not None:
+                if jobs and jobs[0] is timed_out:
+                    jobs.pop(0)
+                    source = timed_out.req.source or timed_out.req.path
+                    log.warning(
+                        "render of %s page %d passed --render-timeout %g s; process killed",
+                        source,
+                        timed_out.req.page,
+                        self.render_timeout,
+                    )
+                    self._settle(
+                        timed_out.future,
+                        None,
+                        RenderTimeout(
+                            source,
+                            f"rendering took longer than --render-timeout "
+                            f"{self.render_timeout:g} s (the render process was killed)",
+                            timed_out.req.page,
+                        ),
+                    )
+                # else: the page finished just before the kill; nobody is to blame.
+            elif jobs:
                 culprit = jobs[0]
                 culprit.crashes += 1
                 code = dead.process.exitcode
