@@ -16,6 +16,8 @@ from typing import Any
 
 from . import __version__
 from .config import RESOLUTIONS, EngineConfig, RunConfig
+from .diskfull import DiskFull, is_disk_full
+from .diskfull import detail as disk_detail
 from .errors import ConfigError, LedgerError, OcrfleetError
 
 EXAMPLES = """\
@@ -420,12 +422,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     }
     try:
         return commands[args.command](args)
+    except DiskFull as exc:
+        print(f"ocrfleet: {exc}", file=sys.stderr)
+        return 3
     except (ConfigError, LedgerError) as exc:
         print(f"ocrfleet: {exc}", file=sys.stderr)
         return 2
     except OcrfleetError as exc:
         print(f"ocrfleet: error: {exc}", file=sys.stderr)
         return 1
+    except OSError as exc:
+        if not is_disk_full(exc):
+            raise
+        print(
+            f"ocrfleet: {DiskFull(getattr(args, 'output_dir', ''), disk_detail(exc))}",
+            file=sys.stderr,
+        )
+        return 3
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ id in a botocore message, a token in a URL).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -51,8 +52,11 @@ def copy_redacted(source: int, path: Path) -> None:
     secrets = secret_values()
     with os.fdopen(source, "rb") as lines, path.open("a", encoding="utf-8") as out:
         for raw in lines:
-            out.write(redact(raw.decode("utf-8", errors="replace"), secrets))
-            out.flush()
+            # A full disk must not end the redactor: the worker's writes would then fail
+            # (EPIPE). The line is lost; the pipe keeps draining.
+            with contextlib.suppress(OSError):
+                out.write(redact(raw.decode("utf-8", errors="replace"), secrets))
+                out.flush()
 
 
 def _print_redacted(

@@ -26,6 +26,8 @@ from typing import Any, TextIO
 
 from . import __version__
 from .config import RunConfig
+from .diskfull import DiskFull, is_disk_full
+from .diskfull import detail as disk_full_detail
 from .errors import ConfigError
 from .handover import ShmFiles
 from .ledger import Ledger
@@ -96,8 +98,15 @@ def run(config: RunConfig) -> RunResult:
         for warning in check_topology(config):
             log.warning("%s", warning)
     suffix = shard_suffix(config.num_shards, config.shard_index)
-    with run_lock(config.output_dir, suffix):
-        return _run_locked(config, suffix)
+    try:
+        with run_lock(config.output_dir, suffix):
+            return _run_locked(config, suffix)
+    except DiskFull:
+        raise
+    except Exception as exc:
+        if is_disk_full(exc):  # a write of the supervisor's own (ledger, summary, logs)
+            raise DiskFull(config.output_dir, disk_full_detail(exc)) from exc
+        raise
 
 
 class PeriodicSync:

@@ -30,6 +30,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .config import RunConfig
+from .diskfull import EXIT_DISK_FULL, DiskFull, is_disk_full
+from .diskfull import detail as disk_full_detail
 from .engines import create_engine
 from .errors import EngineDead
 from .handover import ShmFiles
@@ -103,6 +105,15 @@ def _die_with_parent() -> None:
 
 def worker_main(config_json: str, spec: WorkerSpec, conn: Connection, db_path: str) -> None:
     """Entry point of an engine worker process."""
+    try:
+        _worker_main(config_json, spec, conn, db_path)
+    except Exception as exc:
+        if is_disk_full(exc):  # restarting into a full disk helps nobody: tell the supervisor
+            os._exit(EXIT_DISK_FULL)
+        raise
+
+
+def _worker_main(config_json: str, spec: WorkerSpec, conn: Connection, db_path: str) -> None:
     os.setpgrp()
     _die_with_parent()
     if spec.gpus:
@@ -168,6 +179,9 @@ async def _serve(
         log.error("engine died: %s", exc)
         return EXIT_ENGINE_DEAD
     except Exception as exc:
+        if is_disk_full(exc):
+            log.error("disk full: %s", exc)
+            return EXIT_DISK_FULL
         log.exception("worker failed: %s", exc)
         started = getattr(worker.engine, "started", True)
         return EXIT_ERROR if started else EXIT_ENGINE_START
@@ -287,6 +301,17 @@ class Supervisor:
         log.info("worker %d (%s) started, pid %d", state.spec.slot, state.spec.label, process.pid)
 
     def run(self) -> SupervisorResult:
+        try:
+            return self._run()
+        except Exception as exc:
+            if not is_disk_full(exc):
+                raise
+            self._kill_all()  # their claims go back to the queue when the run resumes
+            if isinstance(exc, DiskFull):
+                raise
+            raise DiskFull(self.config.output_dir, disk_full_detail(exc)) from exc
+
+    def _run(self) -> SupervisorResult:
         ShmFiles.sweep_orphans()  # pages in RAM from an earlier run that was killed outright
         for state in self.slots:
             self._start(state)
@@ -346,6 +371,8 @@ class Supervisor:
             state.conn.close()
             state.conn = None
         state.process = None
+        if code == EXIT_DISK_FULL:
+            raise DiskFull(self.config.output_dir, f"worker {state.spec.slot} could not write")
         if code == EXIT_OK:
             self.ledger.worker_stopped(state.worker)
             state.done = True
