@@ -29,6 +29,7 @@ from .config import RunConfig
 from .diskfull import DiskFull, is_disk_full
 from .diskfull import detail as disk_full_detail
 from .errors import ConfigError
+from .filemode import apply_to_ledger
 from .handover import ShmFiles
 from .ledger import Ledger
 from .ledger_file import check_ledger_file
@@ -151,9 +152,12 @@ def _run_locked(config: RunConfig, suffix: str) -> RunResult:
         staged = stage_inputs(config.inputs, config.staging_dir)
         config = replace(config, inputs=tuple(staged))
     check_ledger_file(db_path, fresh=config.fresh_ledger)
+    new_ledger = not db_path.exists()
     # Page files a run killed with -9 left in RAM go now, even when nothing is left to do.
     ShmFiles.sweep_orphans_safely()
     ledger = Ledger(db_path)
+    if new_ledger:
+        apply_to_ledger(db_path)  # sqlite3 makes 0644 whatever the umask
     layout = OutputLayout(config.output_dir)
     run_id = time.strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:8]
     try:

@@ -41,6 +41,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any, TypeVar
 
 from .errors import ConfigError
+from .filemode import apply_file_mode
 from .redact import redact
 
 log = logging.getLogger(__name__)
@@ -177,7 +178,10 @@ def _download(
 
     def fetch() -> None:
         fd, tmp = tempfile.mkstemp(dir=local.parent, prefix=f".{local.name[:40]}.", suffix=".part")
-        os.close(fd)
+        try:
+            apply_file_mode(fd)
+        finally:
+            os.close(fd)
         try:
             fs.get_file(remote, tmp)
             got = Path(tmp).stat().st_size
