@@ -2,8 +2,8 @@
 
 Re-running the same command resumes: planning registers only new documents, and workers
 claim only pages that are not finished. Exit codes: 0 every document done; 1 some documents
-failed (the rest finished); 2 bad options; 3 the run stopped with pages left (interrupted, or
-every worker gave up); 130 stopped by a second Ctrl-C.
+failed (the rest finished); 2 bad options or an unusable ledger; 3 the run stopped with pages
+left (interrupted, every worker gave up, or the disk is full); 130 stopped by a second Ctrl-C.
 """
 
 from __future__ import annotations
