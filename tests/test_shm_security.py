@@ -140,3 +140,20 @@ def test_pages_still_render_through_files_and_arrive_intact(tmp_path: Path) -> N
     assert not Path(path).exists()
     assert np.array_equal(np.frombuffer(mapped, np.uint8, count=size), drawn)
     assert np.array_equal(drawn, np.frombuffer(plain.pixels, np.uint8, count=size))
+
+
+def test_page_files_of_a_reused_pid_are_swept() -> None:
+    """The pid in a leftover's name now belongs to a process started after the file was
+    written (here: this test's own process, the file dated a day back): it is an orphan."""
+    reused = ShmFiles.ROOT / f"ocrfleet-{os.getpid()}-{os.getpid()}-{secrets.token_hex(16)}"
+    fresh = ShmFiles.ROOT / f"ocrfleet-{os.getpid()}-{os.getpid()}-{secrets.token_hex(16)}"
+    reused.write_bytes(b"old page")
+    fresh.write_bytes(b"a page in flight")
+    day_ago = reused.stat().st_mtime - 86_400
+    os.utime(reused, (day_ago, day_ago))
+    try:
+        ShmFiles.sweep_orphans()
+        assert not reused.exists() and fresh.exists()
+    finally:
+        reused.unlink(missing_ok=True)
+        fresh.unlink(missing_ok=True)

@@ -292,7 +292,8 @@ class ShmFiles:
         return _remove(
             leftover
             for leftover in cls.ROOT.glob("ocrfleet-*-*-*")
-            if (worker := leftover.name.split("-")[1]).isdigit() and not _alive(int(worker))
+            if (worker := leftover.name.split("-")[1]).isdigit()
+            and _orphaned(leftover, int(worker))
         )
 
     @classmethod
@@ -331,6 +332,32 @@ def _remove(paths: Iterable[Path]) -> int:
             path.unlink()
             removed += 1
     return removed
+
+
+def _orphaned(path: Path, worker: int) -> bool:
+    """The file's engine worker is gone: no such process, or the pid now belongs to a
+    process that started after the file was written (the pid was reused)."""
+    if not _alive(worker):
+        return True
+    started = _process_start(worker)
+    try:
+        written = path.lstat().st_mtime
+    except OSError:
+        return False
+    return started is not None and started > written + 2.0  # 2 s: clock granularity
+
+
+def _process_start(pid: int) -> float | None:
+    """When process `pid` started (epoch seconds), from /proc; None where unknown."""
+    try:
+        stat_line = Path(f"/proc/{pid}/stat").read_text("ascii")
+        ticks = int(stat_line.rsplit(")", 1)[1].split()[19])  # field 22: starttime
+        for line in Path("/proc/stat").read_text("ascii").splitlines():
+            if line.startswith("btime "):
+                return int(line.split()[1]) + ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
 
 
 def _alive(pid: int) -> bool:
