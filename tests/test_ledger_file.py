@@ -147,3 +147,31 @@ def test_status_works_on_a_read_only_output_dir(read_only_view: tuple[Path, Path
     ledger.close()
     assert result.returncode == 0, result.stderr
     assert '"pending": 4' in result.stdout
+
+
+def test_damage_deep_inside_the_ledger_fails_in_one_line_when_it_is_read(
+    tmp_path: Path,
+) -> None:
+    """The schema reads fine; the pages table's own pages are garbage."""
+    pdf = samples.long_pdf(tmp_path / "in" / "a.pdf", 120)
+    out = tmp_path / "out"
+    run = ("run", str(pdf), "-o", str(out), "--engine", "text", "--no-progress")
+    assert run_cli(*run).returncode == 0
+    path = ledger_of(out)
+    with sqlite3.connect(path) as db:
+        db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        page_size = db.execute("PRAGMA page_size").fetchone()[0]
+        pages_root = db.execute("SELECT rootpage FROM sqlite_master WHERE name='pages'").fetchone()[
+            0
+        ]
+    data = bytearray(path.read_bytes())
+    start = (pages_root - 1) * page_size
+    data[start : start + page_size] = b"\xff" * page_size
+    path.write_bytes(bytes(data))
+    for args in (run, ("status", str(out))):
+        result = run_cli(*args)
+        assert result.returncode == 2, (args, result.stderr)
+        line = one_line_error(
+            "\n".join(x for x in result.stderr.splitlines() if x.startswith("ocrfleet:"))
+        )
+        assert "ledger" in line and "Traceback" not in result.stderr

@@ -8,6 +8,7 @@ import json
 import logging
 import os
 import shutil
+import sqlite3
 import subprocess
 import sys
 from collections.abc import Sequence
@@ -431,14 +432,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OcrfleetError as exc:
         print(f"ocrfleet: error: {exc}", file=sys.stderr)
         return 1
-    except OSError as exc:
-        if not is_disk_full(exc):
+    except (OSError, sqlite3.DatabaseError) as exc:
+        where = getattr(args, "output_dir", "")
+        if is_disk_full(exc):
+            print(f"ocrfleet: {DiskFull(where, disk_detail(exc))}", file=sys.stderr)
+            return 3
+        if not isinstance(exc, sqlite3.DatabaseError):
             raise
+        # Damage deep inside a ledger shows only when that part is read.
         print(
-            f"ocrfleet: {DiskFull(getattr(args, 'output_dir', ''), disk_detail(exc))}",
+            f"ocrfleet: the ledger in {where} cannot be used ({exc}): restore it (a checkpoint, "
+            "a backup), or run again with --fresh-ledger to start a new one",
             file=sys.stderr,
         )
-        return 3
+        return 2
 
 
 if __name__ == "__main__":
