@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import psutil
+import pytest
 
 from ocrfleet.render import RenderPool, RenderRequest, RenderSettings, RenderTimeout
 from ocrfleet.testing import samples
@@ -114,3 +115,35 @@ def test_the_run_goes_on_past_a_stuck_render_process(tmp_path: Path) -> None:
     assert all(r["status"] == "done" for r in records if r is not failed[0])
     for pid in stopped:
         assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == "zombie"
+
+
+def test_a_restarted_render_process_that_never_starts_is_replaced_blaming_no_page(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import ocrfleet.render as render_module
+
+    monkeypatch.setattr(render_module, "START_TIMEOUT", 2.0)
+    pdf = samples.text_pdf(tmp_path / "doc.pdf", [samples.paragraph(0)])
+
+    async def go() -> tuple[int, int]:
+        pool = RenderPool(1, RenderSettings())
+        pool.start()
+        try:
+            first = pool._slots[0].process.pid
+            assert first is not None
+            os.kill(first, signal.SIGKILL)
+            deadline = time.monotonic() + 20
+            while pool._slots[0].process.pid == first and time.monotonic() < deadline:
+                await asyncio.sleep(0.001)
+            second = pool._slots[0].process.pid
+            assert second is not None and second != first
+            os.kill(second, signal.SIGSTOP)  # it never gets to READY
+            page = await asyncio.wait_for(
+                pool.render(RenderRequest("d", str(pdf), 1, "doc.pdf")), timeout=60
+            )
+            return page.page, pool.restarts
+        finally:
+            pool.close()
+
+    page, restarts = asyncio.run(go())
+    assert page == 1 and restarts == 2

@@ -41,6 +41,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 READY = "ready"  # a render process's first message: imports done, pages welcome
+# Seconds a restarted render process may take to send READY before it is replaced.
+START_TIMEOUT = 120.0
 # Pages with less ink than this also say whether they have a text layer (never blank).
 CHECK_TEXT_BELOW = 0.01
 
@@ -516,6 +518,9 @@ class _Slot:
     ready: bool = False
     # The job whose deadline passed: its process was killed for it.
     timed_out: _Job | None = None
+    spawned_at: float = field(default_factory=time.monotonic)
+    # Killed because it never became ready: no page is to blame.
+    start_hung: bool = False
 
 
 class RenderPool:
@@ -610,11 +615,17 @@ class RenderPool:
     def _enforce_deadlines(self) -> None:
         """Kill a render process whose current page is past the render timeout; its
         sentinel then fires and _replace fails that page with the reason."""
-        if self.render_timeout is None:
-            return
         now = time.monotonic()
         with self._lock:
             for slot in self._slots:
+                start_limit = max(START_TIMEOUT, self.render_timeout or 0.0)
+                if not slot.ready and not slot.start_hung and now - slot.spawned_at > start_limit:
+                    slot.start_hung = True  # a process that never started serves no page
+                    with contextlib.suppress(OSError):
+                        slot.process.kill()
+                    continue
+                if self.render_timeout is None:
+                    continue
                 head = slot.jobs[0] if slot.jobs else None
                 if head is None or head.since is None or slot.timed_out is not None:
                     continue
@@ -705,7 +716,7 @@ class RenderPool:
                         ),
                     )
                 # else: the page finished just before the kill; nobody is to blame.
-            elif jobs:
+            elif jobs and not dead.start_hung:
                 culprit = jobs[0]
                 culprit.crashes += 1
                 code = dead.process.exitcode
