@@ -159,7 +159,7 @@ class RunConfig:
 
     def _check_s3_uris(self) -> None:
         """A malformed s3:// URI fails here, at once, not after retries as if transient."""
-        from .storage import is_remote, split_uri
+        from .s3uri import is_remote, split_uri
 
         for uri in (self.sync_to, *self.inputs):
             if uri is not None and is_remote(uri):
