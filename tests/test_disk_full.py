@@ -3,6 +3,7 @@ same command on a disk with room finishes with outputs identical to an uninterru
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import sqlite3
@@ -79,3 +80,31 @@ def test_what_counts_as_a_full_disk() -> None:
     assert is_disk_full(DiskFull("/out"))
     assert not is_disk_full(OSError(errno.EACCES, "Permission denied"))
     assert not is_disk_full(sqlite3.OperationalError("database is locked"))
+
+
+def test_a_log_file_on_a_full_disk_stays_quiet(capsys: pytest.CaptureFixture[str]) -> None:
+    """/dev/full answers every write with ENOSPC: logging's own error report (a traceback
+    per record) must not bury the one line; the plain FileHandler shows what it would be."""
+    import logging
+
+    from ocrfleet.diskfull import LogFileHandler
+
+    record = logging.LogRecord("t", logging.ERROR, __file__, 1, "a page failed", None, None)
+    quiet = LogFileHandler("/dev/full", encoding="utf-8")
+    quiet.handle(record)
+    quiet.close()
+    assert capsys.readouterr().err == ""
+    plain = logging.FileHandler("/dev/full", encoding="utf-8")
+    plain.handle(record)
+    with contextlib.suppress(OSError):
+        plain.close()
+    assert "Logging error" in capsys.readouterr().err
+
+
+def test_the_redactor_keeps_draining_when_it_cannot_write() -> None:
+    from ocrfleet.redact_stream import copy_redacted
+
+    read, write = os.pipe()
+    with os.fdopen(write, "wb") as pipe:
+        pipe.write(b"line one\nline two\n" * 1000)
+    copy_redacted(read, Path("/dev/full"))  # returns at EOF, no exception

@@ -17,7 +17,7 @@ from typing import Any
 
 from . import __version__
 from .config import RESOLUTIONS, EngineConfig, RunConfig
-from .diskfull import DiskFull, is_disk_full
+from .diskfull import DiskFull, LogFileHandler, is_disk_full
 from .diskfull import detail as disk_detail
 from .errors import ConfigError, LedgerError, OcrfleetError
 
@@ -336,7 +336,7 @@ def _setup_logging(level: str, output_dir: Path | None) -> None:
     handlers: list[logging.Handler] = [console]
     if output_dir is not None:
         (output_dir / "logs").mkdir(parents=True, exist_ok=True)
-        file_handler = logging.FileHandler(output_dir / "logs" / "run.log", encoding="utf-8")
+        file_handler = LogFileHandler(output_dir / "logs" / "run.log", encoding="utf-8")
         file_handler.setFormatter(fmt)
         handlers.append(file_handler)
     logging.basicConfig(level=level, handlers=handlers, force=True)

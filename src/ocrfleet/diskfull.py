@@ -12,7 +12,9 @@ the same outputs as an uninterrupted run.
 from __future__ import annotations
 
 import errno
+import logging
 import sqlite3
+import sys
 from pathlib import Path
 
 from .errors import OcrfleetError
@@ -58,3 +60,21 @@ def detail(exc: BaseException) -> str:
         where = f" writing {exc.filename}" if exc.filename else ""
         return f"{exc.strerror or 'no space left on device'}{where}"
     return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+
+
+class LogFileHandler(logging.FileHandler):
+    """A log file that stays quiet when the disk is full: logging's own error report (a
+    traceback on stderr for every record) would bury the one line that says what happened.
+    Other errors are reported as usual."""
+
+    def handleError(self, record: logging.LogRecord) -> None:  # noqa: N802 (logging's name)
+        if is_disk_full(sys.exc_info()[1]):
+            return
+        super().handleError(record)
+
+    def close(self) -> None:
+        try:
+            super().close()
+        except OSError as exc:  # the last flush found no room either
+            if not is_disk_full(exc):
+                raise

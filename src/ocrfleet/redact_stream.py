@@ -32,8 +32,13 @@ def redirect_output(path: Path) -> subprocess.Popen[bytes]:
     path.parent.mkdir(parents=True, exist_ok=True)
     sys.stdout.flush()
     sys.stderr.flush()
+    # The redactor imports this very package, wherever it was loaded from.
+    env = dict(os.environ)
+    here = str(Path(__file__).resolve().parent.parent)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (here, env.get("PYTHONPATH")) if p)
     redactor = subprocess.Popen(
         [sys.executable, "-m", "ocrfleet.redact_stream", str(path)],
+        env=env,
         stdin=subprocess.PIPE,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -50,13 +55,13 @@ def redirect_output(path: Path) -> subprocess.Popen[bytes]:
 def copy_redacted(source: int, path: Path) -> None:
     """Copy lines from fd `source` to `path` (appending), each one redacted, until EOF."""
     secrets = secret_values()
-    with os.fdopen(source, "rb") as lines, path.open("a", encoding="utf-8") as out:
+    # Unbuffered: a line that cannot be written is dropped, not kept to fail again.
+    with os.fdopen(source, "rb") as lines, path.open("ab", buffering=0) as out:
         for raw in lines:
             # A full disk must not end the redactor: the worker's writes would then fail
             # (EPIPE). The line is lost; the pipe keeps draining.
             with contextlib.suppress(OSError):
-                out.write(redact(raw.decode("utf-8", errors="replace"), secrets))
-                out.flush()
+                out.write(redact(raw.decode("utf-8", errors="replace"), secrets).encode())
 
 
 def _print_redacted(

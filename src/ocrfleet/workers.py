@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .config import RunConfig
-from .diskfull import EXIT_DISK_FULL, DiskFull, is_disk_full
+from .diskfull import EXIT_DISK_FULL, DiskFull, LogFileHandler, is_disk_full
 from .diskfull import detail as disk_full_detail
 from .engines import create_engine
 from .errors import EngineDead
@@ -195,7 +195,7 @@ async def _serve(
 def _setup_worker_logging(config: RunConfig, spec: WorkerSpec) -> None:
     logs = config.output_dir / "logs"
     logs.mkdir(parents=True, exist_ok=True)
-    handler = logging.FileHandler(logs / f"worker-{spec.slot}.log", encoding="utf-8")
+    handler = LogFileHandler(logs / f"worker-{spec.slot}.log", encoding="utf-8")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     install_redaction([handler])
     root = logging.getLogger()
