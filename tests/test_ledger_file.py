@@ -49,6 +49,8 @@ def test_a_zero_byte_ledger_is_refused_unless_a_fresh_start_is_asked(
     line = one_line_error(refused.stderr)
     assert "ocrfleet.sqlite" in line and "empty" in line and "--fresh-ledger" in line
     assert ledger_of(out).stat().st_size == 0  # nothing was changed
+    status = run_cli("status", str(out))
+    assert status.returncode == 2 and "empty" in one_line_error(status.stderr)
     fresh = run_cli(*run, "--fresh-ledger")
     assert fresh.returncode == 0, fresh.stderr
     assert ledger_of(out).stat().st_size > 0

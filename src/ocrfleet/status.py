@@ -11,6 +11,7 @@ from typing import Any
 
 from .errors import ConfigError, LedgerError
 from .ledger import DOC_STATUSES, PAGE_STATUSES, Ledger
+from .ledger_file import ledger_problem
 
 LEDGER_GLOB = "ocrfleet*.sqlite"
 
@@ -29,6 +30,9 @@ def collect_status(output_dir: Path) -> dict[str, Any]:
     failed: list[dict[str, Any]] = []
     shards: list[dict[str, Any]] = []
     for path in find_ledgers(output_dir):
+        problem = ledger_problem(path)
+        if problem is not None:
+            raise LedgerError(f"{path}: {problem}")
         try:
             ledger = Ledger.read_only(path)
         except LedgerError as exc:
