@@ -89,6 +89,15 @@ def test_faint_small_and_scaled_down_text_is_ink(tmp_path: Path, case: str) -> N
     assert page.ink_ratio >= DEFAULT_THRESHOLD, (case, page.ink_ratio)
 
 
+def test_a_line_on_a_huge_poster_scaled_far_down_is_ink(tmp_path: Path) -> None:
+    """A 100-inch square page: rendered at a fifth of the dpi, 12-pt grey text is a smudge
+    a few pixels high, and the page's area is 12 A4 pages'."""
+    poster = text_page(tmp_path / "poster.pdf", (7200.0, 7200.0), 12.0, 0.7)
+    page = rendered(flattened(poster, dpi=36))
+    assert page.scaled_down and not page.has_text
+    assert page.ink_ratio >= DEFAULT_THRESHOLD, page.ink_ratio
+
+
 def test_a_text_layer_is_never_blank_even_without_visible_ink(tmp_path: Path) -> None:
     # White text (and text so light no pixel shows it) is still text a reader can extract.
     page = rendered(text_page(tmp_path / "white.pdf", A4, 10.0, 1.0))
