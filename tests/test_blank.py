@@ -48,11 +48,11 @@ def flattened(path: Path, dpi: int = 150) -> Path:
     return image_only(path.with_name(path.stem + "-scan.pdf"), np.asarray(image), size)
 
 
-def image_only(path: Path, pixels: np.ndarray, size: tuple[float, float]) -> Path:
+def image_only(path: Path, pixels: np.ndarray, size: tuple[float, float], fmt: str = "PNG") -> Path:
     from PIL import Image
 
     buffer = io.BytesIO()
-    Image.fromarray(pixels).save(buffer, format="PNG")
+    Image.fromarray(pixels).save(buffer, format=fmt, quality=50)
     pdf = canvas.Canvas(str(path), pagesize=size, invariant=True)
     pdf.drawImage(ImageReader(io.BytesIO(buffer.getvalue())), 0, 0, width=size[0], height=size[1])
     pdf.showPage()
@@ -98,6 +98,18 @@ def test_a_line_on_a_huge_poster_scaled_far_down_is_ink(tmp_path: Path) -> None:
     assert page.ink_ratio >= DEFAULT_THRESHOLD, page.ink_ratio
 
 
+def test_a_scanned_page_with_only_a_page_number_is_not_blank(tmp_path: Path) -> None:
+    path = tmp_path / "number.pdf"
+    pdf = canvas.Canvas(str(path), pagesize=A4, invariant=True)
+    pdf.setFillGray(0.7)
+    pdf.setFont("Helvetica", 10)
+    pdf.drawString(A4[0] / 2, 40, "1")
+    pdf.showPage()
+    pdf.save()
+    page = rendered(flattened(path))
+    assert page.ink_ratio >= DEFAULT_THRESHOLD, page.ink_ratio
+
+
 def test_a_text_layer_is_never_blank_even_without_visible_ink(tmp_path: Path) -> None:
     # White text (and text so light no pixel shows it) is still text a reader can extract.
     page = rendered(text_page(tmp_path / "white.pdf", A4, 10.0, 1.0))
@@ -121,6 +133,9 @@ def scanner_noise(seed: int, shape: tuple[int, int] = (1754, 1240)) -> np.ndarra
 def test_empty_and_noisy_scans_stay_blank(tmp_path: Path, seed: int) -> None:
     noisy = rendered(image_only(tmp_path / "noise.pdf", scanner_noise(seed), A4))
     assert noisy.ink_ratio < DEFAULT_THRESHOLD and not noisy.has_text
+    # The same scan saved as a JPEG (quality 50): compression smears specks into blocks.
+    jpeg = rendered(image_only(tmp_path / "noise-jpeg.pdf", scanner_noise(seed), A4, "JPEG"))
+    assert jpeg.ink_ratio < DEFAULT_THRESHOLD
     empty = tmp_path / "empty.pdf"
     pdf = canvas.Canvas(str(empty), pagesize=A4, invariant=True)
     pdf.showPage()

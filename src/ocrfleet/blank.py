@@ -10,8 +10,9 @@ The measure is the share of ink pixels. A quick pass (every third pixel of every
 dark pixels only) settles pages with plenty of ink; the careful pass, run only on pages the
 quick pass finds nearly empty, looks at every pixel: ink is anything that stands out from
 the paper (the page's median tone) by CONTRAST levels in its darkest channel, and counts
-only where the 5×5 pixels around it hold at least CLUSTER ink pixels: a stroke of a glyph
-does, a speck of dust or grain does not.
+only where the WINDOW×WINDOW pixels around it hold at least CLUSTER ink pixels: a stroke of a
+glyph does (a lone page number "1" still counts), grain, dust specks and the blocks JPEG
+makes of them do not.
 
 The share is taken over the page, or over an A4 page at 144 dpi when the page is larger
 (REFERENCE_PIXELS): a line of text on an A0 poster scaled down under the pixel cap weighs
@@ -30,8 +31,8 @@ PLENTY = 0.001
 # 0.8 grey text on white differs by 51, antialiased 4-pt strokes by ~25; scanner grain
 # (σ of a few levels) very rarely reaches it, and never in two adjacent pixels.
 CONTRAST = 20
-WINDOW = 5
-CLUSTER = 8
+WINDOW = 7
+CLUSTER = 12
 # A4 at 144 dpi.
 REFERENCE_PIXELS = 1191 * 1684
 
