@@ -8,6 +8,7 @@ import json
 import logging
 import os
 import shutil
+import sqlite3
 import subprocess
 import sys
 from collections.abc import Sequence
@@ -16,7 +17,9 @@ from typing import Any
 
 from . import __version__
 from .config import RESOLUTIONS, EngineConfig, RunConfig
-from .errors import ConfigError, OcrfleetError
+from .diskfull import DiskFull, LogFileHandler, is_disk_full
+from .diskfull import detail as disk_detail
+from .errors import ConfigError, LedgerError, OcrfleetError
 
 EXAMPLES = """\
 examples:
@@ -248,8 +251,21 @@ def _add_run(sub: Any) -> None:
     run.add_argument(
         "--blank-threshold",
         type=float,
-        default=0.0001,
-        help="ink share under which a page is blank (0 disables)",
+        default=0.00002,
+        help="ink share under which a page with no text layer is blank (0 disables)",
+    )
+    run.add_argument(
+        "--fresh-ledger",
+        action="store_true",
+        help="if the ledger is empty (0 bytes) or unreadable, move it aside and start a new "
+        "one (every page is redone); without it such a ledger is refused",
+    )
+    run.add_argument(
+        "--render-timeout",
+        type=float,
+        default=300.0,
+        help="seconds a page may take to render; a stuck render process is killed and "
+        "replaced, the page fails with the reason, the run goes on",
     )
     run.add_argument("--no-progress", action="store_true")
     run.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
@@ -428,6 +444,8 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         progress=not args.no_progress and sys.stderr.isatty(),
         log_level=args.log_level,
         gpu_sample_seconds=args.gpu_sample_seconds,
+        fresh_ledger=args.fresh_ledger,
+        render_timeout=args.render_timeout,
     )
 
 
@@ -441,7 +459,7 @@ def _setup_logging(level: str, output_dir: Path | None) -> None:
     handlers: list[logging.Handler] = [console]
     if output_dir is not None:
         (output_dir / "logs").mkdir(parents=True, exist_ok=True)
-        file_handler = logging.FileHandler(output_dir / "logs" / "run.log", encoding="utf-8")
+        file_handler = LogFileHandler(output_dir / "logs" / "run.log", encoding="utf-8")
         file_handler.setFormatter(fmt)
         handlers.append(file_handler)
         # The run's last line in run.log, whatever ended it (not repeated on the console).
@@ -621,6 +639,9 @@ def _cmd_make_checkpoint(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from .redact_stream import install_excepthooks
+
+    install_excepthooks()  # a traceback nobody caught is printed redacted
     parser = build_parser()
     args = parser.parse_args(argv)
     commands = {
@@ -633,12 +654,29 @@ def main(argv: Sequence[str] | None = None) -> int:
     }
     try:
         return commands[args.command](args)
-    except ConfigError as exc:
+    except DiskFull as exc:
+        print(f"ocrfleet: {exc}", file=sys.stderr)
+        return 3
+    except (ConfigError, LedgerError) as exc:
         print(f"ocrfleet: {exc}", file=sys.stderr)
         return 2
     except OcrfleetError as exc:
         print(f"ocrfleet: error: {exc}", file=sys.stderr)
         return 1
+    except (OSError, sqlite3.DatabaseError) as exc:
+        where = getattr(args, "output_dir", "")
+        if is_disk_full(exc):
+            print(f"ocrfleet: {DiskFull(where, disk_detail(exc))}", file=sys.stderr)
+            return 3
+        if not isinstance(exc, sqlite3.DatabaseError):
+            raise
+        # Damage deep inside a ledger shows only when that part is read.
+        print(
+            f"ocrfleet: the ledger in {where} cannot be used ({exc}): restore it (a checkpoint, "
+            "a backup), or run again with --fresh-ledger to start a new one",
+            file=sys.stderr,
+        )
+        return 2
 
 
 if __name__ == "__main__":

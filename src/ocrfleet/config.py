@@ -111,7 +111,7 @@ class RunConfig:
     max_worker_restarts: int = 5
     max_page_crashes: int = 2
     lease_seconds: float = 120.0
-    blank_threshold: float = 0.0001
+    blank_threshold: float = 0.00002
     progress: bool = True
     log_level: str = "INFO"
     # s3://bucket/prefix: outputs are written to output_dir (local) and uploaded there, with
@@ -122,6 +122,10 @@ class RunConfig:
     stage_dir: Path | None = None
     # Seconds between NVML samples of each GPU worker (0: none).
     gpu_sample_seconds: float = 5.0
+    # An empty or unreadable ledger is moved aside and a new one started (else: refused).
+    fresh_ledger: bool = False
+    # Seconds one page may take to render before its render process is killed.
+    render_timeout: float = 300.0
 
     @property
     def staging_dir(self) -> Path:
@@ -154,6 +158,17 @@ class RunConfig:
             raise ConfigError("--gpu-sample-seconds must be 0 (off) or positive")
         if self.sync_to is not None and not self.sync_to.startswith("s3://"):
             raise ConfigError(f"outputs can be uploaded to s3:// only, not {self.sync_to!r}")
+        self._check_s3_uris()
+        if not self.render_timeout > 0:
+            raise ConfigError("--render-timeout must be positive")
+
+    def _check_s3_uris(self) -> None:
+        """A malformed s3:// URI fails here, at once, not after retries as if transient."""
+        from .s3uri import is_remote, split_uri
+
+        for uri in (self.sync_to, *self.inputs):
+            if uri is not None and is_remote(uri):
+                split_uri(uri)
 
     @property
     def worker_count(self) -> int:

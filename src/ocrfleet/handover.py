@@ -24,6 +24,8 @@ import ctypes
 import functools
 import mmap
 import os
+import secrets
+import stat
 import weakref
 from collections import deque
 from collections.abc import Iterable
@@ -212,6 +214,12 @@ class ShmFiles:
     here the render process writes the file once and the receiver maps it and unlinks it at
     once, so the memory is freed with the last reference, crash or not. Names carry the
     engine worker's pid, so a supervisor can sweep what a killed worker left behind.
+
+    /dev/shm is shared by every local user: names end in 128 random bits (nobody can
+    pre-create them), files are created O_EXCL|O_NOFOLLOW with mode 0600 (a planted file or
+    symlink makes the page go by pipe instead, never into someone else's file), the
+    receiver opens O_NOFOLLOW and takes only a regular file of its own user, and sweeps
+    remove only regular files of this user.
     """
 
     ROOT = Path("/dev/shm")
@@ -231,14 +239,21 @@ class ShmFiles:
         stats = os.statvfs(cls.ROOT)
         return stats.f_bavail * stats.f_frsize >= min_free
 
+    def new_path(self) -> Path:
+        self.count += 1
+        return self.ROOT / f"{self.prefix}{secrets.token_hex(16)}"
+
     def write(self, data: memoryview) -> str | None:
         """The data as a /dev/shm file, or None when there is no room (send it by pipe)."""
         if not self.files:
             return None
-        self.count += 1
-        path = self.ROOT / f"{self.prefix}{self.count}"
+        path = self.new_path()
         try:
-            with path.open("wb") as handle:
+            fd = create_exclusive(path)
+        except OSError:
+            return None  # no room, or a name someone planted: never touch it
+        try:
+            with os.fdopen(fd, "wb") as handle:
                 handle.write(data)
         except OSError:
             with contextlib.suppress(OSError):
@@ -247,8 +262,7 @@ class ShmFiles:
         return str(path)
 
     def bitmap_maker(self) -> PageBitmap:
-        self.count += 1
-        path = self.ROOT / f"{self.prefix}{self.count}" if self.files else None
+        path = self.new_path() if self.files else None
         return PageBitmap(path, self.shared)
 
     @staticmethod
@@ -260,10 +274,14 @@ class ShmFiles:
         # MAP_POPULATE maps every page at once: reading a freshly mapped 6 MB page image
         # otherwise costs some 1,500 separate page faults in the engine's own thread.
         flags = mmap.MAP_PRIVATE | _POPULATE
-        with open(path, "rb") as handle:
-            mapped = mmap.mmap(
-                handle.fileno(), size, flags=flags, prot=mmap.PROT_READ | mmap.PROT_WRITE
-            )
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        try:
+            info = os.fstat(fd)
+            if not stat.S_ISREG(info.st_mode) or info.st_uid != os.geteuid():
+                raise PermissionError(f"{path} is not a page file of this user")
+            mapped = mmap.mmap(fd, size, flags=flags, prot=mmap.PROT_READ | mmap.PROT_WRITE)
+        finally:
+            os.close(fd)
         Path(path).unlink()
         return mapped
 
@@ -274,8 +292,17 @@ class ShmFiles:
         return _remove(
             leftover
             for leftover in cls.ROOT.glob("ocrfleet-*-*-*")
-            if (worker := leftover.name.split("-")[1]).isdigit() and not _alive(int(worker))
+            if (worker := leftover.name.split("-")[1]).isdigit()
+            and _orphaned(leftover, int(worker))
         )
+
+    @classmethod
+    def sweep_orphans_safely(cls) -> int:
+        """sweep_orphans, never raising: a run starts whatever /dev/shm holds."""
+        try:
+            return cls.sweep_orphans()
+        except OSError:
+            return 0
 
     @classmethod
     def sweep(cls, worker_pid: int, render_pid: int | None = None) -> int:
@@ -284,14 +311,53 @@ class ShmFiles:
         return _remove(cls.ROOT.glob(pattern))
 
 
+def create_exclusive(path: Path) -> int:
+    """A new file for this user only: fails if the name exists (a planted file or symlink)."""
+    flags = os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+    fd = os.open(path, flags, 0o600)
+    os.fchmod(fd, 0o600)  # page images are private whatever the umask says
+    return fd
+
+
 def _remove(paths: Iterable[Path]) -> int:
-    """Unlink each file that still exists; how many were removed."""
+    """Unlink each of this user's regular files that still exists; how many were removed.
+    (Root must not delete another user's files that merely look like ours.)"""
     removed = 0
+    me = os.geteuid()
     for path in paths:
         with contextlib.suppress(OSError):
+            info = path.lstat()
+            if not stat.S_ISREG(info.st_mode) or info.st_uid != me:
+                continue
             path.unlink()
             removed += 1
     return removed
+
+
+def _orphaned(path: Path, worker: int) -> bool:
+    """The file's engine worker is gone: no such process, or the pid now belongs to a
+    process that started after the file was written (the pid was reused)."""
+    if not _alive(worker):
+        return True
+    started = _process_start(worker)
+    try:
+        written = path.lstat().st_mtime
+    except OSError:
+        return False
+    return started is not None and started > written + 2.0  # 2 s: clock granularity
+
+
+def _process_start(pid: int) -> float | None:
+    """When process `pid` started (epoch seconds), from /proc; None where unknown."""
+    try:
+        stat_line = Path(f"/proc/{pid}/stat").read_text("ascii")
+        ticks = int(stat_line.rsplit(")", 1)[1].split()[19])  # field 22: starttime
+        for line in Path("/proc/stat").read_text("ascii").splitlines():
+            if line.startswith("btime "):
+                return int(line.split()[1]) + ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
 
 
 def _alive(pid: int) -> bool:
@@ -351,16 +417,22 @@ class PageBitmap:
         if self.path is None:
             return None
         try:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
-            try:
-                # Reserve the memory now: a full /dev/shm must fail here, not as a SIGBUS
-                # while pdfium draws into a sparse file (Docker gives /dev/shm 64 MB).
-                os.posix_fallocate(fd, 0, size)
-                self._map = mmap.mmap(fd, size)
-            finally:
-                os.close(fd)
+            fd = create_exclusive(Path(self.path))
         except OSError:
+            self.path = None  # a name someone planted is not ours to write or remove
             return None
+        try:
+            # Reserve the memory now: a full /dev/shm must fail here, not as a SIGBUS
+            # while pdfium draws into a sparse file (Docker gives /dev/shm 64 MB).
+            os.posix_fallocate(fd, 0, size)
+            self._map = mmap.mmap(fd, size)
+        except OSError:
+            with contextlib.suppress(OSError):
+                Path(self.path).unlink()
+            self.path = None
+            return None
+        finally:
+            os.close(fd)
         return self._map
 
     def close(self) -> None:

@@ -111,7 +111,11 @@ class PageWorker:
         self.engine = engine
         self.worker_id = worker_id
         self.layout = OutputLayout(config.output_dir)
-        self.pool = RenderPool(render_workers, render_settings(config, engine, render_workers))
+        self.pool = RenderPool(
+            render_workers,
+            render_settings(config, engine, render_workers),
+            render_timeout=config.render_timeout,
+        )
         self.on_event = on_event or (lambda _event: None)
         self.render_workers = render_workers
         self.capacity = 1  # set once the engine has started and knows its batch size
@@ -256,7 +260,7 @@ class PageWorker:
             except RenderError as exc:
                 self._finish(doc, claim, None, AttemptLog(errors=[exc.reason]), claimed_at)
                 return
-            if rendered.ink_ratio < self.config.blank_threshold:
+            if rendered.ink_ratio < self.config.blank_threshold and not rendered.has_text:
                 self._finish(doc, claim, rendered, AttemptLog(), claimed_at, blank=True)
                 return
             queued = time.monotonic() - claimed_at

@@ -44,6 +44,26 @@ _PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
         rf"\g<1>{MASK}",
     ),
     (re.compile(r"(\bBearer\s+)[A-Za-z0-9._~+/=-]{16,}", re.IGNORECASE), rf"\g<1>{MASK}"),
+    # Credentials inside a URL (https://user:pass@host, s3://KEY:SECRET@bucket): the whole
+    # user-info part, whatever its shape.
+    (re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://)[^/\s@]+@"), rf"\g<1>{MASK}@"),
+    # A secret-named setting written out: hf_token=…, 'api_key': '…', PASSWORD: …
+    (
+        re.compile(
+            r"(\b\w*(?:_token|secret\w*|password|passwd|api_?key|access_?key)[\"']?\s*[=:]\s*"
+            r"[\"']?)[^\s\"',;})\]]{4,}",
+            re.IGNORECASE,
+        ),
+        rf"\g<1>{MASK}",
+    ),
+)
+# Keys whose values are secrets whatever they look like (--vllm-arg hf_token=…, a config's
+# "password": …): their string values are masked whole. Whole name parts only: "max_tokens"
+# and "tokenizer" are settings.
+_SECRET_KEY = re.compile(
+    r"(^|[_-])(token|secret|secret_key|password|passwd|api_?key|access_?key|credentials?|"
+    r"authorization|auth)($|[_-])",
+    re.IGNORECASE,
 )
 
 
@@ -80,7 +100,11 @@ def redact_obj(obj: Any, secrets: Sequence[str] | None = None) -> Any:
         return redact(obj, secrets)
     if isinstance(obj, Mapping):
         return {
-            (redact(k, secrets) if isinstance(k, str) else k): redact_obj(v, secrets)
+            (redact(k, secrets) if isinstance(k, str) else k): (
+                MASK
+                if isinstance(k, str) and _SECRET_KEY.search(k) and isinstance(v, str) and v
+                else redact_obj(v, secrets)
+            )
             for k, v in obj.items()
         }
     if isinstance(obj, list):

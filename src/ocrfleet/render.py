@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
+from .blank import ink_ratio
 from .errors import RenderError
 from .handover import BufferMaps, PageBitmap, SharedBuffer, SharedBuffers, ShmFiles, new_bitmap
 
@@ -40,8 +41,10 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 READY = "ready"  # a render process's first message: imports done, pages welcome
-# Luminance under which a pixel counts as ink, for blank-page detection.
-INK_LUMINANCE = 160
+# Seconds a restarted render process may take to send READY before it is replaced.
+START_TIMEOUT = 120.0
+# Pages with less ink than this also say whether they have a text layer (never blank).
+CHECK_TEXT_BELOW = 0.01
 
 
 @dataclass(frozen=True)
@@ -87,6 +90,8 @@ class RenderedPage:
     owner: Any = field(default=None, repr=False, compare=False)
     # Set when the pixels were drawn into a /dev/shm file (render processes).
     pixels_path: str | None = None
+    # The page has a text layer (checked for pages with little ink): it is never blank.
+    has_text: bool = False
 
     def image(self) -> Image.Image:
         """The page as an RGB PIL image (no copy of the pixel buffer where PIL allows)."""
@@ -175,16 +180,6 @@ def page_scale(width_pt: float, height_pt: float, settings: RenderSettings) -> t
     return scale, capped
 
 
-def ink_ratio(rgb: np.ndarray) -> float:
-    """Share of ink pixels (darkest channel under INK_LUMINANCE, so coloured text counts),
-    on every third pixel of every third row: a page number still registers."""
-    sub = rgb[::3, ::3]
-    if sub.size == 0:
-        return 0.0
-    darkest = np.minimum(np.minimum(sub[..., 0], sub[..., 1]), sub[..., 2])
-    return float(np.count_nonzero(darkest < INK_LUMINANCE)) / float(darkest.size)
-
-
 def render_page(
     docs: DocumentCache,
     req: RenderRequest,
@@ -200,7 +195,11 @@ def render_page(
     if cached is not None:
         rgb, scaled, dpi = cached
         text = _text_layer(docs, req) if settings.want_text else None
-        return _rendered(req, rgb, scaled, dpi, started, text, from_cache=True)
+        page_out = _rendered(req, rgb, scaled, dpi, started, text, from_cache=True)
+        if text is None and page_out.ink_ratio < CHECK_TEXT_BELOW:
+            text = _text_layer(docs, req)
+        page_out.has_text = bool(text and text.strip())
+        return page_out
     try:
         pdf = docs.get(req.path)
     except Exception as exc:  # pdfium raises PdfiumError; a vanished file raises OSError
@@ -224,7 +223,7 @@ def render_page(
         pixels, stride, ink = _bitmap_pixels(bitmap)
         width, height = bitmap.width, bitmap.height
         owner: Any = bitmap if target is None else target
-        text = _page_text(page) if settings.want_text else None
+        text = _page_text(page) if settings.want_text or ink < CHECK_TEXT_BELOW else None
     except Exception as exc:
         if target is not None:
             target.discard()
@@ -242,9 +241,10 @@ def render_page(
         scaled_down=scaled,
         effective_dpi=round(scale * 72.0, 2),
         render_seconds=time.perf_counter() - started,
-        text_layer=text,
+        text_layer=text if settings.want_text else None,
         owner=owner,
         pixels_path=target.path if target is not None else None,
+        has_text=bool(text and text.strip()),
     )
     _store_cached(req, settings, page_out)
     return page_out
@@ -495,11 +495,18 @@ class RenderCrash(RenderError):
     """pdfium took the render process down on this page, twice."""
 
 
+class RenderTimeout(RenderError):
+    """The page was still rendering after --render-timeout: its process was killed."""
+
+
 @dataclass
 class _Job:
     req: RenderRequest
     future: asyncio.Future[RenderedPage]
     crashes: int = 0
+    # When the render process began on this page (it heads the process's queue and the
+    # process is ready); None while it waits.
+    since: float | None = None
 
 
 @dataclass
@@ -508,6 +515,12 @@ class _Slot:
     conn: Connection
     jobs: deque[_Job] = field(default_factory=deque)
     maps: BufferMaps = field(default_factory=BufferMaps)  # its shared page buffers, mapped
+    ready: bool = False
+    # The job whose deadline passed: its process was killed for it.
+    timed_out: _Job | None = None
+    spawned_at: float = field(default_factory=time.monotonic)
+    # Killed because it never became ready: no page is to blame.
+    start_hung: bool = False
 
 
 class RenderPool:
@@ -517,8 +530,18 @@ class RenderPool:
     sends small request objects.
     """
 
-    def __init__(self, workers: int, settings: RenderSettings, *, per_worker: int = 3) -> None:
+    def __init__(
+        self,
+        workers: int,
+        settings: RenderSettings,
+        *,
+        per_worker: int = 3,
+        render_timeout: float | None = None,
+    ) -> None:
         self.workers = max(1, workers)
+        # A page still rendering after this many seconds (a pdfium infinite loop) has its
+        # process killed and replaced; the page fails with the reason, nothing else waits.
+        self.render_timeout = render_timeout
         self.settings = settings
         self.per_worker = per_worker
         self._ctx = multiprocessing.get_context("spawn")
@@ -538,6 +561,7 @@ class RenderPool:
         for slot in self._slots:
             if not slot.conn.poll(timeout) or slot.conn.recv() != READY:
                 raise RuntimeError(f"render process did not start (exit {slot.process.exitcode})")
+            slot.ready = True
         self._reader = threading.Thread(target=self._read_loop, name="render-reader", daemon=True)
         self._reader.start()
 
@@ -562,6 +586,8 @@ class RenderPool:
                 slot = min(self._slots, key=lambda s: len(s.jobs))
                 job = _Job(req, future)
                 slot.jobs.append(job)
+                if len(slot.jobs) == 1 and slot.ready:
+                    job.since = time.monotonic()
                 self._send(slot, job)
             return await future
 
@@ -584,15 +610,43 @@ class RenderPool:
                 elif not self._closing.is_set():
                     self._drain(slot)
                     self._replace(slot)
+            self._enforce_deadlines()
+
+    def _enforce_deadlines(self) -> None:
+        """Kill a render process whose current page is past the render timeout; its
+        sentinel then fires and _replace fails that page with the reason."""
+        now = time.monotonic()
+        with self._lock:
+            for slot in self._slots:
+                start_limit = max(START_TIMEOUT, self.render_timeout or 0.0)
+                if not slot.ready and not slot.start_hung and now - slot.spawned_at > start_limit:
+                    slot.start_hung = True  # a process that never started serves no page
+                    with contextlib.suppress(OSError):
+                        slot.process.kill()
+                    continue
+                if self.render_timeout is None:
+                    continue
+                head = slot.jobs[0] if slot.jobs else None
+                if head is None or head.since is None or slot.timed_out is not None:
+                    continue
+                if now - head.since > self.render_timeout:
+                    slot.timed_out = head
+                    with contextlib.suppress(OSError):
+                        slot.process.kill()
 
     def _drain(self, slot: _Slot) -> None:
         try:
             while slot.conn.poll():
                 header = _receive(slot.conn, slot.maps)
-                if header is None:
-                    continue
                 with self._lock:
+                    if header is None:  # READY: the (restarted) process begins its queue
+                        slot.ready = True
+                        if slot.jobs:
+                            slot.jobs[0].since = time.monotonic()
+                        continue
                     job = slot.jobs.popleft()
+                    if slot.jobs:
+                        slot.jobs[0].since = time.monotonic()
                 self._resolve(job, header)
         except (EOFError, OSError):
             return
@@ -638,7 +692,31 @@ class RenderPool:
             fresh = self._spawn()
             self.restarts += 1
             self._slots[self._slots.index(dead)] = fresh
-            if jobs:
+            for job in jobs:
+                job.since = None  # the clock restarts when the fresh process is ready
+            timed_out = dead.timed_out
+            if timed_out is not None:
+                if jobs and jobs[0] is timed_out:
+                    jobs.pop(0)
+                    source = timed_out.req.source or timed_out.req.path
+                    log.warning(
+                        "render of %s page %d passed --render-timeout %g s; process killed",
+                        source,
+                        timed_out.req.page,
+                        self.render_timeout,
+                    )
+                    self._settle(
+                        timed_out.future,
+                        None,
+                        RenderTimeout(
+                            source,
+                            f"rendering took longer than --render-timeout "
+                            f"{self.render_timeout:g} s (the render process was killed)",
+                            timed_out.req.page,
+                        ),
+                    )
+                # else: the page finished just before the kill; nobody is to blame.
+            elif jobs and not dead.start_hung:
                 culprit = jobs[0]
                 culprit.crashes += 1
                 code = dead.process.exitcode

@@ -2,8 +2,8 @@
 
 Re-running the same command resumes: planning registers only new documents, and workers
 claim only pages that are not finished. Exit codes: 0 every document done; 1 some documents
-failed (the rest finished); 2 bad options; 3 the run stopped with pages left (interrupted, or
-every worker gave up); 130 stopped by a second Ctrl-C.
+failed (the rest finished); 2 bad options or an unusable ledger; 3 the run stopped with pages
+left (interrupted, every worker gave up, or the disk is full); 130 stopped by a second Ctrl-C.
 """
 
 from __future__ import annotations
@@ -26,6 +26,8 @@ from typing import Any, TextIO
 
 from . import __version__
 from .config import RunConfig
+from .diskfull import DiskFull, is_disk_full
+from .diskfull import detail as disk_full_detail
 from .engine_slots import (
     EnginesPerGpu,
     available_cores,
@@ -34,8 +36,11 @@ from .engine_slots import (
     model_weight_bytes,
 )
 from .errors import ConfigError
+from .filemode import apply_to_ledger
 from .gpu_telemetry import GpuReadings
+from .handover import ShmFiles
 from .ledger import Ledger
+from .ledger_file import check_ledger_file
 from .plan import ledger_path, make_plan, shard_suffix
 from .redact import redact_obj
 from .report import write_report_after_run
@@ -104,8 +109,15 @@ def run(config: RunConfig) -> RunResult:
         for warning in check_topology(config):
             log.warning("%s", warning)
     suffix = shard_suffix(config.num_shards, config.shard_index)
-    with run_lock(config.output_dir, suffix):
-        return _run_locked(config, suffix)
+    try:
+        with run_lock(config.output_dir, suffix):
+            return _run_locked(config, suffix)
+    except DiskFull:
+        raise
+    except Exception as exc:
+        if is_disk_full(exc):  # a write of the supervisor's own (ledger, summary, logs)
+            raise DiskFull(config.output_dir, disk_full_detail(exc)) from exc
+        raise
 
 
 class PeriodicSync:
@@ -158,7 +170,13 @@ def _run_locked(config: RunConfig, suffix: str) -> RunResult:
     if any(is_remote(uri) for uri in config.inputs):
         staged = stage_inputs(config.inputs, config.staging_dir)
         config = replace(config, inputs=tuple(staged))
+    check_ledger_file(db_path, fresh=config.fresh_ledger)
+    new_ledger = not db_path.exists()
+    # Page files a run killed with -9 left in RAM go now, even when nothing is left to do.
+    ShmFiles.sweep_orphans_safely()
     ledger = Ledger(db_path)
+    if new_ledger:
+        apply_to_ledger(db_path)  # sqlite3 makes 0644 whatever the umask
     layout = OutputLayout(config.output_dir)
     run_id = time.strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:8]
     run_started = time.time()
@@ -169,7 +187,9 @@ def _run_locked(config: RunConfig, suffix: str) -> RunResult:
             log.info(
                 "resuming: %d page(s) a previous run left in flight go back in the queue", released
             )
-        previous = ledger.begin_run(run_id, config.to_json())
+        # The stored config is uploaded with ledger checkpoints: secrets never go in.
+        stored = json.dumps(redact_obj(json.loads(config.to_json())), sort_keys=True)
+        previous = ledger.begin_run(run_id, stored)
         _warn_changed_options(previous, config)
         plan = make_plan(config, ledger)
         for missing in plan.missing_inputs:

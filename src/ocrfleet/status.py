@@ -9,8 +9,9 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
-from .errors import ConfigError
+from .errors import ConfigError, LedgerError
 from .ledger import DOC_STATUSES, PAGE_STATUSES, Ledger
+from .ledger_file import ledger_problem
 
 LEDGER_GLOB = "ocrfleet*.sqlite"
 
@@ -29,13 +30,18 @@ def collect_status(output_dir: Path) -> dict[str, Any]:
     failed: list[dict[str, Any]] = []
     shards: list[dict[str, Any]] = []
     for path in find_ledgers(output_dir):
+        problem = ledger_problem(path)
+        if problem is not None:
+            raise LedgerError(f"{path}: {problem}")
         try:
-            ledger = Ledger(path)
-        except sqlite3.DatabaseError as exc:
-            raise ConfigError(f"{path} is not a readable ledger: {exc}") from exc
+            ledger = Ledger.read_only(path)
+        except LedgerError as exc:
+            raise LedgerError(f"{path}: {exc}") from None
         try:
             counts = ledger.counts()
             shard_failed = ledger.failed_documents()
+        except sqlite3.DatabaseError as exc:
+            raise LedgerError(f"{path} is not a readable ledger: {exc}") from None
         finally:
             ledger.close()
         for key, value in counts.documents.items():

@@ -40,11 +40,14 @@ from pathlib import Path, PurePosixPath
 from typing import Any, TypeVar
 
 from .errors import ConfigError
+from .filemode import apply_file_mode
+from .s3uri import SCHEME
+from .s3uri import is_remote as is_remote  # re-exported: callers import it from here
+from .s3uri import split_uri as split_uri
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
-SCHEME = "s3://"
 MANIFEST_NAME = ".ocrfleet-upload.json"
 LEDGER_PREFIX = "ledger"
 GLOB_CHARS = frozenset("*?[")
@@ -56,20 +59,8 @@ MANIFEST_EVERY_SECONDS = 30.0
 # s3fs, botocore/aiohttp connection errors, timeouts, throttling) is worth another try.
 _PERMANENT = (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError)
 _TRANSIENT_NAMES = frozenset({"BotoCoreError", "ClientError", "ServerTimeoutError"})
-
-
-def is_remote(uri: str) -> bool:
-    return uri.startswith(SCHEME)
-
-
-def split_uri(uri: str) -> tuple[str, str]:
-    """s3://bucket/some/key → ("bucket", "some/key")."""
-    if not is_remote(uri):
-        raise ConfigError(f"{uri} is not an s3:// URI")
-    bucket, _, key = uri[len(SCHEME) :].partition("/")
-    if not bucket:
-        raise ConfigError(f"{uri} names no bucket")
-    return bucket, key.strip("/")
+# botocore errors that say the request itself is wrong: retrying repeats the same mistake.
+_PERMANENT_NAMES = frozenset({"ParamValidationError", "InvalidS3AddressingStyleError"})
 
 
 def make_filesystem() -> Any:
@@ -85,7 +76,9 @@ def make_filesystem() -> Any:
 
 
 def _is_transient(exc: BaseException) -> bool:
-    if isinstance(exc, _PERMANENT):
+    if isinstance(exc, (*_PERMANENT, ValueError)):
+        return False
+    if any(cls.__name__ in _PERMANENT_NAMES for cls in type(exc).__mro__):
         return False
     if isinstance(exc, OSError | TimeoutError | ConnectionError):
         return True
@@ -154,7 +147,10 @@ def _download(
 
     def fetch() -> None:
         fd, tmp = tempfile.mkstemp(dir=local.parent, prefix=f".{local.name[:40]}.", suffix=".part")
-        os.close(fd)
+        try:
+            apply_file_mode(fd)
+        finally:
+            os.close(fd)
         try:
             fs.get_file(remote, tmp)
             got = Path(tmp).stat().st_size

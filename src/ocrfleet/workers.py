@@ -30,6 +30,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .config import RunConfig
+from .diskfull import EXIT_DISK_FULL, DiskFull, LogFileHandler, is_disk_full
+from .diskfull import detail as disk_full_detail
 from .engines import create_engine
 from .errors import EngineDead
 from .gpu_telemetry import start_gpu_sampler
@@ -37,6 +39,7 @@ from .handover import ShmFiles
 from .ledger import Ledger
 from .pipeline import PageWorker
 from .redact import install_redaction
+from .redact_stream import redirect_output
 from .worker_logs import last_worker_error
 
 if TYPE_CHECKING:
@@ -110,6 +113,15 @@ def _die_with_parent() -> None:
 
 def worker_main(config_json: str, spec: WorkerSpec, conn: Connection, db_path: str) -> None:
     """Entry point of an engine worker process."""
+    try:
+        _worker_main(config_json, spec, conn, db_path)
+    except Exception as exc:
+        if is_disk_full(exc):  # restarting into a full disk helps nobody: tell the supervisor
+            os._exit(EXIT_DISK_FULL)
+        raise
+
+
+def _worker_main(config_json: str, spec: WorkerSpec, conn: Connection, db_path: str) -> None:
     os.setpgrp()
     _die_with_parent()
     if spec.gpus:
@@ -183,6 +195,9 @@ async def _serve(
         log.error("engine died: %s", exc)
         return EXIT_ENGINE_DEAD
     except Exception as exc:
+        if is_disk_full(exc):
+            log.error("disk full: %s", exc)
+            return EXIT_DISK_FULL
         log.exception("worker failed: %s", exc)
         started = getattr(worker.engine, "started", True)
         return EXIT_ERROR if started else EXIT_ENGINE_START
@@ -196,16 +211,14 @@ async def _serve(
 def _setup_worker_logging(config: RunConfig, spec: WorkerSpec) -> None:
     logs = config.output_dir / "logs"
     logs.mkdir(parents=True, exist_ok=True)
-    handler = logging.FileHandler(logs / f"worker-{spec.slot}.log", encoding="utf-8")
+    handler = LogFileHandler(logs / f"worker-{spec.slot}.log", encoding="utf-8")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     install_redaction([handler])
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(config.log_level.upper())
-    # vLLM logs through its own handlers to stdout/stderr, which we redirect to the file too.
-    stream = (logs / f"worker-{spec.slot}.out").open("a", encoding="utf-8", buffering=1)
-    os.dup2(stream.fileno(), 1)
-    os.dup2(stream.fileno(), 2)
+    # vLLM logs through its own handlers to stdout/stderr: into the file too, redacted.
+    redirect_output(logs / f"worker-{spec.slot}.out")
 
 
 # ---- the supervisor -----------------------------------------------------------------------
@@ -350,6 +363,17 @@ class Supervisor:
         self.ledger.set_fleet_slots(sum(1 for s in self.slots if not (s.gave_up or s.done)))
 
     def run(self) -> SupervisorResult:
+        try:
+            return self._run()
+        except Exception as exc:
+            if not is_disk_full(exc):
+                raise
+            self._kill_all()  # their claims go back to the queue when the run resumes
+            if isinstance(exc, DiskFull):
+                raise
+            raise DiskFull(self.config.output_dir, disk_full_detail(exc)) from exc
+
+    def _run(self) -> SupervisorResult:
         ShmFiles.sweep_orphans()  # pages in RAM from an earlier run that was killed outright
         self._declare_fleet()
         for state in self.slots:
@@ -415,6 +439,8 @@ class Supervisor:
             state.conn.close()
             state.conn = None
         state.process = None
+        if code == EXIT_DISK_FULL:
+            raise DiskFull(self.config.output_dir, f"worker {state.spec.slot} could not write")
         if state.starting and not state.retired:
             state.start_error = self._cause(state)
         state.starting = False
