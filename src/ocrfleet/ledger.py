@@ -6,7 +6,8 @@ pages under a lease that its heartbeat renews; a page whose worker dies goes bac
 Every write is one short `BEGIN IMMEDIATE` transaction, so a kill -9 at any instant leaves a
 consistent ledger that loses at most the pages that were in flight.
 
-Page statuses: pending (not finished; possibly claimed), done, blank, truncated, failed.
+Page statuses: pending (not finished; possibly claimed), done, blank, truncated, failed,
+needs_ocr (routed to OCR in a run that had no OCR engine; a run with one redoes it).
 Document statuses: pending, assembling (its last page landed, its files are being written),
 done, failed.
 """
@@ -25,9 +26,9 @@ from typing import Any
 from .errors import LedgerError
 
 SCHEMA_VERSION = 1
-PAGE_STATUSES = ("pending", "done", "blank", "truncated", "failed")
+PAGE_STATUSES = ("pending", "done", "blank", "truncated", "failed", "needs_ocr")
 DOC_STATUSES = ("pending", "assembling", "done", "failed")
-FINISHED_PAGE_STATUSES = ("done", "blank", "truncated", "failed")
+FINISHED_PAGE_STATUSES = ("done", "blank", "truncated", "failed", "needs_ocr")
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -57,7 +58,7 @@ CREATE TABLE IF NOT EXISTS pages (
     page INTEGER NOT NULL,
     doc_seq INTEGER NOT NULL,
     status TEXT NOT NULL DEFAULT 'pending'
-        CHECK (status IN ('pending', 'done', 'blank', 'truncated', 'failed')),
+        CHECK (status IN ('pending', 'done', 'blank', 'truncated', 'failed', 'needs_ocr')),
     claimed_by TEXT,
     lease_until REAL,
     attempts INTEGER NOT NULL DEFAULT 0,
@@ -83,6 +84,9 @@ CREATE INDEX IF NOT EXISTS attempts_open ON attempts (worker) WHERE finished_at 
 CREATE TABLE IF NOT EXISTS workers (
     worker TEXT PRIMARY KEY, slot INTEGER, pid INTEGER, gpu TEXT,
     started_at REAL NOT NULL, heartbeat_at REAL NOT NULL, stopped_at REAL
+);
+CREATE TABLE IF NOT EXISTS route_overrides (
+    doc_id TEXT NOT NULL, page INTEGER NOT NULL, reason TEXT NOT NULL, PRIMARY KEY (doc_id, page)
 );
 CREATE TABLE IF NOT EXISTS runs (
     run_id TEXT PRIMARY KEY, started_at REAL NOT NULL, finished_at REAL,
@@ -160,6 +164,25 @@ class Counts:
         return {"documents": self.documents, "pages": self.pages, "in_flight": self.in_flight}
 
 
+def _allow_needs_ocr(db: sqlite3.Connection) -> None:
+    """Ledgers made before the needs_ocr status get it added to the pages CHECK constraint:
+    only the stored definition changes (SQLite's documented way to loosen a constraint), so
+    columns other versions added stay, and no row is rewritten."""
+    row = db.execute("SELECT sql FROM sqlite_master WHERE type='table' AND name='pages'").fetchone()
+    if row is None or "needs_ocr" in row[0]:
+        return
+    version = int(db.execute("PRAGMA schema_version").fetchone()[0])
+    db.execute("PRAGMA writable_schema=ON")
+    try:
+        db.execute(
+            "UPDATE sqlite_master SET sql=replace(sql, \"'truncated', 'failed')\", "
+            "\"'truncated', 'failed', 'needs_ocr')\") WHERE type='table' AND name='pages'"
+        )
+        db.execute(f"PRAGMA schema_version={version + 1}")
+    finally:
+        db.execute("PRAGMA writable_schema=OFF")
+
+
 class Ledger:
     """A connection to one shard's ledger. One per process; not shared between threads."""
 
@@ -182,6 +205,7 @@ class Ledger:
             for statement in SCHEMA.split(";"):
                 if statement.strip():
                     db.execute(statement)
+            _allow_needs_ocr(db)
             row = db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
             if row is None:
                 db.execute(
@@ -655,3 +679,81 @@ class Ledger:
                 "UPDATE runs SET finished_at=?, summary=? WHERE run_id=?",
                 (time.time(), json.dumps(summary, sort_keys=True), run_id),
             )
+
+    # ---- routing ----------------------------------------------------------------------
+
+    def requeue_for_ocr(self, flags: Sequence[str] = ()) -> tuple[int, int]:
+        """A run with an OCR engine: pages left as needs_ocr, and finished pages carrying one
+        of `flags` (sent to OCR whatever their route says), go back in the queue.
+        Returns (needs_ocr pages, flagged pages) requeued."""
+        with self.transaction() as db:
+            flagged = 0
+            if flags:
+                marks = ",".join("?" * len(flags))
+                rows = db.execute(
+                    "SELECT p.doc_id, p.page FROM pages p JOIN page_text t ON "
+                    "t.doc_id=p.doc_id AND t.page=p.page WHERE p.status IN ('done', 'truncated') "
+                    "AND EXISTS (SELECT 1 FROM json_each(t.record, '$.quality_flags') j "
+                    f"WHERE j.value IN ({marks}))",
+                    tuple(flags),
+                ).fetchall()
+                for r in rows:
+                    db.execute(
+                        "INSERT OR REPLACE INTO route_overrides (doc_id, page, reason) "
+                        "VALUES (?, ?, ?)",
+                        (r[0], r[1], "redo_flag"),
+                    )
+                    db.execute(
+                        "UPDATE pages SET status='pending', error=NULL WHERE doc_id=? AND page=?",
+                        (r[0], r[1]),
+                    )
+                flagged = len(rows)
+            needs = db.execute(
+                "UPDATE pages SET status='pending', error=NULL WHERE status='needs_ocr'"
+            ).rowcount
+            db.execute(
+                "UPDATE documents SET status='pending', error=NULL, finished_at=NULL "
+                "WHERE status IN ('done', 'failed') AND doc_id IN "
+                "(SELECT doc_id FROM pages WHERE status='pending')"
+            )
+        return int(needs), flagged
+
+    def forced_route(self, doc_id: str, page: int) -> str | None:
+        """Why this page must go to OCR whatever its text layer says (a redo), or None."""
+        row = self._db.execute(
+            "SELECT reason FROM route_overrides WHERE doc_id=? AND page=?", (doc_id, page)
+        ).fetchone()
+        return None if row is None else str(row[0])
+
+    def route_report(self, attention_limit: int = 50) -> dict[str, Any]:
+        """Finished pages by route and by quality flag, and the pages that need attention."""
+        routes: dict[str, int] = {}
+        for r in self._db.execute(
+            "SELECT COALESCE(json_extract(record, '$.route'), 'not_routed') AS route, COUNT(*) "
+            "FROM page_text GROUP BY route"
+        ):
+            routes[str(r[0])] = int(r[1])
+        flags: dict[str, int] = {}
+        for r in self._db.execute(
+            "SELECT j.value, COUNT(*) FROM page_text t, json_each(t.record, '$.quality_flags') j "
+            "GROUP BY j.value ORDER BY j.value"
+        ):
+            flags[str(r[0])] = int(r[1])
+        attention = [
+            {"source": r[0], "page": r[1], "status": r[2], "reason": r[3] or ""}
+            for r in self._db.execute(
+                "SELECT d.source, p.page, p.status, p.error FROM pages p JOIN documents d "
+                "ON d.doc_id=p.doc_id WHERE p.status IN ('needs_ocr', 'failed', 'truncated') "
+                "ORDER BY d.seq, p.page LIMIT ?",
+                (attention_limit,),
+            )
+        ]
+        total = self._db.execute(
+            "SELECT COUNT(*) FROM pages WHERE status IN ('needs_ocr', 'failed', 'truncated')"
+        ).fetchone()[0]
+        return {
+            "routes": routes,
+            "quality_flags": flags,
+            "attention": attention,
+            "attention_total": int(total),
+        }

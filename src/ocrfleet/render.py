@@ -37,6 +37,8 @@ if TYPE_CHECKING:
     import pypdfium2
     from PIL import Image
 
+    from .route import PageRoute
+
 log = logging.getLogger(__name__)
 
 READY = "ready"  # a render process's first message: imports done, pages welcome
@@ -58,6 +60,8 @@ class RenderSettings:
     # Reusable shared page buffers per render process (handover.SharedBuffers); pages beyond
     # them (an engine holding many) go by /dev/shm file.
     shared_buffers: int = 8
+    # Decide per page: text layer or OCR (ocrfleet.route), on the render just made.
+    route: bool = False
 
 
 @dataclass(frozen=True)
@@ -66,6 +70,8 @@ class RenderRequest:
     path: str
     page: int  # 1-based
     source: str = ""
+    # Send the page to OCR whatever its text layer says (a redo), with this reason.
+    force_ocr: str | None = None
 
 
 @dataclass
@@ -87,6 +93,7 @@ class RenderedPage:
     owner: Any = field(default=None, repr=False, compare=False)
     # Set when the pixels were drawn into a /dev/shm file (render processes).
     pixels_path: str | None = None
+    route: PageRoute | None = None  # the text-layer verdict, when the engine asked for it
 
     def image(self) -> Image.Image:
         """The page as an RGB PIL image (no copy of the pixel buffer where PIL allows)."""
@@ -199,8 +206,12 @@ def render_page(
     cached = _load_cached(req, settings)
     if cached is not None:
         rgb, scaled, dpi = cached
-        text = _text_layer(docs, req) if settings.want_text else None
-        return _rendered(req, rgb, scaled, dpi, started, text, from_cache=True)
+        verdict = _route_cached(docs, req, rgb, dpi) if settings.route else None
+        text = _text_layer(docs, req) if settings.want_text and verdict is None else None
+        out = _rendered(req, rgb, scaled, dpi, started, text, from_cache=True)
+        if verdict is not None:
+            out.route, out.text_layer = verdict, verdict.text
+        return out
     try:
         pdf = docs.get(req.path)
     except Exception as exc:  # pdfium raises PdfiumError; a vanished file raises OSError
@@ -224,7 +235,10 @@ def render_page(
         pixels, stride, ink = _bitmap_pixels(bitmap)
         width, height = bitmap.width, bitmap.height
         owner: Any = bitmap if target is None else target
-        text = _page_text(page) if settings.want_text else None
+        verdict = _route(page, bitmap, scale, req) if settings.route else None
+        text = verdict.text if verdict is not None else None
+        if settings.want_text and verdict is None:
+            text = _page_text(page)
     except Exception as exc:
         if target is not None:
             target.discard()
@@ -245,6 +259,7 @@ def render_page(
         text_layer=text,
         owner=owner,
         pixels_path=target.path if target is not None else None,
+        route=verdict,
     )
     _store_cached(req, settings, page_out)
     return page_out
@@ -288,13 +303,39 @@ def _rendered(
 
 
 def _page_text(page: pypdfium2.PdfPage) -> str:
+    """The text layer in reading order, cleaned (ocrfleet.textlayer)."""
+    from .textlayer import extract_text
+
     textpage = page.get_textpage()
     try:
-        text = textpage.get_text_range()
+        return extract_text(textpage)[0]
     finally:
         textpage.close()
-    lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
-    return "\n".join(line.rstrip() for line in lines).strip()
+
+
+def _route(
+    page: pypdfium2.PdfPage, bitmap: pypdfium2.PdfBitmap, scale: float, req: RenderRequest
+) -> PageRoute:
+    from .route import forced, route_rendered
+
+    verdict = route_rendered(page, bitmap.to_numpy(), scale)
+    return forced(verdict, req.force_ocr) if req.force_ocr else verdict
+
+
+def _route_cached(
+    docs: DocumentCache, req: RenderRequest, rgb: np.ndarray, dpi: float
+) -> PageRoute:
+    from .route import forced, route_rendered
+
+    try:
+        page = docs.get(req.path)[req.page - 1]
+    except Exception as exc:
+        raise RenderError(req.source or req.path, f"cannot load page: {exc}", req.page) from exc
+    try:
+        verdict = route_rendered(page, rgb, dpi / 72.0)
+    finally:
+        page.close()
+    return forced(verdict, req.force_ocr) if req.force_ocr else verdict
 
 
 def _text_layer(docs: DocumentCache, req: RenderRequest) -> str:
@@ -389,7 +430,9 @@ def _serve(
     page: RenderedPage | None = None
     try:
         page = render_page(docs, req, settings, shm if settings.keep_pixels else None)
-        arrays: dict[str, np.ndarray] = preparer(page) if preparer is not None else {}
+        # A page that keeps its text layer never reaches the OCR engine: nothing to prepare.
+        skip = page.route is not None and page.route.route == "text"
+        arrays: dict[str, np.ndarray] = preparer(page) if preparer and not skip else {}
     except Exception as exc:  # a bug in a preparer must not stop the render process
         if page is not None and isinstance(page.owner, PageBitmap):
             page.owner.discard()  # its shared buffer is free again, its file gone

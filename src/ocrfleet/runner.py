@@ -156,6 +156,7 @@ def _run_locked(config: RunConfig, suffix: str) -> RunResult:
             log.error("input not found: %s", missing)
         if config.retry_failed:
             log.info("--retry-failed: %d failed page(s) back in the queue", ledger.retry_failed())
+        _requeue_for_ocr(config, ledger)
         finalize_ready_documents(ledger, layout, f"supervisor:{os.getpid()}")
         counts = ledger.counts()
         log.info(
@@ -266,6 +267,21 @@ def _warn_changed_options(previous: str | None, config: RunConfig) -> None:
         )
 
 
+def _requeue_for_ocr(config: RunConfig, ledger: Ledger) -> None:
+    """With an OCR engine, pages an earlier run left as needs_ocr (and, with --redo-flag,
+    finished pages carrying the flag) go back in the queue; nothing else is redone."""
+    if not config.ocr_capable:
+        return
+    needs, flagged = ledger.requeue_for_ocr(config.redo_flags)
+    if needs or flagged:
+        log.info(
+            "back in the queue for OCR: %d page(s) left as needs_ocr, %d with --redo-flag %s",
+            needs,
+            flagged,
+            ",".join(config.redo_flags) or "-",
+        )
+
+
 def _summary(
     config: RunConfig,
     ledger: Ledger,
@@ -281,6 +297,7 @@ def _summary(
         "output_dir": str(config.output_dir),
         "shard": {"index": config.shard_index, "count": config.num_shards},
         "engine": config.engine.name,
+        "ocr_engine": config.engine.ocr_engine if config.engine.name == "auto" else None,
         "model": config.engine.model if config.engine.name == "vllm" else None,
         "documents": {k: v for k, v in counts.documents.items() if k != "assembling"},
         "pages": counts.pages,
@@ -289,6 +306,7 @@ def _summary(
         "workers": slots,
         "failed_documents": ledger.failed_documents(),
         "missing_inputs": missing,
+        **ledger.route_report(),
     }
 
 

@@ -28,6 +28,8 @@ def collect_status(output_dir: Path) -> dict[str, Any]:
     in_flight = 0
     failed: list[dict[str, Any]] = []
     shards: list[dict[str, Any]] = []
+    routing: dict[str, Any] = {"routes": {}, "quality_flags": {}, "attention": []}
+    attention_total = 0
     for path in find_ledgers(output_dir):
         try:
             ledger = Ledger(path)
@@ -36,6 +38,7 @@ def collect_status(output_dir: Path) -> dict[str, Any]:
         try:
             counts = ledger.counts()
             shard_failed = ledger.failed_documents()
+            report = ledger.route_report()
         finally:
             ledger.close()
         for key, value in counts.documents.items():
@@ -44,6 +47,11 @@ def collect_status(output_dir: Path) -> dict[str, Any]:
             pages[key] += value
         in_flight += counts.in_flight
         failed += shard_failed
+        for key in ("routes", "quality_flags"):
+            for name, value in report[key].items():
+                routing[key][name] = routing[key].get(name, 0) + value
+        routing["attention"] += report["attention"]
+        attention_total += report["attention_total"]
         shards.append({"ledger": path.name, **counts.as_dict()})
     # "assembling" is a moment between the last page and the files: report it as pending.
     documents["pending"] += documents.pop("assembling")
@@ -57,6 +65,8 @@ def collect_status(output_dir: Path) -> dict[str, Any]:
         "progress": round(finished / total_pages, 4) if total_pages else 1.0,
         "failed_documents": failed,
         "shards": shards,
+        **routing,
+        "attention_total": attention_total,
     }
 
 
@@ -69,6 +79,18 @@ def format_status(status: dict[str, Any]) -> str:
         + "  ".join(f"{k} {v}" for k, v in pages.items())
         + f"  (in flight {status['pages_in_flight']})",
     ]
+    if status.get("routes"):
+        lines.append("routes     " + "  ".join(f"{k} {v}" for k, v in status["routes"].items()))
+    if status.get("quality_flags"):
+        flags = status["quality_flags"]
+        lines.append("flags      " + "  ".join(f"{k} {v}" for k, v in flags.items()))
+    if status.get("attention"):
+        lines.append(f"pages that need attention ({status['attention_total']}):")
+        lines += [
+            f"  {a['source']} page {a['page']}: {a['status']}"
+            + (f": {a['reason']}" if a["reason"] else "")
+            for a in status["attention"]
+        ]
     if status["failed_documents"]:
         lines.append("failed documents:")
         lines += [f"  {d['source']}: {d['reason']}" for d in status["failed_documents"]]
