@@ -3,7 +3,9 @@
 
     python run_pdf_ocr_vllm.py --input-dir IN --output-dir OUT --mode clean ...
 
-is `ocrfleet run --input-dir IN --output-dir OUT --mode clean ...`; every option is the CLI's.
+is `ocrfleet run --engine vllm --input-dir IN --output-dir OUT --mode clean ...`: the plan
+OCRs every page with DeepSeek-OCR (give `--engine auto` to route pages instead); every option
+is the CLI's.
 """
 
 import sys
@@ -11,4 +13,4 @@ import sys
 from ocrfleet.cli import main
 
 if __name__ == "__main__":
-    sys.exit(main(["run", *sys.argv[1:]]))
+    sys.exit(main(["run", "--engine", "vllm", *sys.argv[1:]]))

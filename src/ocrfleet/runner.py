@@ -88,7 +88,8 @@ def finalize_ready_documents(ledger: Ledger, layout: OutputLayout, worker: str) 
 
 def run(config: RunConfig) -> RunResult:
     """Process the corpus (this shard of it); returns when done, failed or stopped."""
-    if config.engine.name == "vllm":
+    engine = config.engine
+    if engine.name == "vllm" or (engine.name == "auto" and engine.ocr_engine == "vllm"):
         from .engines.vllm_checks import check_topology
 
         for warning in check_topology(config):
@@ -291,6 +292,7 @@ def _summary(
     run_id: str,
 ) -> dict[str, Any]:
     counts = ledger.counts()
+    engine = config.engine.name
     return {
         "ocrfleet_version": __version__,
         "run_id": run_id,
@@ -298,7 +300,7 @@ def _summary(
         "shard": {"index": config.shard_index, "count": config.num_shards},
         "engine": config.engine.name,
         "ocr_engine": config.engine.ocr_engine if config.engine.name == "auto" else None,
-        "model": config.engine.model if config.engine.name == "vllm" else None,
+        "model": config.engine.model if "vllm" in (engine, config.engine.ocr_engine) else None,
         "documents": {k: v for k, v in counts.documents.items() if k != "assembling"},
         "pages": counts.pages,
         "this_run": stats.summary(),
