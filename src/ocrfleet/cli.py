@@ -392,6 +392,12 @@ def _cmd_run(args: argparse.Namespace) -> int:
         f" ({this_run['pages_per_second']:.2f} pages/s)",
         file=sys.stderr,
     )
+    if pages.get("needs_ocr"):
+        print(
+            f"{pages['needs_ocr']} page(s) need OCR and no OCR engine ran: re-run with "
+            "--ocr-engine tesseract (CPU) or vllm (GPU) to do exactly those",
+            file=sys.stderr,
+        )
     for failed in s["failed_documents"][:20]:
         print(f"failed: {failed['source']}: {failed['reason']}", file=sys.stderr)
     if len(s["failed_documents"]) > 20:

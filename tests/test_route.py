@@ -1,0 +1,96 @@
+"""The per-page verdict: scores from the text layer, the ink and the page objects."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pypdfium2 as pdfium
+import pytest
+
+from ocrfleet.route import PageFeatures, route_rendered, verdict
+from ocrfleet.testing.routeset import GREEK_TEXT, LEGACY_GREEK, build_set
+from ocrfleet.textscores import greek_badness, score_text
+
+
+def test_greek_badness_separates_greek_from_mangled_greek() -> None:
+    assert greek_badness(GREEK_TEXT) < 20
+    # UTF-8 Greek decoded as cp1253 turns into Ξ/Ο pairs: far over glossAPI's 60.
+    mangled = GREEK_TEXT.encode("utf-8").decode("cp1253", errors="replace")
+    assert greek_badness(mangled) > 60
+    assert score_text(mangled).mojibake > 0.05
+    assert greek_badness("") == 0.0 and greek_badness("plain English text") == 0.0
+
+
+def test_latin_gibberish_has_no_function_words() -> None:
+    legacy = "".join(LEGACY_GREEK.get(ch, ch) for ch in GREEK_TEXT)
+    english = "The archive of the harbour is kept in the town hall and it is open to all."
+    assert score_text(legacy).latin_stopword_share < 0.08
+    assert score_text(english * 3).latin_stopword_share > 0.3
+
+
+def _features(**changes: object) -> PageFeatures:
+    base = {
+        "chars": 900,
+        "ink": 0.02,
+        "text_ink_share": 0.97,
+        "image_cover": 0.0,
+        "invisible_share": 0.0,
+        "text": score_text(GREEK_TEXT),
+    }
+    base.update(changes)
+    return PageFeatures(**base)  # type: ignore[arg-type]
+
+
+def test_verdict_reasons() -> None:
+    assert verdict(_features()) == ("text", [])
+    assert verdict(_features(chars=0)) == ("ocr", ["no_text_layer"])
+    assert verdict(_features(chars=0, ink=0.0)) == ("text", [])  # nothing to OCR
+    assert verdict(_features(invisible_share=0.9))[1] == ["invisible_text"]
+    assert verdict(_features(image_cover=0.95, text_ink_share=0.1))[1] == ["ink_not_text"]
+    pua = score_text("\ue000\ue001\ue002 " * 50 + GREEK_TEXT[:100])
+    assert "bad_chars" in verdict(_features(text=pua))[1]
+
+
+@pytest.fixture(scope="module")
+def labelled(tmp_path_factory: pytest.TempPathFactory) -> list:  # type: ignore[type-arg]
+    return build_set(tmp_path_factory.mktemp("routeset"))
+
+
+def test_labelled_set_is_routed_right(labelled: list) -> None:  # type: ignore[type-arg]
+    wrong = []
+    for doc in labelled:
+        pdf = pdfium.PdfDocument(str(doc.path))
+        for index, expected in enumerate(doc.pages):
+            page = pdf[index]
+            scale = 100 / 72
+            route = route_rendered(page, page.render(scale=scale).to_numpy(), scale)
+            if route.route != expected.route:
+                wrong.append((doc.name, index + 1, route.route, route.reasons))
+            assert "\ufffe" not in route.text and "\u00ad" not in route.text
+            page.close()
+        pdf.close()
+    assert wrong == []
+
+
+def test_page_record_holds_verdict_and_scores(labelled: list) -> None:  # type: ignore[type-arg]
+    doc = next(d for d in labelled if d.name == "greek-scan-ocr-layer")
+    pdf = pdfium.PdfDocument(str(doc.path))
+    page = pdf[0]
+    record = route_rendered(page, page.render(scale=1.0).to_numpy(), 1.0).record()
+    page.close()
+    pdf.close()
+    assert record["route"] == "ocr" and record["route_reasons"] == ["invisible_text"]
+    assert record["route_scores"]["invisible_share"] == 1.0
+    assert {"chars", "ink", "greek_badness", "bad_chars", "latin_stopword_share"} <= set(
+        record["route_scores"]
+    )
+
+
+def test_legacy_font_text_is_latin(tmp_path: Path, labelled: list) -> None:  # type: ignore[type-arg]
+    doc = next(d for d in labelled if d.name == "greek-legacy-font")
+    pdf = pdfium.PdfDocument(str(doc.path))
+    page = pdf[0]
+    route = route_rendered(page, page.render(scale=1.0).to_numpy(), 1.0)
+    page.close()
+    pdf.close()
+    assert route.text.startswith("H istoria") and route.reasons == ("latin_gibberish",)
