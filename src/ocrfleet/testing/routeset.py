@@ -2,10 +2,10 @@
 
 Sources (all generated on the spot with reportlab, Pillow and the DejaVu fonts; the texts are
 our own): born-digital Greek, polytonic Greek and English pages (one and two columns, with
-words hyphenated at line ends); scans (image-only pages, clean and mildly degraded); scans
-with a stamped text header; scans under an invisible (render mode 3) OCR layer; born-digital
-Greek whose font has a ToUnicode map that says Latin letters (a legacy Greek font) or that maps
-nothing. Expected routes: born-digital good → text, every other kind → ocr.
+words hyphenated at line ends, with a photograph); scans (image-only pages, clean and mildly
+degraded); scans with a stamped text header; scans under an invisible (render mode 3) OCR
+layer; born-digital Greek whose font has a ToUnicode map that says Latin letters (a legacy
+Greek font) or that maps nothing. Expected routes: born-digital good → text, every other kind → ocr.
 """
 
 from __future__ import annotations
@@ -156,6 +156,20 @@ def scan_png(
     return buffer.getvalue()
 
 
+def photo_jpeg(seed: int) -> bytes:
+    """A photograph-like image: smooth shapes and noise, no text."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:330, 0:470]
+    base = 120 + 60 * np.sin(x / 40 + seed) * np.cos(y / 30) + rng.normal(0, 20, (330, 470))
+    rgb = np.dstack([base, base * 0.8 + 30, base * 0.6 + 50]).clip(0, 255).astype(np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(rgb).save(buffer, format="JPEG", quality=80)
+    return buffer.getvalue()
+
+
 def _draw_lines(pdf: object, font: str, lines: Sequence[str], x: float, size: float) -> None:
     y = A4[1] - 72
     for line in lines:
@@ -165,7 +179,8 @@ def _draw_lines(pdf: object, font: str, lines: Sequence[str], x: float, size: fl
 
 
 def make_pdf(path: Path, pages: Sequence[tuple[str, str]], *, broken: str | None = None) -> Path:
-    """Pages of a kind: text, columns, scan, scan-degraded, scan-header, invisible-ocr."""
+    """Pages of a kind: text, columns, figure, scan, scan-degraded, scan-header,
+    invisible-ocr."""
     from reportlab.lib.utils import ImageReader
     from reportlab.pdfgen import canvas
 
@@ -176,6 +191,9 @@ def make_pdf(path: Path, pages: Sequence[tuple[str, str]], *, broken: str | None
         lines = wrap(text, 80)
         if kind == "text":
             _draw_lines(pdf, font, hyphenate(lines), 60, 11)
+        elif kind == "figure":  # a born-digital page with a photograph under its text
+            _draw_lines(pdf, font, lines, 60, 11)
+            pdf.drawImage(ImageReader(io.BytesIO(photo_jpeg(n))), 60, 80, width=470, height=330)
         elif kind == "columns":
             pdf.setFont(font, 14)
             pdf.drawString(60, A4[1] - 50, COLUMN_HEADER)
@@ -234,9 +252,14 @@ def build_set(root: Path) -> list[LabelledDoc]:
         ("polytonic-born-digital", "grc", "text", _split(POLYTONIC_TEXT, 2), None),
         ("english-born-digital", "en", "text", _split(ENGLISH_TEXT, 2), None),
         ("english-two-columns", "en", "columns", _split(ENGLISH_TEXT, 1), None),
+        ("greek-with-photo", "el", "figure", _split(GREEK_TEXT, 2), None),
+        ("english-with-photo", "en", "figure", _split(ENGLISH_TEXT, 2), None),
         ("greek-scan", "el", "scan", _split(GREEK_TEXT, 2), None),
         ("greek-scan-degraded", "el", "scan-degraded", _split(GREEK_TEXT, 2), None),
         ("english-scan", "en", "scan", _split(ENGLISH_TEXT, 2), None),
+        ("english-scan-degraded", "en", "scan-degraded", _split(ENGLISH_TEXT, 2), None),
+        ("polytonic-scan", "grc", "scan", _split(POLYTONIC_TEXT, 2), None),
+        ("english-scan-ocr-layer", "en", "invisible-ocr", _split(ENGLISH_TEXT, 2), None),
         ("greek-scan-stamped", "el", "scan-header", _split(GREEK_TEXT, 2), None),
         ("greek-scan-ocr-layer", "el", "invisible-ocr", _split(GREEK_TEXT, 2), None),
         ("greek-legacy-font", "el", "text", _split(GREEK_TEXT, 2), "latin"),
@@ -246,7 +269,7 @@ def build_set(root: Path) -> list[LabelledDoc]:
     docs: list[LabelledDoc] = []
     for name, language, kind, texts, broken in specs:
         path = make_pdf(root / f"{name}.pdf", [(kind, t) for t in texts], broken=broken)
-        good = kind in ("text", "columns") and broken is None
+        good = kind in ("text", "columns", "figure") and broken is None
         label = f"{kind}+{broken}-tounicode" if broken else kind
         pages = tuple(
             LabelledPage(label, "text" if good else "ocr", _truth(kind, t, n))
