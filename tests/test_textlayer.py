@@ -6,8 +6,9 @@ import unicodedata
 from pathlib import Path
 
 import pypdfium2 as pdfium
+import pytest
 
-from ocrfleet.testing.routeset import A4, GREEK_TEXT, SERIF, _font, make_pdf
+from ocrfleet.testing.routeset import A4, GREEK_TEXT, SERIF, _font, chromium_pdf, make_pdf
 from ocrfleet.textlayer import clean_text, extract_text
 
 
@@ -20,6 +21,10 @@ def test_clean_text_joins_hyphenation_and_normalises() -> None:
     assert clean_text(oxia) == unicodedata.normalize("NFC", oxia) == "\u03ac"
     assert clean_text("stray \ufffe mark\x07") == "stray  mark"
     assert clean_text("well-\nknown") == "well-\nknown"  # a real hyphen stays
+    assert (
+        clean_text("αναφ\u2010\nορές ΓΡ\u2010\nΑΦΗ Jean\u2010\nPaul")
+        == "αναφορές ΓΡΑΦΗ Jean\u2010\nPaul"
+    )
 
 
 def _text(path: Path, page: int = 0) -> tuple[str, str]:
@@ -62,3 +67,15 @@ def test_interleaved_columns_come_out_in_reading_order(tmp_path: Path) -> None:
     assert raw.index(right[0]) < raw.index(left[1])  # interleaved as drawn
     lines = [line for line in clean.splitlines() if line.strip()]
     assert lines == ["Κεφαλίδα της σελίδας", *left, *right, "σελίδα 7"]
+
+
+def test_a_chromium_pdf_reads_in_order_with_soft_hyphens_joined(tmp_path: Path) -> None:
+    """A real producer: Chrome's Save as PDF, two justified columns, soft hyphens taken at
+    line ends (drawn as U+2010)."""
+    paragraphs = [GREEK_TEXT, GREEK_TEXT.upper()]
+    path = chromium_pdf(tmp_path / "c.pdf", paragraphs, columns=2)
+    if path is None:
+        pytest.skip("chromium is not installed")
+    raw, clean = _text(path)
+    assert "\u2010\r\n" in raw  # words broken at line ends
+    assert clean.split() == " ".join(paragraphs).split()

@@ -10,6 +10,7 @@ the page stay where they are, as their own blocks.
 
 from __future__ import annotations
 
+import itertools
 import re
 import unicodedata
 from dataclasses import dataclass
@@ -29,17 +30,34 @@ LIGATURES = {
 }
 HYPHEN_MARKS = "\ufffe\u00ad"  # pdfium's line-end hyphen, soft hyphen
 # A word broken at a line end: "μελέ\ufffe\nτη" and "docu\ufffement" become one word.
-_BROKEN_WORD = re.compile(rf"(\w)[{HYPHEN_MARKS}][ \t]*(?:\r?\n[ \t]*)?(\w)")
+# A break may also end a column ("\n\n" between blocks).
+_BROKEN_WORD = re.compile(rf"(\w)[{HYPHEN_MARKS}][ \t]*(?:\r?\n[ \t]*){{0,2}}(\w)")
+# Chromium (Skia) draws a soft hyphen taken at a line end as U+2010: "αναφ‐\nορές".
+_DRAWN_SOFT_HYPHEN = re.compile(r"(\w)\u2010[ \t]*(?:\r?\n[ \t]*){1,2}([^\W\d_])")
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 # Gutters narrower than this (points) are word spaces, not columns.
 MIN_GUTTER_PT = 9.0
 MIN_COLUMN_LINES = 3
+ALIGN_PT = 3.0  # lines of a column start within this of its margin…
+ALIGNED_SHARE = 0.6  # …most of them do
+# A gap this many character heights wide ends a run (word spaces of justified text are less).
+RUN_GAP_HEIGHTS = 2.0
+
+
+def _join_drawn_hyphen(match: re.Match[str]) -> str:
+    """ "αναφ‐\nορές" and "ΚΑΤΑΓΡ‐\nΆΦΕΤΑΙ" are one word; "Jean‐\nPaul" stays two."""
+    before, after = match.group(1), match.group(2)
+    if after.islower() or (before.isupper() and after.isupper()):
+        return before + after
+    return match.group(0)
 
 
 def clean_text(text: str) -> str:
-    """Join line-end hyphenation marked by pdfium or soft hyphens, expand ligatures, NFC."""
+    """Join line-end hyphenation marked by pdfium, soft hyphens or Chromium's drawn soft
+    hyphen (U+2010 before a lower-case letter), expand ligatures, NFC."""
     text = text.replace("\r\n", "\n").replace("\r", "\n")
     text = _BROKEN_WORD.sub(r"\1\2", text)
+    text = _DRAWN_SOFT_HYPHEN.sub(_join_drawn_hyphen, text)
     text = "".join(LIGATURES.get(ch, ch) for ch in text)
     # What is left of the marks is not a word break: drop them (never a U+FFFE in output).
     text = re.sub(f"[{HYPHEN_MARKS}]", "", text)
@@ -79,7 +97,18 @@ def _vertical_cut(boxes: list[Box]) -> tuple[list[Box], list[Box]] | None:
     second = [b for b in boxes if b.left >= cut]
     if len(first) < MIN_COLUMN_LINES or len(second) < MIN_COLUMN_LINES:
         return None
+    # Columns start their lines at one margin; a "gutter" between words of justified lines
+    # (a river) has ragged edges on its right side.
+    if not (_aligned(first) and _aligned(second)):
+        return None
     return first, second
+
+
+def _aligned(boxes: list[Box]) -> bool:
+    """Most lines of these boxes start at one margin."""
+    starts = [line[0].left for line in _lines(boxes)]
+    margin = min(starts)
+    return sum(1 for x in starts if x - margin <= ALIGN_PT) >= ALIGNED_SHARE * len(starts)
 
 
 def _horizontal_cut(boxes: list[Box]) -> tuple[list[Box], list[Box]] | None:
@@ -160,10 +189,12 @@ def segments(textpage: pypdfium2.PdfTextPage) -> tuple[str, list[Box]]:
         if right <= left or top <= bottom or ch.isspace():
             continue  # generated spaces have no box of their own
         if seg is not None:
-            middle = (top + bottom) / 2
-            off_line = middle < seg[1] or middle > seg[3]
+            # Half a glyph of slack: a comma or a superscript stays on its line.
+            middle, slack = (top + bottom) / 2, (seg[3] - seg[1]) / 2
+            off_line = middle < seg[1] - slack or middle > seg[3] + slack
             gap = left - prev_right
-            if off_line or gap > MIN_GUTTER_PT or left < prev_left - 1.0:
+            wide = gap > max(MIN_GUTTER_PT, RUN_GAP_HEIGHTS * (top - bottom))
+            if off_line or wide or left < prev_left - 1.0:
                 close(i)
                 start, seg = i, None
         if seg is None:
@@ -175,6 +206,17 @@ def segments(textpage: pypdfium2.PdfTextPage) -> tuple[str, list[Box]]:
     return text, boxes
 
 
+def _join_runs(text: str, line: list[Box]) -> str:
+    """Runs of one line, left to right: glued where pdfium's text has them touching (a comma
+    split off its word), else one space."""
+    out = text[line[0].start : line[0].end].strip()
+    for prev, box in itertools.pairwise(line):
+        between = text[prev.end : box.start] if box.start >= prev.end else " "
+        spaced = text[prev.start : prev.end][-1:].isspace() or between != ""
+        out += (" " if spaced else "") + text[box.start : box.end].strip()
+    return out
+
+
 def extract_text(textpage: pypdfium2.PdfTextPage) -> tuple[str, list[Box]]:
     """The page's text in reading order, cleaned, and the boxes of its runs."""
     text, boxes = segments(textpage)
@@ -184,6 +226,6 @@ def extract_text(textpage: pypdfium2.PdfTextPage) -> tuple[str, list[Box]]:
     for block in reading_order(boxes):
         lines = []
         for line in _lines(block):
-            lines.append(" ".join(text[b.start : b.end].strip() for b in line))
+            lines.append(_join_runs(text, line))
         blocks.append("\n".join(lines))
     return clean_text("\n\n".join(blocks)), boxes

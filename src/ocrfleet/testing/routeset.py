@@ -229,6 +229,41 @@ def make_pdf(path: Path, pages: Sequence[tuple[str, str]], *, broken: str | None
     return path
 
 
+def chromium_pdf(path: Path, paragraphs: Sequence[str], *, columns: int = 1) -> Path | None:
+    """A born-digital PDF as Chrome's "Save as PDF" makes it (Skia, Type0 fonts), justified,
+    with soft hyphens in long words; None when Chromium is not installed."""
+    import html
+    import shutil
+    import subprocess
+    import tempfile
+
+    binary = shutil.which("chromium") or shutil.which("chromium-browser")
+    if binary is None:
+        return None
+
+    def shy(word: str) -> str:
+        return (
+            word[: len(word) // 2] + "\u00ad" + word[len(word) // 2 :] if len(word) >= 8 else word
+        )
+
+    body = "".join(f"<p>{html.escape(' '.join(shy(w) for w in p.split()))}</p>" for p in paragraphs)
+    page = (
+        '<!DOCTYPE html><html><head><meta charset="utf-8"><style>body{font-family:"DejaVu Serif";'
+        f"font-size:11pt;margin:2cm}} .c{{column-count:{columns};column-gap:1cm;"
+        f'text-align:justify}}</style></head><body><div class="c">{body}</div></body></html>'
+    )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        source = Path(tmp) / "page.html"
+        source.write_text(page, encoding="utf-8")
+        subprocess.run(
+            [binary, "--headless", "--no-sandbox", "--disable-gpu", "--no-pdf-header-footer",
+             f"--user-data-dir={tmp}/profile", f"--print-to-pdf={path}", source.as_uri()],
+            capture_output=True, timeout=120, check=True,
+        )  # fmt: skip
+    return path
+
+
 def _split(text: str, parts: int) -> list[str]:
     sentences = [s.strip() + "." for s in text.split(".") if s.strip()]
     size = -(-len(sentences) // parts)
@@ -276,4 +311,13 @@ def build_set(root: Path) -> list[LabelledDoc]:
             for n, t in enumerate(texts)
         )
         docs.append(LabelledDoc(name, path, pages, language))
+    # Real PDFs of another producer (Chromium), when it is installed: born-digital, one page.
+    for name, language, text, columns in (
+        ("greek-chromium-columns", "el", GREEK_TEXT, 2),
+        ("english-chromium", "en", ENGLISH_TEXT, 1),
+    ):
+        made = chromium_pdf(root / f"{name}.pdf", _split(text, 2), columns=columns)
+        if made is not None:
+            page = LabelledPage(f"chromium-{columns}-column", "text", "\n".join(_split(text, 2)))
+            docs.append(LabelledDoc(name, made, (page,), language))
     return docs
