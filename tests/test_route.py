@@ -94,3 +94,29 @@ def test_legacy_font_text_is_latin(tmp_path: Path, labelled: list) -> None:  # t
     page.close()
     pdf.close()
     assert route.text.startswith("H istoria") and route.reasons == ("latin_gibberish",)
+
+
+def test_a_page_the_router_cannot_analyse_goes_to_ocr(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A text layer that raises while being analysed costs the page its text route, not the
+    page itself: it is rendered and sent to OCR with the reason."""
+    from ocrfleet.render import DocumentCache, RenderRequest, RenderSettings, render_page
+    from ocrfleet.testing.routeset import make_pdf
+
+    path = make_pdf(tmp_path / "t.pdf", [("text", GREEK_TEXT)])
+    settings = RenderSettings(dpi=72, want_text=True, route=True)
+    docs = DocumentCache()
+    good = render_page(docs, RenderRequest("d", str(path), 1), settings)
+    assert good.route is not None and good.route.route == "text"
+
+    def explode(*_: object, **__: object) -> None:
+        raise ValueError("bad text object")
+
+    monkeypatch.setattr("ocrfleet.route.route_rendered", explode)
+    try:
+        page = render_page(docs, RenderRequest("d", str(path), 1, source="t.pdf"), settings)
+    finally:
+        docs.close()
+    assert page.route is not None and page.route.route == "ocr"
+    assert page.route.reasons == ("route_error: ValueError: bad text object",)

@@ -316,9 +316,13 @@ def _page_text(page: pypdfium2.PdfPage) -> str:
 def _route(
     page: pypdfium2.PdfPage, bitmap: pypdfium2.PdfBitmap, scale: float, req: RenderRequest
 ) -> PageRoute:
-    from .route import forced, route_rendered
+    from .route import forced, route_rendered, unreadable
 
-    verdict = route_rendered(page, bitmap.to_numpy(), scale)
+    try:
+        verdict = route_rendered(page, bitmap.to_numpy(), scale)
+    except Exception as exc:  # a text layer pdfium chokes on: the page still gets OCR
+        log.warning("%s page %d: text layer not analysed (%s): OCR", req.source, req.page, exc)
+        verdict = unreadable(f"{type(exc).__name__}: {exc}")
     return forced(verdict, req.force_ocr) if req.force_ocr else verdict
 
 

@@ -204,3 +204,9 @@ def route_rendered(
         rotation=int(page.get_rotation()),
     )
     return analyse_page(page, ctx, limits)
+
+
+def unreadable(reason: str) -> PageRoute:
+    """The verdict for a page whose text layer could not be analysed: OCR it."""
+    features = PageFeatures(0, 0.0, 0.0, 0.0, 0.0, score_text(""))
+    return PageRoute("ocr", (f"route_error: {reason}",), features)
