@@ -42,6 +42,9 @@ def test_needs_ocr_pages_and_a_tesseract_redo_of_exactly_them(tmp_path: Path) ->
     assert summary["attention"][0]["page"] == 2
     status = json.loads(run_cli("status", str(out), "--json").stdout)
     assert status["pages"]["needs_ocr"] == 1 and status["attention_total"] == 1
+    table = run_cli("status", str(out)).stdout
+    assert "routes     ocr 1  text 1" in table and "mixed.pdf page 2: needs_ocr" in table
+    assert "routes: 1 ocr, 1 text" in first.stderr and "1 page(s) need OCR" in first.stderr
     assert "needs OCR" in (out / "markdown" / "mixed.md").read_text("utf-8")
 
     second = run_cli("run", str(tmp_path / "in"), "-o", str(out), "--ocr-engine", "tesseract")
