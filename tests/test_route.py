@@ -120,3 +120,22 @@ def test_a_page_the_router_cannot_analyse_goes_to_ocr(
         docs.close()
     assert page.route is not None and page.route.route == "ocr"
     assert page.route.reasons == ("route_error: ValueError: bad text object",)
+
+
+def test_a_page_from_the_image_cache_gets_the_same_verdict(tmp_path: Path) -> None:
+    from ocrfleet.render import DocumentCache, RenderRequest, RenderSettings, render_page
+    from ocrfleet.testing.routeset import make_pdf
+
+    path = make_pdf(tmp_path / "s.pdf", [("scan-header", GREEK_TEXT[:300])])
+    settings = RenderSettings(dpi=72, want_text=True, route=True, cache_dir=tmp_path / "cache")
+    docs = DocumentCache()
+    try:
+        first = render_page(docs, RenderRequest("d", str(path), 1), settings)
+        again = render_page(docs, RenderRequest("d", str(path), 1), settings)
+    finally:
+        docs.close()
+    assert again.from_cache and not first.from_cache
+    assert first.route is not None and again.route is not None
+    assert again.route.route == first.route.route == "ocr"
+    assert again.route.reasons == first.route.reasons == ("ink_not_text",)
+    assert again.text_layer == first.text_layer == "Downloaded from the digital archive"

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from ocrfleet.ledger import Ledger, NewDocument, PageOutcome
+from ocrfleet.ocr_queue import forced_route, requeue_for_ocr, route_report
 
 OLD_PAGES = """
 CREATE TABLE pages (
@@ -53,14 +54,14 @@ def test_requeue_for_ocr_takes_needs_ocr_and_flagged_pages_only(tmp_path: Path) 
     _finish(ledger, 3, "done", ["low_text"])
     _finish(ledger, 4, "done", ["mixed_script"])
     ledger.finish_document("d", "done", None)
-    report = ledger.route_report()
+    report = route_report(ledger)
     assert report["routes"] == {"ocr": 1, "text": 3}
     assert report["quality_flags"] == {"empty_output": 1, "low_text": 1, "mixed_script": 1}
     assert [a["page"] for a in report["attention"]] == [2]
-    assert ledger.requeue_for_ocr(("low_text",)) == (1, 1)
+    assert requeue_for_ocr(ledger, ("low_text",)) == (1, 1)
     assert ledger.counts().pages["pending"] == 2 and ledger.documents()[0].status == "pending"
-    assert ledger.forced_route("d", 3) == "redo_flag" and ledger.forced_route("d", 2) is None
+    assert forced_route(ledger, "d", 3) == "redo_flag" and forced_route(ledger, "d", 2) is None
     claimed = sorted(c.page for c in ledger.claim("w", 10, 60, suspect=False))
     assert claimed == [2, 3]
-    assert json.dumps(ledger.requeue_for_ocr()) == "[0, 0]"
+    assert json.dumps(requeue_for_ocr(ledger)) == "[0, 0]"
     ledger.close()

@@ -680,80 +680,8 @@ class Ledger:
                 (time.time(), json.dumps(summary, sort_keys=True), run_id),
             )
 
-    # ---- routing ----------------------------------------------------------------------
+    # ---- routing (queries of ocrfleet.ocr_queue) ----------------------------------------
 
-    def requeue_for_ocr(self, flags: Sequence[str] = ()) -> tuple[int, int]:
-        """A run with an OCR engine: pages left as needs_ocr, and finished pages carrying one
-        of `flags` (sent to OCR whatever their route says), go back in the queue.
-        Returns (needs_ocr pages, flagged pages) requeued."""
-        with self.transaction() as db:
-            flagged = 0
-            if flags:
-                marks = ",".join("?" * len(flags))
-                rows = db.execute(
-                    "SELECT p.doc_id, p.page FROM pages p JOIN page_text t ON "
-                    "t.doc_id=p.doc_id AND t.page=p.page WHERE p.status IN ('done', 'truncated') "
-                    "AND EXISTS (SELECT 1 FROM json_each(t.record, '$.quality_flags') j "
-                    f"WHERE j.value IN ({marks}))",
-                    tuple(flags),
-                ).fetchall()
-                for r in rows:
-                    db.execute(
-                        "INSERT OR REPLACE INTO route_overrides (doc_id, page, reason) "
-                        "VALUES (?, ?, ?)",
-                        (r[0], r[1], "redo_flag"),
-                    )
-                    db.execute(
-                        "UPDATE pages SET status='pending', error=NULL WHERE doc_id=? AND page=?",
-                        (r[0], r[1]),
-                    )
-                flagged = len(rows)
-            needs = db.execute(
-                "UPDATE pages SET status='pending', error=NULL WHERE status='needs_ocr'"
-            ).rowcount
-            db.execute(
-                "UPDATE documents SET status='pending', error=NULL, finished_at=NULL "
-                "WHERE status IN ('done', 'failed') AND doc_id IN "
-                "(SELECT doc_id FROM pages WHERE status='pending')"
-            )
-        return int(needs), flagged
-
-    def forced_route(self, doc_id: str, page: int) -> str | None:
-        """Why this page must go to OCR whatever its text layer says (a redo), or None."""
-        row = self._db.execute(
-            "SELECT reason FROM route_overrides WHERE doc_id=? AND page=?", (doc_id, page)
-        ).fetchone()
-        return None if row is None else str(row[0])
-
-    def route_report(self, attention_limit: int = 50) -> dict[str, Any]:
-        """Finished pages by route and by quality flag, and the pages that need attention."""
-        routes: dict[str, int] = {}
-        for r in self._db.execute(
-            "SELECT COALESCE(json_extract(record, '$.route'), 'not_routed') AS route, COUNT(*) "
-            "FROM page_text GROUP BY route"
-        ):
-            routes[str(r[0])] = int(r[1])
-        flags: dict[str, int] = {}
-        for r in self._db.execute(
-            "SELECT j.value, COUNT(*) FROM page_text t, json_each(t.record, '$.quality_flags') j "
-            "GROUP BY j.value ORDER BY j.value"
-        ):
-            flags[str(r[0])] = int(r[1])
-        attention = [
-            {"source": r[0], "page": r[1], "status": r[2], "reason": r[3] or ""}
-            for r in self._db.execute(
-                "SELECT d.source, p.page, p.status, p.error FROM pages p JOIN documents d "
-                "ON d.doc_id=p.doc_id WHERE p.status IN ('needs_ocr', 'failed', 'truncated') "
-                "ORDER BY d.seq, p.page LIMIT ?",
-                (attention_limit,),
-            )
-        ]
-        total = self._db.execute(
-            "SELECT COUNT(*) FROM pages WHERE status IN ('needs_ocr', 'failed', 'truncated')"
-        ).fetchone()[0]
-        return {
-            "routes": routes,
-            "quality_flags": flags,
-            "attention": attention,
-            "attention_total": int(total),
-        }
+    def read(self, sql: str, args: Sequence[Any] = ()) -> list[sqlite3.Row]:
+        """Rows of one read-only query (modules that own a table read it through this)."""
+        return self._db.execute(sql, tuple(args)).fetchall()

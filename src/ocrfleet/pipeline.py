@@ -22,6 +22,7 @@ from .engines.auto import NEEDS_OCR
 from .engines.base import OcrEngine, OcrRequest, OcrResult
 from .errors import EngineDead, EngineError, RenderError
 from .ledger import AttemptClose, Claim, DocumentRow, Ledger, PageOutcome
+from .ocr_queue import forced_route
 from .postprocess import clean_page
 from .quality import assess
 from .render import RenderedPage, RenderPool, RenderRequest, RenderSettings
@@ -252,7 +253,7 @@ class PageWorker:
         claimed_at = time.monotonic()
         try:
             # A redo asked for OCR whatever the router says (auto engine only).
-            force = self.ledger.forced_route(*key) if self.engine.needs.route else None
+            force = forced_route(self.ledger, *key) if self.engine.needs.route else None
             try:
                 rendered = await self.pool.render(
                     RenderRequest(doc.doc_id, doc.path, claim.page, doc.source, force)

@@ -235,7 +235,12 @@ def render_page(
         pixels, stride, ink = _bitmap_pixels(bitmap)
         width, height = bitmap.width, bitmap.height
         owner: Any = bitmap if target is None else target
-        verdict = _route(page, bitmap, scale, req) if settings.route else None
+        verdict = None
+        if settings.route:
+            from .route import route_page
+
+            where = f"{req.source} page {req.page}"
+            verdict = route_page(page, bitmap.to_numpy(), scale, where, req.force_ocr)
         text = verdict.text if verdict is not None else None
         if settings.want_text and verdict is None:
             text = _page_text(page)
@@ -313,35 +318,6 @@ def _page_text(page: pypdfium2.PdfPage) -> str:
         textpage.close()
 
 
-def _route(
-    page: pypdfium2.PdfPage, bitmap: pypdfium2.PdfBitmap, scale: float, req: RenderRequest
-) -> PageRoute:
-    from .route import forced, route_rendered, unreadable
-
-    try:
-        verdict = route_rendered(page, bitmap.to_numpy(), scale)
-    except Exception as exc:  # a text layer pdfium chokes on: the page still gets OCR
-        log.warning("%s page %d: text layer not analysed (%s): OCR", req.source, req.page, exc)
-        verdict = unreadable(f"{type(exc).__name__}: {exc}")
-    return forced(verdict, req.force_ocr) if req.force_ocr else verdict
-
-
-def _route_cached(
-    docs: DocumentCache, req: RenderRequest, rgb: np.ndarray, dpi: float
-) -> PageRoute:
-    from .route import forced, route_rendered
-
-    try:
-        page = docs.get(req.path)[req.page - 1]
-    except Exception as exc:
-        raise RenderError(req.source or req.path, f"cannot load page: {exc}", req.page) from exc
-    try:
-        verdict = route_rendered(page, rgb, dpi / 72.0)
-    finally:
-        page.close()
-    return forced(verdict, req.force_ocr) if req.force_ocr else verdict
-
-
 def _text_layer(docs: DocumentCache, req: RenderRequest) -> str:
     try:
         page = docs.get(req.path)[req.page - 1]
@@ -349,6 +325,21 @@ def _text_layer(docs: DocumentCache, req: RenderRequest) -> str:
         raise RenderError(req.source or req.path, f"cannot load page: {exc}", req.page) from exc
     try:
         return _page_text(page)
+    finally:
+        page.close()
+
+
+def _route_cached(
+    docs: DocumentCache, req: RenderRequest, rgb: np.ndarray, dpi: float
+) -> PageRoute:
+    from .route import route_page
+
+    try:
+        page = docs.get(req.path)[req.page - 1]
+    except Exception as exc:
+        raise RenderError(req.source or req.path, f"cannot load page: {exc}", req.page) from exc
+    try:
+        return route_page(page, rgb, dpi / 72.0, f"{req.source} page {req.page}", req.force_ocr)
     finally:
         page.close()
 

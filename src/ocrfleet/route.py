@@ -16,6 +16,7 @@ Runs in the render process, on the pdfium page it has just drawn: no second rend
 
 from __future__ import annotations
 
+import logging
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -27,6 +28,7 @@ from .textscores import TextScores, score_text
 if TYPE_CHECKING:
     import pypdfium2
 
+log = logging.getLogger(__name__)
 Route = Literal["text", "ocr"]
 
 
@@ -210,3 +212,16 @@ def unreadable(reason: str) -> PageRoute:
     """The verdict for a page whose text layer could not be analysed: OCR it."""
     features = PageFeatures(0, 0.0, 0.0, 0.0, 0.0, score_text(""))
     return PageRoute("ocr", (f"route_error: {reason}",), features)
+
+
+def route_page(
+    page: pypdfium2.PdfPage, rgb: np.ndarray, scale: float, where: str, force: str | None
+) -> PageRoute:
+    """The verdict as the render process takes it: a page whose text layer cannot be
+    analysed goes to OCR (with the reason) rather than failing; a redo forces OCR."""
+    try:
+        verdict = route_rendered(page, rgb, scale)
+    except Exception as exc:  # a text layer pdfium chokes on: the page still gets OCR
+        log.warning("%s: text layer not analysed (%s): OCR", where, exc)
+        verdict = unreadable(f"{type(exc).__name__}: {exc}")
+    return forced(verdict, force) if force else verdict

@@ -28,6 +28,7 @@ from . import __version__
 from .config import RunConfig
 from .errors import ConfigError
 from .ledger import Ledger
+from .ocr_queue import requeue_for_ocr, route_report
 from .plan import ledger_path, make_plan, shard_suffix
 from .redact import redact_obj
 from .storage import OutputSync, is_remote, stage_inputs
@@ -273,7 +274,7 @@ def _requeue_for_ocr(config: RunConfig, ledger: Ledger) -> None:
     finished pages carrying the flag) go back in the queue; nothing else is redone."""
     if not config.ocr_capable:
         return
-    needs, flagged = ledger.requeue_for_ocr(config.redo_flags)
+    needs, flagged = requeue_for_ocr(ledger, config.redo_flags)
     if needs or flagged:
         log.info(
             "back in the queue for OCR: %d page(s) left as needs_ocr, %d with --redo-flag %s",
@@ -308,7 +309,7 @@ def _summary(
         "workers": slots,
         "failed_documents": ledger.failed_documents(),
         "missing_inputs": missing,
-        **ledger.route_report(),
+        **route_report(ledger),
     }
 
 

@@ -11,6 +11,7 @@ from typing import Any
 
 from .errors import ConfigError
 from .ledger import DOC_STATUSES, PAGE_STATUSES, Ledger
+from .ocr_queue import route_report
 
 LEDGER_GLOB = "ocrfleet*.sqlite"
 
@@ -38,7 +39,7 @@ def collect_status(output_dir: Path) -> dict[str, Any]:
         try:
             counts = ledger.counts()
             shard_failed = ledger.failed_documents()
-            report = ledger.route_report()
+            report = route_report(ledger)
         finally:
             ledger.close()
         for key, value in counts.documents.items():
