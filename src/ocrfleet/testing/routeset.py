@@ -5,7 +5,9 @@ our own): born-digital Greek, polytonic Greek and English pages (one and two col
 words hyphenated at line ends, with a photograph); scans (image-only pages, clean and mildly
 degraded); scans with a stamped text header; scans under an invisible (render mode 3) OCR
 layer; born-digital Greek whose font has a ToUnicode map that says Latin letters (a legacy
-Greek font) or that maps nothing. Expected routes: born-digital good → text, every other kind → ocr.
+Greek font), maps nothing, maps polytonic letters into the private-use area (old polytonic
+fonts), or holds UTF-8 read as cp1253 (mojibake). Expected routes: good born-digital → text,
+every other kind → ocr.
 """
 
 from __future__ import annotations
@@ -121,6 +123,18 @@ def broken_tounicode(kind: str) -> Iterator[None]:
         if kind == "latin":
             mapped = [ord(LEGACY_GREEK.get(chr(c), chr(c))) for c in subset]
             return str(original(fontname, mapped))
+        if kind == "pua":  # an old polytonic font: accented letters in the private-use area
+            return str(
+                original(fontname, [0xE000 + c - 0x1F00 if c >= 0x1F00 else c for c in subset])
+            )
+        if kind == "mojibake":  # the map holds UTF-8 read as cp1253: two characters a glyph
+            cmap = str(original(fontname, list(subset)))
+            for c in subset:
+                if c > 0x7F:
+                    wrong = chr(c).encode("utf-8").decode("cp1253", errors="replace")
+                    units = "".join(f"{ord(u):04X}" for u in wrong)
+                    cmap = cmap.replace(f"> <{c:04X}>", f"> <{units}>")
+            return cmap
         return str(original(fontname, [0] * len(subset)))
 
     ttfonts.makeToUnicodeCMap = patched
@@ -300,6 +314,8 @@ def build_set(root: Path) -> list[LabelledDoc]:
         ("greek-legacy-font", "el", "text", _split(GREEK_TEXT, 2), "latin"),
         ("greek-no-unicode-map", "el", "text", _split(GREEK_TEXT, 2), "none"),
         ("polytonic-no-unicode-map", "grc", "text", _split(POLYTONIC_TEXT, 2), "none"),
+        ("polytonic-private-use-map", "grc", "text", _split(POLYTONIC_TEXT, 2), "pua"),
+        ("greek-mojibake-map", "el", "text", _split(GREEK_TEXT, 2), "mojibake"),
     ]
     docs: list[LabelledDoc] = []
     for name, language, kind, texts, broken in specs:
