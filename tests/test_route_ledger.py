@@ -47,16 +47,23 @@ def _finish(ledger: Ledger, page: int, status: str, flags: list[str]) -> None:
 
 def test_requeue_for_ocr_takes_needs_ocr_and_flagged_pages_only(tmp_path: Path) -> None:
     ledger = Ledger(tmp_path / "l.sqlite")
-    ledger.add_documents([NewDocument("d", "d.pdf", "/d.pdf", "d", 1, 4)])
-    ledger.claim("w", 4, 60, suspect=False)
+    ledger.add_documents([NewDocument("d", "d.pdf", "/d.pdf", "d", 1, 5)])
+    ledger.claim("w", 5, 60, suspect=False)
     _finish(ledger, 1, "done", [])
     _finish(ledger, 2, "needs_ocr", ["empty_output"])
     _finish(ledger, 3, "done", ["low_text"])
     _finish(ledger, 4, "done", ["mixed_script"])
+    blank = {"status": "blank", "quality_flags": ["blank"]}
+    ledger.finish_page("w", PageOutcome("d", 5, "blank", "", None, blank, 0))
     ledger.finish_document("d", "done", None)
     report = route_report(ledger)
-    assert report["routes"] == {"ocr": 1, "text": 3}
-    assert report["quality_flags"] == {"empty_output": 1, "low_text": 1, "mixed_script": 1}
+    assert report["routes"] == {"blank": 1, "ocr": 1, "text": 3}
+    assert report["quality_flags"] == {
+        "blank": 1,
+        "empty_output": 1,
+        "low_text": 1,
+        "mixed_script": 1,
+    }
     assert [a["page"] for a in report["attention"]] == [2]
     assert requeue_for_ocr(ledger, ("low_text",)) == (1, 1)
     assert ledger.counts().pages["pending"] == 2 and ledger.documents()[0].status == "pending"

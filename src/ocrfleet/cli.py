@@ -392,7 +392,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         f" ({this_run['pages_per_second']:.2f} pages/s)",
         file=sys.stderr,
     )
-    if s.get("routes") and set(s["routes"]) != {"not_routed"}:
+    if {"text", "ocr"} & set(s.get("routes", {})):
         print("routes: " + ", ".join(f"{v} {k}" for k, v in s["routes"].items()), file=sys.stderr)
     if pages.get("needs_ocr"):
         print(

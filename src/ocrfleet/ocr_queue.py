@@ -64,7 +64,8 @@ def route_report(ledger: Ledger, attention_limit: int = 50) -> dict[str, Any]:
     routes = {
         str(r[0]): int(r[1])
         for r in ledger.read(
-            "SELECT COALESCE(json_extract(record, '$.route'), 'not_routed') AS route, COUNT(*) "
+            "SELECT COALESCE(json_extract(record, '$.route'), CASE json_extract(record, "
+            "'$.status') WHEN 'blank' THEN 'blank' ELSE 'not_routed' END) AS route, COUNT(*) "
             "FROM page_text GROUP BY route ORDER BY route"
         )
     }
