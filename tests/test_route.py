@@ -8,7 +8,7 @@ import pypdfium2 as pdfium
 import pytest
 
 from ocrfleet.route import PageFeatures, route_rendered, verdict
-from ocrfleet.testing.routeset import GREEK_TEXT, LEGACY_GREEK, build_set
+from ocrfleet.testing.routeset import GREEK_TEXT, LEGACY_GREEK, LabelledDoc, build_set
 from ocrfleet.textscores import greek_badness, score_text
 
 
@@ -52,11 +52,11 @@ def test_verdict_reasons() -> None:
 
 
 @pytest.fixture(scope="module")
-def labelled(tmp_path_factory: pytest.TempPathFactory) -> list:  # type: ignore[type-arg]
+def labelled(tmp_path_factory: pytest.TempPathFactory) -> list[LabelledDoc]:
     return build_set(tmp_path_factory.mktemp("routeset"))
 
 
-def test_labelled_set_is_routed_right(labelled: list) -> None:  # type: ignore[type-arg]
+def test_labelled_set_is_routed_right(labelled: list[LabelledDoc]) -> None:
     wrong = []
     for doc in labelled:
         pdf = pdfium.PdfDocument(str(doc.path))
@@ -72,7 +72,7 @@ def test_labelled_set_is_routed_right(labelled: list) -> None:  # type: ignore[t
     assert wrong == []
 
 
-def test_page_record_holds_verdict_and_scores(labelled: list) -> None:  # type: ignore[type-arg]
+def test_page_record_holds_verdict_and_scores(labelled: list[LabelledDoc]) -> None:
     doc = next(d for d in labelled if d.name == "greek-scan-ocr-layer")
     pdf = pdfium.PdfDocument(str(doc.path))
     page = pdf[0]
@@ -86,7 +86,7 @@ def test_page_record_holds_verdict_and_scores(labelled: list) -> None:  # type: 
     )
 
 
-def test_legacy_font_text_is_latin(tmp_path: Path, labelled: list) -> None:  # type: ignore[type-arg]
+def test_legacy_font_text_is_latin(labelled: list[LabelledDoc]) -> None:
     doc = next(d for d in labelled if d.name == "greek-legacy-font")
     pdf = pdfium.PdfDocument(str(doc.path))
     page = pdf[0]
