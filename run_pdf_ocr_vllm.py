@@ -3,7 +3,9 @@
 
     ./run_pdf_ocr_vllm.py --input-dir IN --output-dir OUT --mode clean ...
 
-is `ocrfleet run --input-dir IN --output-dir OUT --mode clean ...`; every option is the CLI's.
+is `ocrfleet run --engine vllm --input-dir IN --output-dir OUT --mode clean ...`: the plan
+OCRs every page with DeepSeek-OCR (give `--engine auto` to route pages instead); every option
+is the CLI's.
 Run from outside the project's environment, it re-starts itself with the project's
 `.venv/bin/python` when there is one, and otherwise says how to run it.
 """
@@ -26,4 +28,4 @@ if __name__ == "__main__":
             file=sys.stderr,
         )
         sys.exit(2)
-    sys.exit(main(["run", *sys.argv[1:]]))
+    sys.exit(main(["run", "--engine", "vllm", *sys.argv[1:]]))

@@ -29,7 +29,14 @@ def test_greek_corpus_end_to_end(greek_corpus: Corpus, tmp_path: Path) -> None:
     assert by_key[(mixed, 3)]["status"] == "done"
     assert "empty_output" in by_key[(mixed, 3)]["quality_flags"]  # a scan has no text layer
     summary = json.loads((out / "run-summary.json").read_text("utf-8"))
-    assert summary["pages"] == {"pending": 0, "done": 7, "blank": 1, "truncated": 0, "failed": 0}
+    assert summary["pages"] == {
+        "pending": 0,
+        "done": 7,
+        "blank": 1,
+        "truncated": 0,
+        "failed": 0,
+        "needs_ocr": 0,
+    }
     assert summary["this_run"]["pages_processed"] == 8
 
     status = run_cli("status", str(out), "--json")

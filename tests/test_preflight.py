@@ -353,3 +353,12 @@ def test_report_text_and_json(options: PreflightOptions, monkeypatch: pytest.Mon
     assert {c["name"] for c in data["checks"]} == set(CHECK_NAMES)
     assert all({"name", "ok", "detail", "fix", "skipped"} <= set(c) for c in data["checks"])
     assert token not in json.dumps(data)
+
+
+def test_the_smoke_run_forces_the_vllm_engine(tmp_path: Path) -> None:
+    """The smoke page is born-digital: under the default auto engine it would never reach the
+    GPU, and the smoke test would prove nothing about vLLM."""
+    from ocrfleet.preflight import smoke_command
+
+    cmd = smoke_command(tmp_path / "p.pdf", tmp_path / "run", "model", 60.0, fp8=True)
+    assert cmd[cmd.index("--engine") + 1] == "vllm"

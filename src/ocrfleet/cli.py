@@ -12,6 +12,7 @@ import sqlite3
 import subprocess
 import sys
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,8 @@ EXAMPLES = """\
 examples:
   ocrfleet run scans/ --output-dir out/                      # every PDF under scans/, all GPUs
   ocrfleet run examples/pdfs -o out/ --engine text           # CPU: the PDFs' own text layer
+  ocrfleet run pdfs/ -o out/ --ocr-engine tesseract         # text layer where good, else Tesseract
+  ocrfleet eval out/ --truth truth/                          # CER/WER against truth texts
   ocrfleet run corpus.txt -o out/ --gpus 0,1 --engines-per-gpu 2
   ocrfleet run 'archive/**/*.pdf' -o out/ --num-shards 4 --shard-index 0
   ocrfleet status out/ --json
@@ -108,6 +111,15 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument(
         "--output", type=Path, help="where to write the HTML (default: OUT/report.html)"
     )
+    ev = sub.add_parser(
+        "eval",
+        help="CER/WER of a run's Markdown against plain-text truth files (one per document)",
+    )
+    ev.add_argument("output_dir", type=Path, help="the run's output directory")
+    ev.add_argument(
+        "--truth", type=Path, required=True, help="DIR of <name>.txt, matched to <name>.pdf"
+    )
+    ev.add_argument("--json", action="store_true", help="machine-readable output")
     ckpt = sub.add_parser(
         "make-checkpoint",
         help="write a synthetic DeepSeek-OCR model directory (config + tokenizer, no weights) "
@@ -204,7 +216,10 @@ def _add_run(sub: Any) -> None:
         help="seconds between uploads of an s3:// output",
     )
     run.add_argument(
-        "--engine", default="vllm", help="vllm, text (the PDF's text layer), or module:factory"
+        "--engine",
+        default="auto",
+        help="auto (per page: trusted text layer, else --ocr-engine), vllm, tesseract, text "
+        "(the PDF's text layer only), or module:factory",
     )
     run.add_argument("--mode", choices=("clean", "raw"), default="clean")
     run.add_argument("--prompt", choices=("markdown", "free"), default="markdown")
@@ -270,6 +285,23 @@ def _add_run(sub: Any) -> None:
     run.add_argument("--no-progress", action="store_true")
     run.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
     _add_ray_options(run)
+    run.add_argument(
+        "--ocr-engine",
+        default="default",
+        help="with --engine auto: vllm, tesseract or none for the pages that need OCR "
+        "(default: vllm with a GPU and vLLM, else tesseract if installed, else none: the pages "
+        "are left as needs_ocr for a later run)",
+    )
+    run.add_argument(
+        "--tesseract-langs", default="ell+eng", help="Tesseract languages, e.g. grc+ell+eng"
+    )
+    run.add_argument(
+        "--redo-flag",
+        action="append",
+        default=[],
+        metavar="FLAG",
+        help="send finished pages carrying this quality flag to OCR again (repeatable)",
+    )
     vllm = run.add_argument_group("vLLM engine")
     vllm.add_argument(
         "--model", default="deepseek-ai/DeepSeek-OCR", help="hub id or local directory"
@@ -405,13 +437,20 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         ignore_eos=args.ignore_eos,
     )
     gpus: tuple[int, ...] = ()
-    # An engine of your own gets GPUs when named (--gpus 0,1): one worker pinned to each.
-    if args.engine == "vllm" or (args.gpus != "auto" and args.engine != "text"):
+    ocr_engine = _ocr_engine(args)
+    # vLLM (forced, or the OCR engine of auto) gets the GPUs; an engine of your own gets
+    # them when named (--gpus 0,1): one worker pinned to each.
+    if (
+        args.engine == "vllm"
+        or (args.engine == "auto" and ocr_engine == "vllm")
+        or (args.gpus != "auto" and args.engine not in ("text", "auto", "tesseract"))
+    ):
         gpus = (
             tuple(detect_gpus())
             if args.gpus == "auto"
             else tuple(int(g) for g in args.gpus.split(","))
         )
+    engine = replace(engine, ocr_engine=ocr_engine, tesseract_langs=args.tesseract_langs)
     output_dir, sync_to = local_output(args.output_dir, args.work_dir)
     if args.sync_to:
         if sync_to and sync_to != args.sync_to:
@@ -446,7 +485,24 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         gpu_sample_seconds=args.gpu_sample_seconds,
         fresh_ledger=args.fresh_ledger,
         render_timeout=args.render_timeout,
+        redo_flags=tuple(args.redo_flag),
     )
+
+
+def _ocr_engine(args: argparse.Namespace) -> str:
+    """The OCR engine of --engine auto, resolved here so every worker agrees on it."""
+    from .engines.choose import check_tesseract, default_ocr_engine
+
+    if args.engine != "auto":
+        if args.engine == "tesseract":
+            check_tesseract(args.tesseract_langs)
+        return "none"
+    if args.ocr_engine == "default":
+        gpus = detect_gpus() if args.gpus == "auto" else [int(g) for g in args.gpus.split(",")]
+        return default_ocr_engine(gpus, args.tesseract_langs)
+    if args.ocr_engine == "tesseract":
+        check_tesseract(args.tesseract_langs)
+    return str(args.ocr_engine)
 
 
 def _setup_logging(level: str, output_dir: Path | None) -> None:
@@ -503,6 +559,14 @@ def _cmd_run(args: argparse.Namespace) -> int:
         + f" | this run: {this_run['pages_processed']} pages in {this_run['wall_seconds']:.1f} s"
         f" ({this_run['pages_per_second']:.2f} pages/s)",
     )
+    if {"text", "ocr"} & set(s.get("routes", {})):
+        print("routes: " + ", ".join(f"{v} {k}" for k, v in s["routes"].items()), file=sys.stderr)
+    if pages.get("needs_ocr"):
+        print(
+            f"{pages['needs_ocr']} page(s) need OCR and no OCR engine ran: re-run with "
+            "--ocr-engine tesseract (CPU) or vllm (GPU) to do exactly those",
+            file=sys.stderr,
+        )
     for failed in s["failed_documents"][:20]:
         print(f"failed: {failed['source']}: {failed['reason']}")
     if len(s["failed_documents"]) > 20:
@@ -630,6 +694,17 @@ def _cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_eval(args: argparse.Namespace) -> int:
+    from .evaluate import evaluate_run, format_table
+
+    report = evaluate_run(args.output_dir, args.truth)
+    if args.json:
+        print(json.dumps(report, indent=2, ensure_ascii=False))
+    else:
+        print(format_table(report))
+    return 0 if report["documents"] else 1
+
+
 def _cmd_make_checkpoint(args: argparse.Namespace) -> int:
     from .testing.checkpoint import write_checkpoint
 
@@ -651,6 +726,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "preflight": _cmd_preflight,
         "export": _cmd_export,
         "report": _cmd_report,
+        "eval": _cmd_eval,
     }
     try:
         return commands[args.command](args)

@@ -13,7 +13,8 @@ from typing import Any, Literal
 
 from .errors import ConfigError
 
-# "vllm", "text", or "package.module:factory" for an engine of your own (tests use this).
+# "vllm", "text", "tesseract", "auto" (route each page: text layer or OCR engine), or
+# "package.module:factory" for an engine of your own (tests use this).
 EngineName = str
 Mode = Literal["clean", "raw"]
 PromptName = Literal["markdown", "free"]
@@ -27,6 +28,7 @@ PROMPTS: dict[str, str] = {
 # <td>, </td>: tables legitimately repeat these, the recipe exempts them from the n-gram ban.
 DEFAULT_NGRAM_WHITELIST: tuple[int, ...] = (128821, 128822)
 RESOLUTIONS: tuple[str, ...] = ("tiny", "small", "base", "large", "gundam")
+ENGINE_NAMES: tuple[str, ...] = ("auto", "vllm", "tesseract", "text")
 
 
 @dataclass(frozen=True)
@@ -59,10 +61,24 @@ class EngineConfig:
     extra_args: dict[str, Any] = field(default_factory=dict)
     # Benchmarks only: decode exactly max_tokens (random weights rarely emit EOS).
     ignore_eos: bool = False
+    # With name "auto": the engine for pages routed to OCR (vllm, tesseract, none, or
+    # module:factory); none leaves them as needs_ocr for a later run.
+    ocr_engine: str = "none"
+    # Tesseract's languages (traineddata names joined by +), e.g. ell+eng or grc+ell+eng.
+    tesseract_langs: str = "ell+eng"
 
     def __post_init__(self) -> None:
-        if self.name not in ("vllm", "text") and ":" not in self.name:
-            raise ConfigError(f"unknown engine {self.name!r}: choose vllm, text, or module:factory")
+        if self.name not in ENGINE_NAMES and ":" not in self.name:
+            raise ConfigError(
+                f"unknown engine {self.name!r}: choose auto, vllm, tesseract, text, or "
+                "module:factory"
+            )
+        if self.ocr_engine not in ("vllm", "tesseract", "none") and ":" not in self.ocr_engine:
+            raise ConfigError(
+                f"unknown OCR engine {self.ocr_engine!r}: choose vllm, tesseract or none"
+            )
+        if not self.tesseract_langs or not all(self.tesseract_langs.split("+")):
+            raise ConfigError("--tesseract-langs takes names joined by +, e.g. ell+eng")
         if not 0.05 <= self.gpu_memory_utilization <= 0.99:
             raise ConfigError("--gpu-memory-utilization must be between 0.05 and 0.99")
         if self.kv_cache_dtype not in ("auto", "fp8", "fp8_e4m3", "fp8_e5m2", "bfloat16"):
@@ -126,6 +142,15 @@ class RunConfig:
     fresh_ledger: bool = False
     # Seconds one page may take to render before its render process is killed.
     render_timeout: float = 300.0
+    # Finished pages carrying one of these quality flags are sent to OCR again.
+    redo_flags: tuple[str, ...] = ()
+
+    @property
+    def ocr_capable(self) -> bool:
+        """This run can OCR: needs_ocr pages left by an earlier run are redone."""
+        if self.engine.name == "auto":
+            return self.engine.ocr_engine != "none"
+        return self.engine.name != "text"
 
     @property
     def staging_dir(self) -> Path:
@@ -192,6 +217,7 @@ class RunConfig:
         engine = data.pop("engine")
         engine["ngram_whitelist"] = tuple(engine["ngram_whitelist"])
         data["inputs"] = tuple(data["inputs"])
+        data["redo_flags"] = tuple(data.get("redo_flags", ()))
         data["gpus"] = tuple(data["gpus"])
         data["output_dir"] = Path(data["output_dir"])
         data["image_cache"] = Path(data["image_cache"]) if data["image_cache"] else None

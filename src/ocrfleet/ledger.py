@@ -6,7 +6,8 @@ pages under a lease that its heartbeat renews; a page whose worker dies goes bac
 Every write is one short `BEGIN IMMEDIATE` transaction, so a kill -9 at any instant leaves a
 consistent ledger that loses at most the pages that were in flight.
 
-Page statuses: pending (not finished; possibly claimed), done, blank, truncated, failed.
+Page statuses: pending (not finished; possibly claimed), done, blank, truncated, failed,
+needs_ocr (routed to OCR in a run that had no OCR engine; a run with one redoes it).
 Document statuses: pending, assembling (its last page landed, its files are being written),
 done, failed.
 """
@@ -25,9 +26,9 @@ from typing import Any
 from .errors import LedgerError
 
 SCHEMA_VERSION = 1
-PAGE_STATUSES = ("pending", "done", "blank", "truncated", "failed")
+PAGE_STATUSES = ("pending", "done", "blank", "truncated", "failed", "needs_ocr")
 DOC_STATUSES = ("pending", "assembling", "done", "failed")
-FINISHED_PAGE_STATUSES = ("done", "blank", "truncated", "failed")
+FINISHED_PAGE_STATUSES = ("done", "blank", "truncated", "failed", "needs_ocr")
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -57,7 +58,7 @@ CREATE TABLE IF NOT EXISTS pages (
     page INTEGER NOT NULL,
     doc_seq INTEGER NOT NULL,
     status TEXT NOT NULL DEFAULT 'pending'
-        CHECK (status IN ('pending', 'done', 'blank', 'truncated', 'failed')),
+        CHECK (status IN ('pending', 'done', 'blank', 'truncated', 'failed', 'needs_ocr')),
     claimed_by TEXT,
     lease_until REAL,
     attempts INTEGER NOT NULL DEFAULT 0,
@@ -92,6 +93,9 @@ CREATE TABLE IF NOT EXISTS gpu_samples (
     mem_used_mib REAL, mem_total_mib REAL, power_w REAL, temp_c REAL
 );
 CREATE INDEX IF NOT EXISTS gpu_samples_t ON gpu_samples (t);
+CREATE TABLE IF NOT EXISTS route_overrides (
+    doc_id TEXT NOT NULL, page INTEGER NOT NULL, reason TEXT NOT NULL, PRIMARY KEY (doc_id, page)
+);
 CREATE TABLE IF NOT EXISTS runs (
     run_id TEXT PRIMARY KEY, started_at REAL NOT NULL, finished_at REAL,
     config TEXT NOT NULL, summary TEXT
@@ -168,6 +172,25 @@ class Counts:
         return {"documents": self.documents, "pages": self.pages, "in_flight": self.in_flight}
 
 
+def _allow_needs_ocr(db: sqlite3.Connection) -> None:
+    """Ledgers made before the needs_ocr status get it added to the pages CHECK constraint:
+    only the stored definition changes (SQLite's documented way to loosen a constraint), so
+    columns other versions added stay, and no row is rewritten."""
+    row = db.execute("SELECT sql FROM sqlite_master WHERE type='table' AND name='pages'").fetchone()
+    if row is None or "needs_ocr" in row[0]:
+        return
+    version = int(db.execute("PRAGMA schema_version").fetchone()[0])
+    db.execute("PRAGMA writable_schema=ON")
+    try:
+        db.execute(
+            "UPDATE sqlite_master SET sql=replace(sql, \"'truncated', 'failed')\", "
+            "\"'truncated', 'failed', 'needs_ocr')\") WHERE type='table' AND name='pages'"
+        )
+        db.execute(f"PRAGMA schema_version={version + 1}")
+    finally:
+        db.execute("PRAGMA writable_schema=OFF")
+
+
 class Ledger:
     """A connection to one shard's ledger. One per process; not shared between threads."""
 
@@ -190,6 +213,7 @@ class Ledger:
             for statement in SCHEMA.split(";"):
                 if statement.strip():
                     db.execute(statement)
+            _allow_needs_ocr(db)
             row = db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
             if row is None:
                 db.execute(
@@ -711,3 +735,9 @@ class Ledger:
                 "UPDATE runs SET finished_at=?, summary=? WHERE run_id=?",
                 (time.time(), json.dumps(summary, sort_keys=True), run_id),
             )
+
+    # ---- routing (queries of ocrfleet.ocr_queue) ----------------------------------------
+
+    def read(self, sql: str, args: Sequence[Any] = ()) -> list[sqlite3.Row]:
+        """Rows of one read-only query (modules that own a table read it through this)."""
+        return self._db.execute(sql, tuple(args)).fetchall()

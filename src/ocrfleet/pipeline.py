@@ -18,9 +18,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .config import PROMPTS, RunConfig
+from .engines.auto import NEEDS_OCR
 from .engines.base import OcrEngine, OcrRequest, OcrResult
 from .errors import EngineDead, EngineError, RenderError
 from .ledger import AttemptClose, Claim, DocumentRow, Ledger, PageOutcome
+from .ocr_queue import forced_route
 from .postprocess import clean_page
 from .quality import assess
 from .render import RenderedPage, RenderPool, RenderRequest, RenderSettings
@@ -59,7 +61,7 @@ def render_settings(config: RunConfig, engine: OcrEngine, render_workers: int) -
     per_page = int(keep_pixels) + int(needs.prepare is not None)
     share = -(-pages_in_flight(config, engine, render_workers) // max(1, render_workers))
     return RenderSettings(
-        dpi=config.dpi,
+        dpi=max(config.dpi, needs.min_dpi),
         max_pixels=config.max_image_pixels,
         max_side=config.max_image_side,
         cache_dir=config.image_cache,
@@ -67,6 +69,7 @@ def render_settings(config: RunConfig, engine: OcrEngine, render_workers: int) -
         prepare=needs.prepare,
         keep_pixels=keep_pixels,
         shared_buffers=min(MAX_SHARED_BUFFERS, per_page * (share + 2)),
+        route=needs.route,
     )
 
 
@@ -253,9 +256,11 @@ class PageWorker:
         doc = self._document(claim.doc_id)
         claimed_at = time.monotonic()
         try:
+            # A redo asked for OCR whatever the router says (auto engine only).
+            force = forced_route(self.ledger, *key) if self.engine.needs.route else None
             try:
                 rendered = await self.pool.render(
-                    RenderRequest(doc.doc_id, doc.path, claim.page, doc.source)
+                    RenderRequest(doc.doc_id, doc.path, claim.page, doc.source, force)
                 )
             except RenderError as exc:
                 self._finish(doc, claim, None, AttemptLog(errors=[exc.reason]), claimed_at)
@@ -412,6 +417,14 @@ class PageWorker:
             )
         prompt_name, result = chosen
         status = "truncated" if result.finish_reason == "length" else "done"
+        page_error: str | None = None
+        if rendered is not None and rendered.route is not None:  # the auto engine's verdict
+            record.update(rendered.route.record())
+            if result.finish_reason == NEEDS_OCR:
+                status = NEEDS_OCR
+                page_error = "needs OCR (" + ", ".join(rendered.route.reasons) + "): no OCR engine"
+        if result.engine:
+            record["engine"] = result.engine
         text, figures = self._post_process(doc, claim.page, rendered, result.text)
         quality = assess(text, finish_reason=result.finish_reason, raw=result.text)
         record.update(
@@ -431,7 +444,7 @@ class PageWorker:
         if attempts.errors:
             record["attempt_errors"] = attempts.errors
         return PageOutcome(
-            doc.doc_id, claim.page, status, text, result.text, record, attempts.started
+            doc.doc_id, claim.page, status, text, result.text, record, attempts.started, page_error
         )
 
     def _post_process(

@@ -411,6 +411,8 @@ def smoke_command(pdf: Path, run_dir: Path, model: str, timeout: float, fp8: boo
         str(pdf),
         "-o",
         str(run_dir),
+        "--engine",
+        "vllm",  # the smoke page is born-digital: auto would keep its text layer
         "--batch-pages",
         "1",
         "--timeout-seconds",

@@ -38,6 +38,8 @@ if TYPE_CHECKING:
     import pypdfium2
     from PIL import Image
 
+    from .route import PageRoute
+
 log = logging.getLogger(__name__)
 
 READY = "ready"  # a render process's first message: imports done, pages welcome
@@ -61,6 +63,8 @@ class RenderSettings:
     # Reusable shared page buffers per render process (handover.SharedBuffers); pages beyond
     # them (an engine holding many) go by /dev/shm file.
     shared_buffers: int = 8
+    # Decide per page: text layer or OCR (ocrfleet.route), on the render just made.
+    route: bool = False
 
 
 @dataclass(frozen=True)
@@ -69,6 +73,8 @@ class RenderRequest:
     path: str
     page: int  # 1-based
     source: str = ""
+    # Send the page to OCR whatever its text layer says (a redo), with this reason.
+    force_ocr: str | None = None
 
 
 @dataclass
@@ -92,6 +98,7 @@ class RenderedPage:
     pixels_path: str | None = None
     # The page has a text layer (checked for pages with little ink): it is never blank.
     has_text: bool = False
+    route: PageRoute | None = None  # the text-layer verdict, when the engine asked for it
 
     def image(self) -> Image.Image:
         """The page as an RGB PIL image (no copy of the pixel buffer where PIL allows)."""
@@ -194,12 +201,16 @@ def render_page(
     cached = _load_cached(req, settings)
     if cached is not None:
         rgb, scaled, dpi = cached
-        text = _text_layer(docs, req) if settings.want_text else None
-        page_out = _rendered(req, rgb, scaled, dpi, started, text, from_cache=True)
-        if text is None and page_out.ink_ratio < CHECK_TEXT_BELOW:
+        verdict = _route_cached(docs, req, rgb, dpi) if settings.route else None
+        text = _text_layer(docs, req) if settings.want_text and verdict is None else None
+        out = _rendered(req, rgb, scaled, dpi, started, text, from_cache=True)
+        if verdict is not None:
+            out.route, out.text_layer = verdict, verdict.text
+            text = verdict.text
+        elif text is None and out.ink_ratio < CHECK_TEXT_BELOW:
             text = _text_layer(docs, req)
-        page_out.has_text = bool(text and text.strip())
-        return page_out
+        out.has_text = bool(text and text.strip())
+        return out
     try:
         pdf = docs.get(req.path)
     except Exception as exc:  # pdfium raises PdfiumError; a vanished file raises OSError
@@ -223,7 +234,15 @@ def render_page(
         pixels, stride, ink = _bitmap_pixels(bitmap)
         width, height = bitmap.width, bitmap.height
         owner: Any = bitmap if target is None else target
-        text = _page_text(page) if settings.want_text or ink < CHECK_TEXT_BELOW else None
+        verdict = None
+        if settings.route:
+            from .route import route_page
+
+            where = f"{req.source} page {req.page}"
+            verdict = route_page(page, bitmap.to_numpy(), scale, where, req.force_ocr)
+        text = verdict.text if verdict is not None else None
+        if verdict is None and (settings.want_text or ink < CHECK_TEXT_BELOW):
+            text = _page_text(page)
     except Exception as exc:
         if target is not None:
             target.discard()
@@ -245,6 +264,7 @@ def render_page(
         owner=owner,
         pixels_path=target.path if target is not None else None,
         has_text=bool(text and text.strip()),
+        route=verdict,
     )
     _store_cached(req, settings, page_out)
     return page_out
@@ -288,13 +308,14 @@ def _rendered(
 
 
 def _page_text(page: pypdfium2.PdfPage) -> str:
+    """The text layer in reading order, cleaned (ocrfleet.textlayer)."""
+    from .textlayer import extract_text
+
     textpage = page.get_textpage()
     try:
-        text = textpage.get_text_range()
+        return extract_text(textpage)[0]
     finally:
         textpage.close()
-    lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
-    return "\n".join(line.rstrip() for line in lines).strip()
 
 
 def _text_layer(docs: DocumentCache, req: RenderRequest) -> str:
@@ -304,6 +325,21 @@ def _text_layer(docs: DocumentCache, req: RenderRequest) -> str:
         raise RenderError(req.source or req.path, f"cannot load page: {exc}", req.page) from exc
     try:
         return _page_text(page)
+    finally:
+        page.close()
+
+
+def _route_cached(
+    docs: DocumentCache, req: RenderRequest, rgb: np.ndarray, dpi: float
+) -> PageRoute:
+    from .route import route_page
+
+    try:
+        page = docs.get(req.path)[req.page - 1]
+    except Exception as exc:
+        raise RenderError(req.source or req.path, f"cannot load page: {exc}", req.page) from exc
+    try:
+        return route_page(page, rgb, dpi / 72.0, f"{req.source} page {req.page}", req.force_ocr)
     finally:
         page.close()
 
@@ -389,7 +425,9 @@ def _serve(
     page: RenderedPage | None = None
     try:
         page = render_page(docs, req, settings, shm if settings.keep_pixels else None)
-        arrays: dict[str, np.ndarray] = preparer(page) if preparer is not None else {}
+        # A page that keeps its text layer never reaches the OCR engine: nothing to prepare.
+        skip = page.route is not None and page.route.route == "text"
+        arrays: dict[str, np.ndarray] = preparer(page) if preparer and not skip else {}
     except Exception as exc:  # a bug in a preparer must not stop the render process
         if page is not None and isinstance(page.owner, PageBitmap):
             page.owner.discard()  # its shared buffer is free again, its file gone

@@ -41,6 +41,7 @@ from .gpu_telemetry import GpuReadings
 from .handover import ShmFiles
 from .ledger import Ledger
 from .ledger_file import check_ledger_file
+from .ocr_queue import requeue_for_ocr, route_report
 from .plan import ledger_path, make_plan, shard_suffix
 from .redact import redact_obj
 from .report import write_report_after_run
@@ -103,7 +104,8 @@ def finalize_ready_documents(ledger: Ledger, layout: OutputLayout, worker: str) 
 
 def run(config: RunConfig) -> RunResult:
     """Process the corpus (this shard of it); returns when done, failed or stopped."""
-    if config.engine.name == "vllm":
+    engine = config.engine
+    if engine.name == "vllm" or (engine.name == "auto" and engine.ocr_engine == "vllm"):
         from .engines.vllm_checks import check_topology
 
         for warning in check_topology(config):
@@ -203,6 +205,7 @@ def _run_locked(config: RunConfig, suffix: str) -> RunResult:
             )
         if config.retry_failed:
             log.info("--retry-failed: %d failed page(s) back in the queue", ledger.retry_failed())
+        _requeue_for_ocr(config, ledger)
         finalize_ready_documents(ledger, layout, f"supervisor:{os.getpid()}")
         counts = ledger.counts()
         log.info(
@@ -246,7 +249,9 @@ def resolve_engines_per_gpu(config: RunConfig) -> tuple[RunConfig, EnginesPerGpu
     """`--engines-per-gpu auto`: K from the GPU's memory, the weights and the cores per GPU;
     with K > 1 on a GPU of known memory, each engine's KV budget too."""
     given = config.engines_per_gpu
-    if not config.gpus or config.engine.name != "vllm" or config.engine.tensor_parallel_size > 1:
+    engine = config.engine
+    uses_vllm = engine.name == "vllm" or (engine.name == "auto" and engine.ocr_engine == "vllm")
+    if not config.gpus or not uses_vllm or engine.tensor_parallel_size > 1:
         choice = EnginesPerGpu(given or 1, "given" if given else "one engine per GPU")
     else:
         known = gpu_inventory()
@@ -368,6 +373,21 @@ def _warn_changed_options(previous: str | None, config: RunConfig) -> None:
         )
 
 
+def _requeue_for_ocr(config: RunConfig, ledger: Ledger) -> None:
+    """With an OCR engine, pages an earlier run left as needs_ocr (and, with --redo-flag,
+    finished pages carrying the flag) go back in the queue; nothing else is redone."""
+    if not config.ocr_capable:
+        return
+    needs, flagged = requeue_for_ocr(ledger, config.redo_flags)
+    if needs or flagged:
+        log.info(
+            "back in the queue for OCR: %d page(s) left as needs_ocr, %d with --redo-flag %s",
+            needs,
+            flagged,
+            ",".join(config.redo_flags) or "-",
+        )
+
+
 def _summary(
     config: RunConfig,
     ledger: Ledger,
@@ -377,13 +397,15 @@ def _summary(
     run_id: str,
 ) -> dict[str, Any]:
     counts = ledger.counts()
+    engine = config.engine.name
     return {
         "ocrfleet_version": __version__,
         "run_id": run_id,
         "output_dir": str(config.output_dir),
         "shard": {"index": config.shard_index, "count": config.num_shards},
         "engine": config.engine.name,
-        "model": config.engine.model if config.engine.name == "vllm" else None,
+        "ocr_engine": config.engine.ocr_engine if config.engine.name == "auto" else None,
+        "model": config.engine.model if "vllm" in (engine, config.engine.ocr_engine) else None,
         "documents": {k: v for k, v in counts.documents.items() if k != "assembling"},
         "pages": counts.pages,
         "this_run": stats.summary(),
@@ -391,6 +413,7 @@ def _summary(
         "workers": slots,
         "failed_documents": ledger.failed_documents(),
         "missing_inputs": missing,
+        **route_report(ledger),
     }
 
 

@@ -12,6 +12,7 @@ from typing import Any
 from .errors import ConfigError, LedgerError
 from .ledger import DOC_STATUSES, PAGE_STATUSES, Ledger
 from .ledger_file import ledger_problem
+from .ocr_queue import route_report
 
 LEDGER_GLOB = "ocrfleet*.sqlite"
 
@@ -29,6 +30,8 @@ def collect_status(output_dir: Path) -> dict[str, Any]:
     in_flight = 0
     failed: list[dict[str, Any]] = []
     shards: list[dict[str, Any]] = []
+    routing: dict[str, Any] = {"routes": {}, "quality_flags": {}, "attention": []}
+    attention_total = 0
     for path in find_ledgers(output_dir):
         problem = ledger_problem(path)
         if problem is not None:
@@ -40,6 +43,7 @@ def collect_status(output_dir: Path) -> dict[str, Any]:
         try:
             counts = ledger.counts()
             shard_failed = ledger.failed_documents()
+            report = route_report(ledger)
         except sqlite3.DatabaseError as exc:
             raise LedgerError(f"{path} is not a readable ledger: {exc}") from None
         finally:
@@ -50,6 +54,11 @@ def collect_status(output_dir: Path) -> dict[str, Any]:
             pages[key] += value
         in_flight += counts.in_flight
         failed += shard_failed
+        for key in ("routes", "quality_flags"):
+            for name, value in report[key].items():
+                routing[key][name] = routing[key].get(name, 0) + value
+        routing["attention"] += report["attention"]
+        attention_total += report["attention_total"]
         shards.append({"ledger": path.name, **counts.as_dict()})
     # "assembling" is a moment between the last page and the files: report it as pending.
     documents["pending"] += documents.pop("assembling")
@@ -63,6 +72,8 @@ def collect_status(output_dir: Path) -> dict[str, Any]:
         "progress": round(finished / total_pages, 4) if total_pages else 1.0,
         "failed_documents": failed,
         "shards": shards,
+        **routing,
+        "attention_total": attention_total,
     }
 
 
@@ -75,6 +86,18 @@ def format_status(status: dict[str, Any]) -> str:
         + "  ".join(f"{k} {v}" for k, v in pages.items())
         + f"  (in flight {status['pages_in_flight']})",
     ]
+    if status.get("routes"):
+        lines.append("routes     " + "  ".join(f"{k} {v}" for k, v in status["routes"].items()))
+    if status.get("quality_flags"):
+        flags = status["quality_flags"]
+        lines.append("flags      " + "  ".join(f"{k} {v}" for k, v in flags.items()))
+    if status.get("attention"):
+        lines.append(f"pages that need attention ({status['attention_total']}):")
+        lines += [
+            f"  {a['source']} page {a['page']}: {a['status']}"
+            + (f": {a['reason']}" if a["reason"] else "")
+            for a in status["attention"]
+        ]
     if status["failed_documents"]:
         lines.append("failed documents:")
         lines += [f"  {d['source']}: {d['reason']}" for d in status["failed_documents"]]

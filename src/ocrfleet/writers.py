@@ -102,6 +102,8 @@ def page_marker(page: int, pages: int, status: str, error: str | None) -> str:
         note = f": failed: {error or 'unknown error'}"
     elif status == "pending":
         note = ": missing"
+    elif status == "needs_ocr":
+        note = ": needs OCR (re-run with an OCR engine to fill it)"
     return f"<!-- page {page} / {pages}{note.replace('--', '—')} -->"
 
 

@@ -20,6 +20,19 @@ def create_engine(config: EngineConfig) -> OcrEngine:
         from .vllm import VllmEngine
 
         return VllmEngine(config)
+    if config.name == "tesseract":
+        from .tesseract import TesseractEngine
+
+        return TesseractEngine(config)
+    if config.name == "auto":
+        from dataclasses import replace
+
+        from .auto import AutoEngine
+
+        ocr = None
+        if config.ocr_engine != "none":
+            ocr = create_engine(replace(config, name=config.ocr_engine, ocr_engine="none"))
+        return AutoEngine(ocr)
     # "module:factory": an engine of the user's own (and the scripted engines of the tests).
     module_name, _, attr = config.name.partition(":")
     factory = getattr(importlib.import_module(module_name), attr)

@@ -32,6 +32,8 @@ class OcrResult:
     output_tokens: int = 0
     # Engine-side seconds, where the engine can tell: queued, first token, decode.
     timings: dict[str, float] = field(default_factory=dict)
+    # Which engine made the text, when one engine hands pages to others (auto).
+    engine: str | None = None
 
 
 @dataclass(frozen=True)
@@ -42,6 +44,10 @@ class EngineNeeds:
     text_layer: bool = False
     # A preparer name (ocrfleet.prepare) run inside render processes, or None.
     prepare: str | None = None
+    # The text-layer verdict of ocrfleet.route on each page (the auto engine).
+    route: bool = False
+    # Pages are rendered at least at this resolution (Tesseract wants 300 dpi).
+    min_dpi: int = 0
 
 
 class OcrEngine(Protocol):
