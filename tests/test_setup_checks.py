@@ -141,11 +141,11 @@ def test_a_full_disk_is_refused(tmp_path: Path) -> None:
 
 def test_checks_run_in_order_topology_first(tmp_path: Path) -> None:
     config = RunConfig(
-        inputs=("x",), output_dir=tmp_path, engine=EngineConfig(tensor_parallel_size=4)
+        inputs=("x",), output_dir=tmp_path, engine=EngineConfig("vllm", tensor_parallel_size=4)
     )
     with pytest.raises(ConfigError, match="attention heads"):
         check_run_setup(config, installed=lambda _name: False)
-    ok_tp = RunConfig(inputs=("x",), output_dir=tmp_path)
+    ok_tp = RunConfig(inputs=("x",), output_dir=tmp_path, engine=EngineConfig("vllm"))
     with pytest.raises(ConfigError, match="torch not installed"):
         check_run_setup(ok_tp, installed=lambda name: name == "vllm")
 

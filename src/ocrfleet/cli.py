@@ -3,13 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import logging
-import os
-import shutil
 import sqlite3
-import subprocess
 import sys
 from collections.abc import Sequence
 from dataclasses import replace
@@ -387,32 +383,6 @@ def _add_ray_options(run: Any) -> None:
     )
 
 
-def detect_gpus() -> list[int]:
-    """GPUs this process may use: CUDA_VISIBLE_DEVICES, else what nvidia-smi lists."""
-    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
-    if visible is not None:
-        return [int(v) for v in visible.split(",") if v.strip().isdigit()]
-    if shutil.which("nvidia-smi") is None:
-        return []
-    try:
-        listing = subprocess.run(
-            ["nvidia-smi", "-L"], capture_output=True, text=True, timeout=30, check=False
-        ).stdout
-    except (OSError, subprocess.TimeoutExpired):
-        return []
-    return [i for i, line in enumerate(listing.splitlines()) if line.startswith("GPU ")]
-
-
-def local_output(output: str, work_dir: Path | None) -> tuple[Path, str | None]:
-    """(local output directory, s3:// URI to upload to or None)."""
-    if not output.startswith("s3://"):
-        return Path(output), None
-    if work_dir is None:
-        digest = hashlib.sha256(output.encode()).hexdigest()[:16]
-        work_dir = Path.home() / ".cache" / "ocrfleet" / "runs" / digest
-    return work_dir, output
-
-
 def config_from_args(args: argparse.Namespace) -> RunConfig:
     engine = EngineConfig(
         name=args.engine,
@@ -436,30 +406,13 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         extra_args=dict(args.vllm_arg),
         ignore_eos=args.ignore_eos,
     )
-    gpus: tuple[int, ...] = ()
-    ocr_engine = _ocr_engine(args)
-    # vLLM (forced, or the OCR engine of auto) gets the GPUs; an engine of your own gets
-    # them when named (--gpus 0,1): one worker pinned to each.
-    if (
-        args.engine == "vllm"
-        or (args.engine == "auto" and ocr_engine == "vllm")
-        or (args.gpus != "auto" and args.engine not in ("text", "auto", "tesseract"))
-    ):
-        gpus = (
-            tuple(detect_gpus())
-            if args.gpus == "auto"
-            else tuple(int(g) for g in args.gpus.split(","))
-        )
-    engine = replace(engine, ocr_engine=ocr_engine, tesseract_langs=args.tesseract_langs)
-    output_dir, sync_to = local_output(args.output_dir, args.work_dir)
-    if args.sync_to:
-        if sync_to and sync_to != args.sync_to:
-            raise ConfigError("give an s3:// --output-dir or --sync-to, not two different ones")
-        sync_to = args.sync_to
-    return RunConfig(
-        inputs=tuple(args.input_dir) + tuple(args.inputs),
-        output_dir=output_dir,
-        sync_to=sync_to,
+    engine = replace(engine, ocr_engine=args.ocr_engine, tesseract_langs=args.tesseract_langs)
+    gpus = () if args.gpus == "auto" else tuple(int(g) for g in args.gpus.split(","))
+    return RunConfig.for_output(
+        tuple(args.input_dir) + tuple(args.inputs),
+        args.output_dir,
+        work_dir=args.work_dir,
+        sync_to=args.sync_to,
         sync_interval=args.sync_interval,
         stage_dir=args.stage_dir,
         engine=engine,
@@ -480,29 +433,13 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         engines_per_gpu=args.engines_per_gpu,
         max_worker_restarts=args.max_worker_restarts,
         blank_threshold=args.blank_threshold,
-        progress=not args.no_progress and sys.stderr.isatty(),
+        progress=False if args.no_progress else None,  # None: when stderr is a terminal
         log_level=args.log_level,
         gpu_sample_seconds=args.gpu_sample_seconds,
         fresh_ledger=args.fresh_ledger,
         render_timeout=args.render_timeout,
         redo_flags=tuple(args.redo_flag),
     )
-
-
-def _ocr_engine(args: argparse.Namespace) -> str:
-    """The OCR engine of --engine auto, resolved here so every worker agrees on it."""
-    from .engines.choose import check_tesseract, default_ocr_engine
-
-    if args.engine != "auto":
-        if args.engine == "tesseract":
-            check_tesseract(args.tesseract_langs)
-        return "none"
-    if args.ocr_engine == "default":
-        gpus = detect_gpus() if args.gpus == "auto" else [int(g) for g in args.gpus.split(",")]
-        return default_ocr_engine(gpus, args.tesseract_langs)
-    if args.ocr_engine == "tesseract":
-        check_tesseract(args.tesseract_langs)
-    return str(args.ocr_engine)
 
 
 def _setup_logging(level: str, output_dir: Path | None) -> None:
@@ -530,6 +467,7 @@ RUN_END_LOGGER = "ocrfleet.run_end"
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
+    from .resolve import resolve_run_config
     from .runner import run
     from .setup_checks import check_run_setup
 
@@ -537,14 +475,14 @@ def _cmd_run(args: argparse.Namespace) -> int:
         from .ray_run import require_ray
 
         require_ray()  # before anything is staged or started
-    config = config_from_args(args)
+    config = resolve_run_config(config_from_args(args))
     check_run_setup(config)  # wrong setups: one line, exit 2, before any file is written
     _setup_logging(config.log_level, config.output_dir)
     if args.ray:
         return _run_ray(args, config)
     end = logging.getLogger(RUN_END_LOGGER)
     try:
-        result = run(config)
+        result = run(config, handle_signals=True, setup_checked=True)
     except BaseException as exc:
         end.error("run ended without a summary: %s", str(exc) or type(exc).__name__)
         raise

@@ -6,6 +6,7 @@ stops the run before any PDF is opened or any model is loaded.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -35,7 +36,8 @@ ENGINE_NAMES: tuple[str, ...] = ("auto", "vllm", "tesseract", "text")
 class EngineConfig:
     """Settings of the OCR engine; only `vllm` reads most of them."""
 
-    name: EngineName = "vllm"
+    # "auto": per page, the text layer where it is trusted, else ocr_engine (the CLI's default).
+    name: EngineName = "auto"
     model: str = "deepseek-ai/DeepSeek-OCR"
     dtype: str = "bfloat16"
     kv_cache_dtype: str = "fp8"
@@ -63,7 +65,9 @@ class EngineConfig:
     ignore_eos: bool = False
     # With name "auto": the engine for pages routed to OCR (vllm, tesseract, none, or
     # module:factory); none leaves them as needs_ocr for a later run.
-    ocr_engine: str = "none"
+    # With name "auto": vllm, tesseract, none, or "default" (decided from the machine by
+    # resolve.resolve_ocr_engine: vLLM with a GPU and vLLM, else Tesseract, else none).
+    ocr_engine: str = "default"
     # Tesseract's languages (traineddata names joined by +), e.g. ell+eng or grc+ell+eng.
     tesseract_langs: str = "ell+eng"
 
@@ -73,7 +77,8 @@ class EngineConfig:
                 f"unknown engine {self.name!r}: choose auto, vllm, tesseract, text, or "
                 "module:factory"
             )
-        if self.ocr_engine not in ("vllm", "tesseract", "none") and ":" not in self.ocr_engine:
+        known = ("vllm", "tesseract", "none", "default")
+        if self.ocr_engine not in known and ":" not in self.ocr_engine:
             raise ConfigError(
                 f"unknown OCR engine {self.ocr_engine!r}: choose vllm, tesseract or none"
             )
@@ -120,7 +125,10 @@ class RunConfig:
     shard_index: int = 0
     retry_failed: bool = False
     # Multi-worker: one engine worker per GPU, or N CPU workers.
+    # Empty with detect_gpus: the run uses every visible GPU when its engine is vLLM
+    # (resolve.resolve_run_config); (0, 1): those GPUs, one worker pinned to each.
     gpus: tuple[int, ...] = ()
+    detect_gpus: bool = True
     workers: int = 1
     # None: auto (engine_slots.choose_engines_per_gpu), resolved by the runner before workers.
     engines_per_gpu: int | None = None
@@ -128,7 +136,8 @@ class RunConfig:
     max_page_crashes: int = 2
     lease_seconds: float = 120.0
     blank_threshold: float = 0.00002
-    progress: bool = True
+    # None: a progress bar when stderr is a terminal.
+    progress: bool | None = None
     log_level: str = "INFO"
     # s3://bucket/prefix: outputs are written to output_dir (local) and uploaded there, with
     # the ledger checkpointed every sync_interval seconds and at the end.
@@ -210,6 +219,24 @@ class RunConfig:
         data["image_cache"] = str(self.image_cache) if self.image_cache else None
         data["stage_dir"] = str(self.stage_dir) if self.stage_dir else None
         return json.dumps(data, sort_keys=True)
+
+    @classmethod
+    def for_output(
+        cls, inputs: tuple[str, ...], output: str | Path, *, work_dir: Path | None = None, **kw: Any
+    ) -> RunConfig:
+        """A run writing to `output`: a local directory, or s3://bucket/prefix (written in
+        `work_dir`, default a directory under ~/.cache named after the URI, then uploaded
+        with the ledger checkpointed)."""
+        text = str(output)
+        if not text.startswith("s3://"):
+            return cls(inputs=inputs, output_dir=Path(output), **kw)
+        if work_dir is None:
+            digest = hashlib.sha256(text.encode()).hexdigest()[:16]
+            work_dir = Path.home() / ".cache" / "ocrfleet" / "runs" / digest
+        sync_to = kw.pop("sync_to", None)
+        if sync_to and sync_to != text:
+            raise ConfigError("give an s3:// output or sync_to (--sync-to), not two different ones")
+        return cls(inputs=inputs, output_dir=work_dir, sync_to=text, **kw)
 
     @classmethod
     def from_json(cls, text: str) -> RunConfig:

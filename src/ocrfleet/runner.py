@@ -45,7 +45,9 @@ from .ocr_queue import requeue_for_ocr, route_report
 from .plan import ledger_path, make_plan, shard_suffix
 from .redact import redact_obj
 from .report import write_report_after_run
+from .resolve import resolve_run_config
 from .run_history import last_run_with_pages, run_history_path
+from .setup_checks import check_run_setup
 from .storage import OutputSync, is_remote, stage_inputs
 from .telemetry import Progress, RunStats
 from .workers import SlotState, Supervisor, plan_workers
@@ -102,8 +104,20 @@ def finalize_ready_documents(ledger: Ledger, layout: OutputLayout, worker: str) 
     return len(ready)
 
 
-def run(config: RunConfig) -> RunResult:
-    """Process the corpus (this shard of it); returns when done, failed or stopped."""
+def run(
+    config: RunConfig, *, handle_signals: bool = False, setup_checked: bool = False
+) -> RunResult:
+    """Process the corpus (this shard of it); returns when done, failed or stopped.
+
+    What the config leaves open is decided first (GPUs, the OCR engine of auto, the progress
+    bar: resolve.py), then every wrong setup is refused before anything is written
+    (setup_checks.py; the CLI has done it already when `setup_checked`). With
+    `handle_signals` (the CLI; only from the main thread), Ctrl-C/SIGTERM finish the pages in
+    flight and stop, a second one stops at once.
+    """
+    config = resolve_run_config(config)
+    if not setup_checked:
+        check_run_setup(config)
     engine = config.engine
     if engine.name == "vllm" or (engine.name == "auto" and engine.ocr_engine == "vllm"):
         from .engines.vllm_checks import check_topology
@@ -113,7 +127,7 @@ def run(config: RunConfig) -> RunResult:
     suffix = shard_suffix(config.num_shards, config.shard_index)
     try:
         with run_lock(config.output_dir, suffix):
-            return _run_locked(config, suffix)
+            return _run_locked(config, suffix, handle_signals)
     except DiskFull:
         raise
     except Exception as exc:
@@ -164,7 +178,7 @@ class PeriodicSync:
             self._thread.join()
 
 
-def _run_locked(config: RunConfig, suffix: str) -> RunResult:
+def _run_locked(config: RunConfig, suffix: str, handle_signals: bool) -> RunResult:
     db_path = ledger_path(config.output_dir, config.num_shards, config.shard_index)
     sync = OutputSync(config.output_dir, config.sync_to) if config.sync_to else None
     if sync is not None and not db_path.exists() and sync.restore_ledger(db_path):
@@ -223,7 +237,13 @@ def _run_locked(config: RunConfig, suffix: str) -> RunResult:
         if counts.pages["pending"]:
             with periodic:
                 interrupted, killed, slots = _supervise(
-                    config, db_path, ledger, stats, counts, engines_per_gpu.kv_cache_bytes
+                    config,
+                    db_path,
+                    ledger,
+                    stats,
+                    counts,
+                    engines_per_gpu.kv_cache_bytes,
+                    handle_signals,
                 )
         finalize_ready_documents(ledger, layout, f"supervisor:{os.getpid()}")
         summary = _summary(config, ledger, stats, slots, plan.missing_inputs, run_id)
@@ -278,12 +298,13 @@ def _supervise(
     stats: RunStats,
     counts: Any,
     kv_cache_bytes: int | None,
+    handle_signals: bool,
 ) -> tuple[bool, bool, list[dict[str, Any]]]:
     specs = plan_workers(config, os.cpu_count() or 1, kv_cache_bytes)
     if not specs:
         raise ConfigError("no engine worker fits the GPUs given; check --gpus and TP size")
     total = sum(counts.pages.values())
-    progress = Progress(total, total - counts.pages["pending"], config.progress)
+    progress = Progress(total, total - counts.pages["pending"], bool(config.progress))
     supervisor: Supervisor
     readings = GpuReadings(db_path, time.time())
 
@@ -305,7 +326,8 @@ def _supervise(
             )
         supervisor.request_stop()
 
-    old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    handled = (signal.SIGINT, signal.SIGTERM) if handle_signals else ()
+    old = {s: signal.signal(s, on_signal) for s in handled}
     try:
         result = supervisor.run()
     finally:

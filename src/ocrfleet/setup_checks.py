@@ -17,7 +17,7 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-from .config import RunConfig
+from .config import ENGINE_NAMES, RunConfig
 from .errors import ConfigError
 
 # Below this, the ledger and a few documents' outputs do not fit: the run would die mid-way.
@@ -42,14 +42,14 @@ def check_run_setup(
 ) -> None:
     """Every check, cheapest and most basic first; raises ConfigError at the first failure."""
     name = config.engine.name
-    if name == "vllm":
+    if name == "vllm" or (name == "auto" and config.engine.ocr_engine == "vllm"):
         from .engines.vllm_checks import check_topology
 
         check_topology(config)  # an impossible option set beats a missing install
         check_vllm_installed(installed)
         check_gpus_visible(config)
         check_model(config.engine.model)
-    elif name != "text":
+    elif name not in ENGINE_NAMES:
         check_engine_factory(name)
     check_output_dir(config.output_dir, min_free_bytes)
 

@@ -45,6 +45,7 @@ CPU_ENGINE_ARGS = [
 def cpu_engine_config(checkpoint: Path, **overrides: Any) -> EngineConfig:
     """The vLLM engine on this CPU with the tiny checkpoint (the CLI's CPU_ENGINE_ARGS)."""
     settings: dict[str, Any] = {
+        "name": "vllm",
         "model": str(checkpoint),
         "load_format": "dummy",
         "dtype": "float32",
