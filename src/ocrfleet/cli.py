@@ -164,6 +164,11 @@ def _add_run(sub: Any) -> None:
         default=0.0001,
         help="ink share under which a page is blank (0 disables)",
     )
+    run.add_argument(
+        "--max-pages-per-document",
+        type=int,
+        help="a document with more pages fails with one reason (default: no limit)",
+    )
     run.add_argument("--no-progress", action="store_true")
     run.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
     vllm = run.add_argument_group("vLLM engine")
@@ -305,6 +310,7 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         blank_threshold=args.blank_threshold,
         progress=not args.no_progress and sys.stderr.isatty(),
         log_level=args.log_level,
+        max_pages_per_document=args.max_pages_per_document,
     )
 
 

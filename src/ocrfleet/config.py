@@ -119,6 +119,8 @@ class RunConfig:
     sync_interval: float = 300.0
     # Where s3:// inputs are staged (default OUT/.ocrfleet-inputs).
     stage_dir: Path | None = None
+    # A document with more pages fails at planning with one reason (None: no limit).
+    max_pages_per_document: int | None = None
 
     @property
     def staging_dir(self) -> Path:
@@ -147,6 +149,8 @@ class RunConfig:
             raise ConfigError("--mode must be clean or raw")
         if self.prompt not in PROMPTS:
             raise ConfigError("--prompt must be markdown or free")
+        if self.max_pages_per_document is not None and self.max_pages_per_document < 1:
+            raise ConfigError("--max-pages-per-document must be at least 1")
         if self.sync_to is not None and not self.sync_to.startswith("s3://"):
             raise ConfigError(f"outputs can be uploaded to s3:// only, not {self.sync_to!r}")
 

@@ -84,6 +84,20 @@ CREATE TABLE IF NOT EXISTS workers (
     worker TEXT PRIMARY KEY, slot INTEGER, pid INTEGER, gpu TEXT,
     started_at REAL NOT NULL, heartbeat_at REAL NOT NULL, stopped_at REAL
 );
+CREATE TABLE IF NOT EXISTS corpus_listing (
+    doc_id TEXT PRIMARY KEY, source TEXT NOT NULL, shard INTEGER NOT NULL,
+    num_shards INTEGER NOT NULL, pages INTEGER NOT NULL, seen_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS duplicates (
+    source TEXT PRIMARY KEY, doc_id TEXT NOT NULL, path TEXT NOT NULL, rel TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS doc_files (
+    doc_id TEXT PRIMARY KEY, path TEXT NOT NULL, size INTEGER NOT NULL,
+    mtime_ns INTEGER NOT NULL, inode INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS retired (
+    doc_id TEXT PRIMARY KEY, source TEXT NOT NULL, reason TEXT NOT NULL, at REAL NOT NULL
+);
 CREATE TABLE IF NOT EXISTS runs (
     run_id TEXT PRIMARY KEY, started_at REAL NOT NULL, finished_at REAL,
     config TEXT NOT NULL, summary TEXT
@@ -564,6 +578,10 @@ class Ledger:
         return int(released)
 
     # ---- reading ----------------------------------------------------------------------
+
+    def query(self, sql: str, args: Sequence[Any] = ()) -> list[sqlite3.Row]:
+        """Rows of a read-only statement (for modules that keep their own tables here)."""
+        return self._db.execute(sql, tuple(args)).fetchall()
 
     def document(self, doc_id: str) -> DocumentRow:
         row = self._db.execute(

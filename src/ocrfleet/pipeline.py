@@ -19,11 +19,13 @@ from typing import Any
 
 from .config import PROMPTS, RunConfig
 from .engines.base import OcrEngine, OcrRequest, OcrResult
-from .errors import EngineDead, EngineError, RenderError
+from .errors import EngineDead, EngineError, LedgerError, RenderError
 from .ledger import AttemptClose, Claim, DocumentRow, Ledger, PageOutcome
 from .postprocess import clean_page
 from .quality import assess
 from .render import RenderedPage, RenderPool, RenderRequest, RenderSettings
+from .source_guard import SourceGuard
+from .sources import text_to_path
 from .writers import OutputLayout, assemble_document, save_figures
 
 log = logging.getLogger(__name__)
@@ -112,6 +114,7 @@ class PageWorker:
         self.worker_id = worker_id
         self.layout = OutputLayout(config.output_dir)
         self.pool = RenderPool(render_workers, render_settings(config, engine, render_workers))
+        self.guard = SourceGuard(ledger, config.num_shards, config.shard_index)
         self.on_event = on_event or (lambda _event: None)
         self.render_workers = render_workers
         self.capacity = 1  # set once the engine has started and knows its batch size
@@ -246,12 +249,19 @@ class PageWorker:
 
     async def _page(self, claim: Claim) -> None:
         key = (claim.doc_id, claim.page)
-        doc = self._document(claim.doc_id)
+        try:
+            doc = self._document(claim.doc_id)
+        except LedgerError:
+            return  # retired (its file was rewritten) between the claim and now
+        if self.guard.changed(doc.doc_id) and not await self.guard.replan(doc):
+            self._docs.pop(doc.doc_id, None)
+            self._changed.set()  # its new pages may be waiting
+            return
         claimed_at = time.monotonic()
         try:
             try:
                 rendered = await self.pool.render(
-                    RenderRequest(doc.doc_id, doc.path, claim.page, doc.source)
+                    RenderRequest(doc.doc_id, text_to_path(doc.path), claim.page, doc.source)
                 )
             except RenderError as exc:
                 self._finish(doc, claim, None, AttemptLog(errors=[exc.reason]), claimed_at)

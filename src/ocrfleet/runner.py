@@ -28,6 +28,8 @@ from . import __version__
 from .config import RunConfig
 from .errors import ConfigError
 from .ledger import Ledger
+from .manifest import manifest_path, write_duplicate_outputs, write_manifest
+from .outdir import check_layout
 from .plan import ledger_path, make_plan, shard_suffix
 from .redact import redact_obj
 from .storage import OutputSync, is_remote, stage_inputs
@@ -94,6 +96,7 @@ def run(config: RunConfig) -> RunResult:
         for warning in check_topology(config):
             log.warning("%s", warning)
     suffix = shard_suffix(config.num_shards, config.shard_index)
+    check_layout(config.output_dir, config.num_shards)
     with run_lock(config.output_dir, suffix):
         return _run_locked(config, suffix)
 
@@ -173,7 +176,16 @@ def _run_locked(config: RunConfig, suffix: str) -> RunResult:
             with periodic:
                 interrupted, killed, slots = _supervise(config, db_path, ledger, stats, counts)
         finalize_ready_documents(ledger, layout, f"supervisor:{os.getpid()}")
+        write_duplicate_outputs(ledger, layout)
+        inputs = write_manifest(
+            manifest_path(config.output_dir, suffix),
+            ledger,
+            layout,
+            plan.entries,
+            plan.missing_inputs,
+        )
         summary = _summary(config, ledger, stats, slots, plan.missing_inputs, run_id)
+        summary["inputs"] = inputs
         code = _exit_code(summary, interrupted, killed)
         summary["exit_code"] = code
         summary = redact_obj(summary)

@@ -9,6 +9,7 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
+from .corpus_view import CorpusClaims
 from .errors import ConfigError
 from .ledger import DOC_STATUSES, PAGE_STATUSES, Ledger
 
@@ -28,6 +29,7 @@ def collect_status(output_dir: Path) -> dict[str, Any]:
     in_flight = 0
     failed: list[dict[str, Any]] = []
     shards: list[dict[str, Any]] = []
+    claims = CorpusClaims({}, set(), set())
     for path in find_ledgers(output_dir):
         try:
             ledger = Ledger(path)
@@ -36,6 +38,7 @@ def collect_status(output_dir: Path) -> dict[str, Any]:
         try:
             counts = ledger.counts()
             shard_failed = ledger.failed_documents()
+            claims.add(ledger)
         finally:
             ledger.close()
         for key, value in counts.documents.items():
@@ -47,8 +50,10 @@ def collect_status(output_dir: Path) -> dict[str, Any]:
         shards.append({"ledger": path.name, **counts.as_dict()})
     # "assembling" is a moment between the last page and the files: report it as pending.
     documents["pending"] += documents.pop("assembling")
-    total_pages = sum(pages.values())
-    finished = total_pages - pages["pending"]
+    # Documents a shard listed but no shard registered: not done, whatever the pages say.
+    unclaimed = claims.unclaimed()
+    total_pages = sum(pages.values()) + sum(int(str(d["pages"])) for d in unclaimed)
+    finished = sum(pages.values()) - pages["pending"]
     return {
         "output_dir": str(output_dir),
         "documents": documents,
@@ -57,6 +62,7 @@ def collect_status(output_dir: Path) -> dict[str, Any]:
         "progress": round(finished / total_pages, 4) if total_pages else 1.0,
         "failed_documents": failed,
         "shards": shards,
+        "unclaimed_documents": unclaimed,
     }
 
 
@@ -69,6 +75,12 @@ def format_status(status: dict[str, Any]) -> str:
         + "  ".join(f"{k} {v}" for k, v in pages.items())
         + f"  (in flight {status['pages_in_flight']})",
     ]
+    unclaimed = status.get("unclaimed_documents") or []
+    if unclaimed:
+        lines.append(f"{len(unclaimed)} document(s) claimed by no shard (run their shard):")
+        lines += [
+            f"  {d['source']}: shard {d['shard']} of {d['num_shards']}" for d in unclaimed[:20]
+        ]
     if status["failed_documents"]:
         lines.append("failed documents:")
         lines += [f"  {d['source']}: {d['reason']}" for d in status["failed_documents"]]
