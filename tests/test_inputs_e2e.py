@@ -309,3 +309,24 @@ def test_hostile_names_and_files_are_reported_and_the_run_goes_on(tmp_path: Path
     cafe_row = by_source[str(root) + "/caf\\xe9.pdf"]
     assert cafe_row["status"] == "done"
     assert "cafe text" in _text(out / cafe_row["output"])
+
+
+def _pdf_in_shard(path: Path, text: str, shard: int, shards: int) -> Path:
+    n = 0
+    while shard_of(_sha(samples.text_pdf(path, [f"{text} {n}"])), shards) != shard:
+        n += 1
+    return path
+
+
+def test_shards_never_hand_out_a_name_another_shard_writes(tmp_path: Path) -> None:
+    first = _pdf_in_shard(tmp_path / "in1" / "report.pdf", "first", 0, 2)
+    second = _pdf_in_shard(tmp_path / "in2" / "report.pdf", "second", 1, 2)
+    out = tmp_path / "out"
+    for root in (first.parent, second.parent):
+        for index in ("0", "1"):
+            result = _run([str(root)], out, "--num-shards", "2", "--shard-index", index)
+            assert result.returncode == 0, result.stderr
+    assert "first" in _text(out / "markdown" / "report.md")
+    row = _manifest(out, "manifest.shard-1-of-2.jsonl")[0]
+    assert row["source"] == str(second) and row["output"] != "markdown/report.md"
+    assert "second" in _text(out / row["output"])

@@ -12,15 +12,18 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import sqlite3
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
+from pathlib import Path
 
 from .ledger import Ledger
 from .names import short_hash
 
+log = logging.getLogger(__name__)
 PROBE_COLUMNS = (("ctime_ns", "INTEGER"), ("inode", "INTEGER"))
 
 
@@ -189,3 +192,21 @@ def record_listing(
             "seen_at) VALUES (?, ?, ?, ?, ?, ?)",
             [(d, s, shard, num_shards, p, now) for d, s, shard, p in entries],
         )
+
+
+def sibling_names(ledger_paths: Iterable[Path]) -> dict[str, str]:
+    """Output names held by the other shards' ledgers in OUT (read-only, best effort): a
+    shard must not hand out a name another shard's document already writes to."""
+    taken: dict[str, str] = {}
+    for path in ledger_paths:
+        try:
+            db = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=10)
+            try:
+                rows = db.execute("SELECT rel, doc_id FROM documents").fetchall()
+            finally:
+                db.close()
+        except sqlite3.Error as exc:
+            log.warning("cannot read the output names of %s (%s): clashes not checked", path, exc)
+            continue
+        taken.update({str(rel).casefold(): str(doc_id) for rel, doc_id in rows})
+    return taken

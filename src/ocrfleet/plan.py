@@ -23,6 +23,7 @@ from .catalog import (
     record_duplicates,
     record_files,
     record_listing,
+    sibling_names,
     store_probes,
     taken_names,
 )
@@ -109,6 +110,13 @@ def probe_sources(
     return probes, stats
 
 
+def _siblings(config: RunConfig, ledger: Ledger) -> list[Path]:
+    if config.num_shards == 1:
+        return []
+    pattern = f"ocrfleet.shard-*-of-{config.num_shards}.sqlite"
+    return sorted(p for p in config.output_dir.glob(pattern) if p != ledger.path)
+
+
 def page_limit_error(probe: Probe, limit: int | None) -> str | None:
     if probe.error or limit is None or probe.pages <= limit:
         return probe.error
@@ -126,7 +134,7 @@ def label_staged(files: list[SourceFile], stage_dir: Path) -> list[SourceFile]:
         except ValueError:
             labelled.append(f)
             continue
-        labelled.append(SourceFile(f.path, f"s3://{rel.as_posix()}", f.rel))
+        labelled.append(SourceFile(f.path, f"s3://{rel.as_posix()}", f.rel, f.problem))
     return labelled
 
 
@@ -166,7 +174,7 @@ def make_plan(config: RunConfig, ledger: Ledger) -> Plan:
     names = assign_names(
         [(d, f.rel) for d, f in first.items()]
         + [(dup_key[f.path], f.rel) for f in files if f.path in dup_key],
-        taken_names(ledger),
+        {**sibling_names(_siblings(config, ledger)), **taken_names(ledger)},
     )
     plan.corpus_documents = len(first)
     for doc_id, f in mine.items():
