@@ -330,3 +330,32 @@ def test_shards_never_hand_out_a_name_another_shard_writes(tmp_path: Path) -> No
     row = _manifest(out, "manifest.shard-1-of-2.jsonl")[0]
     assert row["source"] == str(second) and row["output"] != "markdown/report.md"
     assert "second" in _text(out / row["output"])
+
+
+def test_a_touched_pdf_keeps_its_pages(tmp_path: Path) -> None:
+    root = tmp_path / "in"
+    target = samples.text_pdf(root / "doc.pdf", [f"old page {i}" for i in range(1, 9)])
+    same = tmp_path / "same.pdf"
+    shutil.copyfile(target, same)  # rewritten with its own bytes: new mtime, same content
+    out = tmp_path / "out"
+    extra = {"target": str(target), "replacement": str(same), "at_page": 2}
+    args = [arg for k, v in extra.items() for arg in ("--vllm-arg", f"{k}={json.dumps(v)}")]
+    result = run_cli(
+        "run",
+        str(root),
+        "-o",
+        str(out),
+        "--engine",
+        "tests.rewriter:rewriting",
+        "--batch-pages",
+        "2",
+        "--render-workers",
+        "1",
+        *args,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "changed during the run" not in _text(out / "logs" / "worker-0.log")
+    records = read_records(out)
+    assert [r["text"].strip() for r in records] == [f"old page {i}" for i in range(1, 9)]
+    summary = json.loads(_text(out / "run-summary.json"))
+    assert summary["this_run"]["pages_processed"] == 8  # nothing done twice

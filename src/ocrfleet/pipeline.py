@@ -253,9 +253,7 @@ class PageWorker:
             doc = self._document(claim.doc_id)
         except LedgerError:
             return  # retired (its file was rewritten) between the claim and now
-        if self.guard.changed(doc.doc_id) and not await self.guard.replan(doc):
-            self._docs.pop(doc.doc_id, None)
-            self._changed.set()  # its new pages may be waiting
+        if not await self._still_planned(doc):
             return
         claimed_at = time.monotonic()
         try:
@@ -264,7 +262,11 @@ class PageWorker:
                     RenderRequest(doc.doc_id, text_to_path(doc.path), claim.page, doc.source)
                 )
             except RenderError as exc:
+                if not await self._still_planned(doc):
+                    return
                 self._finish(doc, claim, None, AttemptLog(errors=[exc.reason]), claimed_at)
+                return
+            if not await self._still_planned(doc):  # rewritten while the page was rendered
                 return
             if rendered.ink_ratio < self.config.blank_threshold:
                 self._finish(doc, claim, rendered, AttemptLog(), claimed_at, blank=True)
@@ -285,6 +287,15 @@ class PageWorker:
             raise
         finally:
             self._in_engine.discard(key)
+
+    async def _still_planned(self, doc: DocumentRow) -> bool:
+        """False when the document's file now holds other bytes: it was re-planned, and
+        nothing rendered from it may be recorded for the old document."""
+        if not self.guard.changed(doc.doc_id) or await self.guard.replan(doc):
+            return True
+        self._docs.pop(doc.doc_id, None)
+        self._changed.set()  # its new pages may be waiting
+        return False
 
     async def _attempts(self, doc: DocumentRow, claim: Claim, rendered: RenderedPage) -> AttemptLog:
         log_ = AttemptLog()
