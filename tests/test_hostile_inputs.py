@@ -8,6 +8,8 @@ import threading
 from pathlib import Path, PurePosixPath
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from ocrfleet.names import MAX_NAME_BYTES, assign_names, printable, safe_component
 from ocrfleet.sources import (
@@ -152,3 +154,22 @@ def test_names_taken_in_the_ledger_are_never_handed_out_again(count: int) -> Non
     names = assign_names([(f"{i:064x}", rel) for i in range(count)], taken)
     assert all(str(n) != "report" for n in names.values())
     assert len({str(n).casefold() for n in names.values()}) == count
+
+
+_name_chars = st.one_of(
+    st.characters(blacklist_categories=("Cs",), blacklist_characters="/\x00"),
+    st.sampled_from([os.fsdecode(bytes([b])) for b in (0x80, 0xE9, 0xFF)]),  # bad UTF-8
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.text(_name_chars, min_size=1, max_size=180), min_size=1, max_size=12))
+def test_every_name_is_distinct_valid_and_short_enough(names: list[str]) -> None:
+    entries = [(f"{i:064x}", PurePosixPath("dir") / n) for i, n in enumerate(names)]
+    assigned = assign_names(entries)
+    folded = [str(p).casefold() for p in assigned.values()]
+    assert len(set(folded)) == len(entries)
+    for path in assigned.values():
+        path.name.encode("utf-8")  # storable in SQLite, JSON and logs
+        assert len((path.name + "_figures").encode()) <= 255
+    assert assign_names(list(reversed(entries))) == assigned  # every shard agrees
