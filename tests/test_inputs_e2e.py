@@ -12,8 +12,12 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from ocrfleet.config import RunConfig
+from ocrfleet.errors import ConfigError
 from ocrfleet.ledger import Ledger
+from ocrfleet.outdir import check_layout
 from ocrfleet.plan import make_plan
 from ocrfleet.shards import shard_of
 from ocrfleet.testing import samples
@@ -359,3 +363,29 @@ def test_a_touched_pdf_keeps_its_pages(tmp_path: Path) -> None:
     assert [r["text"].strip() for r in records] == [f"old page {i}" for i in range(1, 9)]
     summary = json.loads(_text(out / "run-summary.json"))
     assert summary["this_run"]["pages_processed"] == 8  # nothing done twice
+
+
+def test_the_layout_check_turns_an_unusable_output_dir_into_a_config_error(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "out").write_text("not a directory", encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"cannot use .*out as the output directory"):
+        check_layout(tmp_path / "out", 1)
+
+
+def test_a_copy_added_later_gets_its_own_outputs(tmp_path: Path) -> None:
+    root = tmp_path / "in"
+    original = samples.text_pdf(root / "z.pdf", ["zeta text"])
+    out = tmp_path / "out"
+    assert _run([str(root)], out).returncode == 0
+    shutil.copyfile(original, root / "a.pdf")  # sorts first, arrives second
+    result = _run([str(root)], out)
+    assert result.returncode == 0, result.stderr
+    records = [json.loads(x) for x in _text(out / "pages" / "a.jsonl").splitlines()]
+    assert records[0]["source"] == str(root / "a.pdf")
+    assert records[0]["duplicate_of"] == str(original)
+    by_source = {r["source"]: r for r in _manifest(out)}
+    assert by_source[str(original)]["output"] == "markdown/z.md"
+    assert by_source[str(root / "a.pdf")]["output"] == "markdown/a.md"
+    zeta = [json.loads(x) for x in _text(out / "pages" / "z.jsonl").splitlines()]
+    assert zeta[0]["source"] == str(original) and "duplicate_of" not in zeta[0]

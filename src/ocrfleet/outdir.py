@@ -36,6 +36,15 @@ def ledger_layouts(output_dir: Path) -> set[int]:
 
 def check_layout(output_dir: Path, num_shards: int) -> None:
     """Refuse a run whose sharding differs from what OUT already holds; record it if new."""
+    try:
+        _check_layout(output_dir, num_shards)
+    except OSError as exc:  # OUT is a file, or not writable: one line, not a traceback
+        raise ConfigError(
+            f"cannot use {output_dir} as the output directory: {exc.strerror or exc}"
+        ) from exc
+
+
+def _check_layout(output_dir: Path, num_shards: int) -> None:
     output_dir.mkdir(parents=True, exist_ok=True)
     marker = output_dir / MARKER
     with (output_dir / ".ocrfleet-layout.lock").open("a+", encoding="utf-8") as lock:

@@ -110,6 +110,18 @@ def probe_sources(
     return probes, stats
 
 
+def _known_primaries(
+    ledger: Ledger, files: list[SourceFile], probes: dict[Path, Probe], stored: dict[Path, str]
+) -> dict[str, SourceFile]:
+    by_path = {stored[f.path]: f for f in files}
+    primaries: dict[str, SourceFile] = {}
+    for row in ledger.query("SELECT doc_id, path FROM documents"):
+        f = by_path.get(row[1])
+        if f is not None and probes[f.path].doc_id == row[0]:
+            primaries[row[0]] = f
+    return primaries
+
+
 def _siblings(config: RunConfig, ledger: Ledger) -> list[Path]:
     if config.num_shards == 1:
         return []
@@ -146,17 +158,23 @@ def make_plan(config: RunConfig, ledger: Ledger) -> Plan:
     probes, stats = probe_sources(ledger, files, workers)
     limit = config.max_pages_per_document
     # One document per content id: the first path (in input order) names it.
-    first: dict[str, SourceFile] = {}
+    stored = {f.path: path_to_text(str(f.path)) for f in files}
+    # One document per content id: the path the ledger already reads it from, if listed
+    # with those bytes; else the first path in input order names it.
+    first = _known_primaries(ledger, files, probes, stored)
     for f in files:
         doc_id = probes[f.path].doc_id
-        if doc_id in first:
+        first.setdefault(doc_id, f)
+    for f in files:
+        if first[probes[f.path].doc_id] is not f:
             plan.duplicates += 1
-            log.info("%s has the same content as %s: processed once", f.given, first[doc_id].given)
-        else:
-            first[doc_id] = f
+            log.info(
+                "%s has the same content as %s: processed once",
+                f.given,
+                first[probes[f.path].doc_id].given,
+            )
     shard = {d: shard_of(d, config.num_shards) for d in first}
     mine = {d: f for d, f in first.items() if shard[d] == config.shard_index}
-    stored = {f.path: path_to_text(str(f.path)) for f in files}
     plan.retired, plan.moved = reconcile(
         ledger,
         {stored[f.path]: probes[f.path].doc_id for f in files},
