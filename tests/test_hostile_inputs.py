@@ -91,8 +91,8 @@ def test_not_a_pdf_names_the_type_and_never_echoes_bytes(tmp_path: Path) -> None
         assert "root" not in error and "SECRET" not in error and "\\x" not in error
 
 
-def test_a_page_tree_claiming_a_million_pages_fails_at_once(tmp_path: Path) -> None:
-    # ~600 bytes: a root /Pages that claims /Count 1000000 with a single kid.
+def _page_bomb(path: Path) -> Path:
+    """~400 bytes: a root /Pages that claims /Count 1000000 with a single kid."""
     objects = [
         b"<< /Type /Catalog /Pages 2 0 R >>",
         b"<< /Type /Pages /Kids [3 0 R] /Count 1000000 >>",
@@ -107,9 +107,14 @@ def test_a_page_tree_claiming_a_million_pages_fails_at_once(tmp_path: Path) -> N
     body += b"xref\n0 4\n0000000000 65535 f \n"
     body += b"".join(b"%010d 00000 n \n" % off for off in offsets)
     body += b"trailer\n<< /Size 4 /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % xref
-    bomb = tmp_path / "bomb.pdf"
-    bomb.write_bytes(body)
-    assert len(body) < 1000
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(body)
+    return path
+
+
+def test_a_page_tree_claiming_a_million_pages_fails_at_once(tmp_path: Path) -> None:
+    bomb = _page_bomb(tmp_path / "bomb.pdf")
+    assert bomb.stat().st_size < 1000
     probe = probe_file(str(bomb))
     assert probe.pages == 1_000_000
     assert probe.error is not None and "broken page tree" in probe.error
@@ -173,3 +178,16 @@ def test_every_name_is_distinct_valid_and_short_enough(names: list[str]) -> None
         path.name.encode("utf-8")  # storable in SQLite, JSON and logs
         assert len((path.name + "_figures").encode()) <= 255
     assert assign_names(list(reversed(entries))) == assigned  # every shard agrees
+
+
+def test_a_page_bomb_fails_in_one_line_with_a_small_ledger(tmp_path: Path) -> None:
+    from .conftest import run_cli
+
+    _page_bomb(tmp_path / "in" / "bomb.pdf")
+    samples.text_pdf(tmp_path / "in" / "fine.pdf", ["fine"])
+    out = tmp_path / "out"
+    result = run_cli("run", str(tmp_path / "in"), "-o", str(out), "--engine", "text", timeout=120)
+    assert result.returncode == 1, result.stderr
+    assert "bomb.pdf: broken page tree" in result.stderr
+    assert (out / "ocrfleet.sqlite").stat().st_size < 2_000_000
+    assert (out / "markdown" / "fine.md").exists()

@@ -389,3 +389,16 @@ def test_a_copy_added_later_gets_its_own_outputs(tmp_path: Path) -> None:
     assert by_source[str(root / "a.pdf")]["output"] == "markdown/a.md"
     zeta = [json.loads(x) for x in _text(out / "pages" / "z.jsonl").splitlines()]
     assert zeta[0]["source"] == str(original) and "duplicate_of" not in zeta[0]
+
+
+def test_an_unclaimed_unreadable_document_still_keeps_status_below_100(tmp_path: Path) -> None:
+    from ocrfleet.catalog import record_listing
+    from ocrfleet.status import collect_status
+
+    out = tmp_path / "out"
+    ledger = Ledger(out / "ocrfleet.shard-0-of-2.sqlite")
+    record_listing(ledger, [("f" * 64, "/in/empty.pdf", 1, 0)], 2)  # shard 1 never ran
+    ledger.close()
+    status = collect_status(out)
+    assert [d["source"] for d in status["unclaimed_documents"]] == ["/in/empty.pdf"]
+    assert status["progress"] < 1.0

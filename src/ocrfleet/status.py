@@ -52,7 +52,7 @@ def collect_status(output_dir: Path) -> dict[str, Any]:
     documents["pending"] += documents.pop("assembling")
     # Documents a shard listed but no shard registered: not done, whatever the pages say.
     unclaimed = claims.unclaimed()
-    total_pages = sum(pages.values()) + sum(int(str(d["pages"])) for d in unclaimed)
+    total_pages = sum(pages.values()) + sum(max(1, int(str(d["pages"]))) for d in unclaimed)
     finished = sum(pages.values()) - pages["pending"]
     return {
         "output_dir": str(output_dir),
