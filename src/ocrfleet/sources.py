@@ -84,8 +84,12 @@ def discover(inputs: Sequence[str]) -> tuple[list[SourceFile], list[str]]:
 
 
 def _not_found(given: str, path: Path) -> str:
-    tried = printable(str(path.absolute()))
+    """The input as given, and the absolute path that was looked for when they differ (an
+    s3:// URI that matched nothing is reported as it is)."""
     shown = printable(given)
+    if "://" in given:
+        return shown
+    tried = printable(str(path.absolute()))
     return shown if tried == shown else f"{shown} (tried {tried})"
 
 
