@@ -191,3 +191,48 @@ def test_a_page_bomb_fails_in_one_line_with_a_small_ledger(tmp_path: Path) -> No
     assert "bomb.pdf: broken page tree" in result.stderr
     assert (out / "ocrfleet.sqlite").stat().st_size < 2_000_000
     assert (out / "markdown" / "fine.md").exists()
+
+
+def _broken_tree(path: Path, real: int, claimed: int) -> Path:
+    """A PDF whose page tree holds `real` pages and claims `claimed` (missing kids)."""
+    objects: list[bytes] = [b"<< /Type /Catalog /Pages 2 0 R >>", b""]
+    kids = []
+    for _ in range(real):
+        objects.append(b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 200 200] >>")
+        kids.append(b"%d 0 R" % len(objects))
+    kids += [b"%d 0 R" % (100_000 + i) for i in range(claimed - real)]
+    objects[1] = b"<< /Type /Pages /Kids [" + b" ".join(kids) + b"] /Count %d >>" % claimed
+    body, offsets = b"%PDF-1.4\n", []
+    for number, obj in enumerate(objects, start=1):
+        offsets.append(len(body))
+        body += b"%d 0 obj\n" % number + obj + b"\nendobj\n"
+    xref = len(body)
+    body += b"xref\n0 %d\n0000000000 65535 f \n" % (len(objects) + 1)
+    body += b"".join(b"%010d 00000 n \n" % off for off in offsets)
+    body += b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (
+        len(objects) + 1,
+        xref,
+    )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(body)
+    return path
+
+
+def test_a_page_tree_broken_past_the_sample_fails_the_rest_in_bulk(tmp_path: Path) -> None:
+    import json
+
+    from .conftest import read_records, run_cli
+
+    # 200 of 300 pages load: the probe's sample passes, the run meets 100 missing pages.
+    pdf = _broken_tree(tmp_path / "in" / "tree.pdf", 200, 300)
+    assert probe_file(str(pdf)).error is None
+    out = tmp_path / "out"
+    result = run_cli("run", str(pdf), "-o", str(out), "--engine", "text", timeout=240)
+    assert result.returncode == 1, result.stderr
+    records = read_records(out)
+    assert [r["page"] for r in records] == list(range(1, 301))
+    bulk = [r for r in records if "in a row" in r.get("error", "")]
+    assert len(bulk) > 60 and all(r["page"] > 216 for r in bulk)
+    assert all(r["status"] == "blank" for r in records[:200])
+    summary = json.loads((out / "run-summary.json").read_text("utf-8"))
+    assert summary["this_run"]["pages_processed"] < 240  # the rest never rendered

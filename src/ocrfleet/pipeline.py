@@ -21,6 +21,7 @@ from .config import PROMPTS, RunConfig
 from .engines.base import OcrEngine, OcrRequest, OcrResult
 from .errors import EngineDead, EngineError, LedgerError, RenderError
 from .ledger import AttemptClose, Claim, DocumentRow, Ledger, PageOutcome
+from .page_tree import LoadFailures
 from .postprocess import clean_page
 from .quality import assess
 from .render import RenderedPage, RenderPool, RenderRequest, RenderSettings
@@ -115,6 +116,7 @@ class PageWorker:
         self.layout = OutputLayout(config.output_dir)
         self.pool = RenderPool(render_workers, render_settings(config, engine, render_workers))
         self.guard = SourceGuard(ledger, config.num_shards, config.shard_index)
+        self.load_failures = LoadFailures(ledger)
         self.on_event = on_event or (lambda _event: None)
         self.render_workers = render_workers
         self.capacity = 1  # set once the engine has started and knows its batch size
@@ -265,9 +267,12 @@ class PageWorker:
                 if not await self._still_planned(doc):
                     return
                 self._finish(doc, claim, None, AttemptLog(errors=[exc.reason]), claimed_at)
+                if self.load_failures.failed(doc.doc_id, claim.page, exc.reason):
+                    log.error("%s: page tree broken after page %d", doc.source, claim.page)
                 return
             if not await self._still_planned(doc):  # rewritten while the page was rendered
                 return
+            self.load_failures.loaded(doc.doc_id)
             if rendered.ink_ratio < self.config.blank_threshold:
                 self._finish(doc, claim, rendered, AttemptLog(), claimed_at, blank=True)
                 return
