@@ -8,6 +8,8 @@ inside the engine, the target is overwritten in place, as `cp replacement target
 from __future__ import annotations
 
 import asyncio
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +24,9 @@ class RewritingEngine:
         self.target = Path(config.extra_args["target"])
         self.replacement = Path(config.extra_args["replacement"])
         self.at_page = int(config.extra_args["at_page"])
+        # "chunks": written in that many pieces, "pause" seconds apart, from a thread (a slow cp).
+        self.chunks = int(config.extra_args.get("chunks", 1))
+        self.pause = float(config.extra_args.get("pause", 0.0))
         self.done = False
 
     @property
@@ -38,11 +43,22 @@ class RewritingEngine:
     async def ocr(self, request: OcrRequest) -> OcrResult:
         if request.page.page == self.at_page and not self.done:
             self.done = True
-            with self.target.open("r+b") as handle:  # same inode, like cp over a file
-                handle.truncate(0)
-                handle.write(self.replacement.read_bytes())
+            if self.chunks == 1:
+                self._write()
+            else:
+                threading.Thread(target=self._write, daemon=True).start()
             await asyncio.sleep(0.05)
         return OcrResult(text=request.page.text_layer or "", finish_reason="text_layer")
+
+    def _write(self) -> None:
+        data = self.replacement.read_bytes()
+        step = -(-len(data) // self.chunks)
+        with self.target.open("r+b") as handle:  # same inode, like cp over a file
+            handle.truncate(0)
+            for start in range(0, len(data), step):
+                handle.write(data[start : start + step])
+                handle.flush()
+                time.sleep(self.pause)
 
     async def close(self) -> None:
         return None

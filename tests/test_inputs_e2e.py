@@ -202,12 +202,19 @@ def test_reused_output_names_never_wedge_the_output_dir(tmp_path: Path) -> None:
 # ---- A2: a PDF rewritten during the run -----------------------------------------------------
 
 
-def test_a_pdf_rewritten_during_the_run_is_replanned(tmp_path: Path) -> None:
+@pytest.mark.parametrize("chunks", [1, 12])  # 12: a slow copy, still going when detected
+def test_a_pdf_rewritten_during_the_run_is_replanned(tmp_path: Path, chunks: int) -> None:
     root = tmp_path / "in"
     target = samples.text_pdf(root / "doc.pdf", [f"old page {i}" for i in range(1, 21)])
     new = samples.text_pdf(tmp_path / "new.pdf", [f"new page {i}" for i in range(1, 31)])
     out = tmp_path / "out"
-    extra = {"target": str(target), "replacement": str(new), "at_page": 3}
+    extra = {
+        "target": str(target),
+        "replacement": str(new),
+        "at_page": 3,
+        "chunks": chunks,
+        "pause": 0.05,
+    }
     args = [arg for k, v in extra.items() for arg in ("--vllm-arg", f"{k}={json.dumps(v)}")]
     result = run_cli(
         "run",

@@ -17,7 +17,7 @@ from pathlib import Path
 from .catalog import FileStat, document_file, record_files, retire
 from .ledger import DocumentRow, Ledger, NewDocument
 from .shards import shard_of
-from .sources import probe_file, text_to_path
+from .sources import Probe, probe_file, text_to_path
 
 log = logging.getLogger(__name__)
 
@@ -53,11 +53,10 @@ class SourceGuard:
             if document_file(self.ledger, doc.doc_id) is None:
                 return False  # another worker re-planned it already
             path = text_to_path(doc.path)
-            try:
-                before = FileStat.of(Path(path).stat())
-            except OSError:
+            settled = await _settled_probe(path)
+            if settled is None:
                 return True  # gone: rendering reports it
-            probe = await asyncio.to_thread(probe_file, path)
+            before, probe = settled
             if probe.doc_id == doc.doc_id:
                 record_files(self.ledger, [(doc.doc_id, doc.path, before)])
                 return True
@@ -99,3 +98,25 @@ class SourceGuard:
             )
             record_files(self.ledger, [(probe.doc_id, doc.path, before)])
             return False
+
+
+# A copy in progress is hashed again until the file holds still: the same stat before the
+# hash and a quiet moment after it, so a half-written file is not planned as the new bytes.
+SETTLE_TRIES = 40
+SETTLE_QUIET_S = 0.5
+
+
+async def _settled_probe(path: str) -> tuple[FileStat, Probe] | None:
+    result: tuple[FileStat, Probe] | None = None
+    for _ in range(SETTLE_TRIES):
+        try:
+            before = FileStat.of(Path(path).stat())
+            probe = await asyncio.to_thread(probe_file, path)
+            await asyncio.sleep(SETTLE_QUIET_S)
+            after = FileStat.of(Path(path).stat())
+        except OSError:
+            return result
+        result = (before, probe)
+        if before == after:
+            return result
+    return result
