@@ -29,7 +29,15 @@ def test_glob_and_list_file_inputs(tmp_path: Path) -> None:
     listing.write_text("# corpus\nd/z.pdf\n\nd/missing.pdf\n", encoding="utf-8")
     files, missing = discover([str(listing)])
     assert [f.path.name for f in files] == ["z.pdf"]
-    assert missing == ["d/missing.pdf"]
+    assert missing == [f"d/missing.pdf (tried {tmp_path / 'd' / 'missing.pdf'})"]
+
+
+def test_input_not_found_shows_the_path_tried(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    _, missing = discover(["scans/nope.pdf"])
+    assert missing == [f"scans/nope.pdf (tried {tmp_path / 'scans' / 'nope.pdf'})"]
 
 
 def test_missing_input_is_reported_not_fatal(tmp_path: Path) -> None:

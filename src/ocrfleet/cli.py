@@ -278,6 +278,11 @@ def _add_run(sub: Any) -> None:
         help="seconds a page may take to render; a stuck render process is killed and "
         "replaced, the page fails with the reason, the run goes on",
     )
+    run.add_argument(
+        "--max-pages-per-document",
+        type=int,
+        help="a document with more pages fails with one reason (default: no limit)",
+    )
     run.add_argument("--no-progress", action="store_true")
     run.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
     _add_ray_options(run)
@@ -439,6 +444,7 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         fresh_ledger=args.fresh_ledger,
         render_timeout=args.render_timeout,
         redo_flags=tuple(args.redo_flag),
+        max_pages_per_document=args.max_pages_per_document,
     )
 
 

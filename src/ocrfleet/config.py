@@ -145,6 +145,8 @@ class RunConfig:
     sync_interval: float = 300.0
     # Where s3:// inputs are staged (default OUT/.ocrfleet-inputs).
     stage_dir: Path | None = None
+    # A document with more pages fails at planning with one reason (None: no limit).
+    max_pages_per_document: int | None = None
     # Seconds between NVML samples of each GPU worker (0: none).
     gpu_sample_seconds: float = 5.0
     # An empty or unreadable ledger is moved aside and a new one started (else: refused).
@@ -190,6 +192,8 @@ class RunConfig:
             raise ConfigError("--prompt must be markdown or free")
         if self.gpu_sample_seconds < 0:
             raise ConfigError("--gpu-sample-seconds must be 0 (off) or positive")
+        if self.max_pages_per_document is not None and self.max_pages_per_document < 1:
+            raise ConfigError("--max-pages-per-document must be at least 1")
         if self.sync_to is not None and not self.sync_to.startswith("s3://"):
             raise ConfigError(f"outputs can be uploaded to s3:// only, not {self.sync_to!r}")
         self._check_s3_uris()

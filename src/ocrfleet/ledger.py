@@ -96,6 +96,20 @@ CREATE INDEX IF NOT EXISTS gpu_samples_t ON gpu_samples (t);
 CREATE TABLE IF NOT EXISTS route_overrides (
     doc_id TEXT NOT NULL, page INTEGER NOT NULL, reason TEXT NOT NULL, PRIMARY KEY (doc_id, page)
 );
+CREATE TABLE IF NOT EXISTS corpus_listing (
+    doc_id TEXT PRIMARY KEY, source TEXT NOT NULL, shard INTEGER NOT NULL,
+    num_shards INTEGER NOT NULL, pages INTEGER NOT NULL, seen_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS duplicates (
+    source TEXT PRIMARY KEY, doc_id TEXT NOT NULL, path TEXT NOT NULL, rel TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS doc_files (
+    doc_id TEXT PRIMARY KEY, path TEXT NOT NULL, size INTEGER NOT NULL,
+    mtime_ns INTEGER NOT NULL, inode INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS retired (
+    doc_id TEXT PRIMARY KEY, source TEXT NOT NULL, reason TEXT NOT NULL, at REAL NOT NULL
+);
 CREATE TABLE IF NOT EXISTS runs (
     run_id TEXT PRIMARY KEY, started_at REAL NOT NULL, finished_at REAL,
     config TEXT NOT NULL, summary TEXT
@@ -629,6 +643,10 @@ class Ledger:
         return int(released)
 
     # ---- reading ----------------------------------------------------------------------
+
+    def query(self, sql: str, args: Sequence[Any] = ()) -> list[sqlite3.Row]:
+        """Rows of a read-only statement (for modules that keep their own tables here)."""
+        return self._db.execute(sql, tuple(args)).fetchall()
 
     def document(self, doc_id: str) -> DocumentRow:
         row = self._db.execute(

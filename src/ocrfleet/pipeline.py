@@ -20,12 +20,15 @@ from typing import Any
 from .config import PROMPTS, RunConfig
 from .engines.auto import NEEDS_OCR
 from .engines.base import OcrEngine, OcrRequest, OcrResult
-from .errors import EngineDead, EngineError, RenderError
+from .errors import EngineDead, EngineError, LedgerError, RenderError
 from .ledger import AttemptClose, Claim, DocumentRow, Ledger, PageOutcome
 from .ocr_queue import forced_route
+from .page_tree import LoadFailures
 from .postprocess import clean_page
 from .quality import assess
 from .render import RenderedPage, RenderPool, RenderRequest, RenderSettings
+from .source_guard import SourceGuard
+from .sources import text_to_path
 from .writers import OutputLayout, assemble_document, save_figures
 
 log = logging.getLogger(__name__)
@@ -119,6 +122,8 @@ class PageWorker:
             render_settings(config, engine, render_workers),
             render_timeout=config.render_timeout,
         )
+        self.guard = SourceGuard(ledger, config.num_shards, config.shard_index)
+        self.load_failures = LoadFailures(ledger)
         self.on_event = on_event or (lambda _event: None)
         self.render_workers = render_workers
         self.capacity = 1  # set once the engine has started and knows its batch size
@@ -253,18 +258,30 @@ class PageWorker:
 
     async def _page(self, claim: Claim) -> None:
         key = (claim.doc_id, claim.page)
-        doc = self._document(claim.doc_id)
+        try:
+            doc = self._document(claim.doc_id)
+        except LedgerError:
+            return  # retired (its file was rewritten) between the claim and now
+        if not await self._still_planned(doc):
+            return
         claimed_at = time.monotonic()
         try:
             # A redo asked for OCR whatever the router says (auto engine only).
             force = forced_route(self.ledger, *key) if self.engine.needs.route else None
             try:
                 rendered = await self.pool.render(
-                    RenderRequest(doc.doc_id, doc.path, claim.page, doc.source, force)
+                    RenderRequest(doc.doc_id, text_to_path(doc.path), claim.page, doc.source, force)
                 )
             except RenderError as exc:
+                if not await self._still_planned(doc):
+                    return
                 self._finish(doc, claim, None, AttemptLog(errors=[exc.reason]), claimed_at)
+                if self.load_failures.failed(doc.doc_id, claim.page, exc.reason):
+                    log.error("%s: page tree broken after page %d", doc.source, claim.page)
                 return
+            if not await self._still_planned(doc):  # rewritten while the page was rendered
+                return
+            self.load_failures.loaded(doc.doc_id)
             if rendered.ink_ratio < self.config.blank_threshold and not rendered.has_text:
                 self._finish(doc, claim, rendered, AttemptLog(), claimed_at, blank=True)
                 return
@@ -284,6 +301,15 @@ class PageWorker:
             raise
         finally:
             self._in_engine.discard(key)
+
+    async def _still_planned(self, doc: DocumentRow) -> bool:
+        """False when the document's file now holds other bytes: it was re-planned, and
+        nothing rendered from it may be recorded for the old document."""
+        if not self.guard.changed(doc.doc_id) or await self.guard.replan(doc):
+            return True
+        self._docs.pop(doc.doc_id, None)
+        self._changed.set()  # its new pages may be waiting
+        return False
 
     async def _attempts(self, doc: DocumentRow, claim: Claim, rendered: RenderedPage) -> AttemptLog:
         log_ = AttemptLog()

@@ -1,8 +1,10 @@
 """Planning: from inputs to documents registered in this shard's ledger.
 
 Every shard plans the whole corpus the same way (discover, probe, name outputs, split), then
-keeps its own documents. Probes are cached in the ledger by (path, size, mtime), so a resumed
-run does not hash the corpus again.
+keeps its own documents (a document's shard is a function of its content id: it never moves).
+Probes are cached in the ledger by (path, size, mtime, ctime, inode), so a resumed run does
+not hash the corpus again, and a replaced file is always hashed again. Every input path ends
+up in the plan: a document, a duplicate of one (outputs of its own), or rejected with a reason.
 """
 
 from __future__ import annotations
@@ -10,14 +12,39 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass, field
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
+from .catalog import (
+    Duplicate,
+    FileStat,
+    cached_probes,
+    ensure_probe_columns,
+    reconcile,
+    record_duplicates,
+    record_files,
+    record_listing,
+    sibling_names,
+    store_probes,
+    taken_names,
+)
 from .config import RunConfig
 from .ledger import Ledger, NewDocument
-from .shards import assign_shards
-from .sources import Probe, SourceFile, assign_output_paths, discover, probe_all
+from .names import assign_names, short_hash
+from .shards import shard_of
+from .sources import Probe, SourceFile, discover, path_id, path_to_text, probe_all
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class InputEntry:
+    """One input path as planned: for the manifest under OUT."""
+
+    source: str
+    doc_id: str
+    role: str  # "document", "duplicate" or "rejected"
+    duplicate_of: str | None = None
+    problem: str | None = None
 
 
 @dataclass
@@ -27,6 +54,9 @@ class Plan:
     missing_inputs: list[str] = field(default_factory=list)
     duplicates: int = 0
     new_documents: int = 0
+    entries: list[InputEntry] = field(default_factory=list)  # this shard's input paths
+    retired: int = 0
+    moved: int = 0
 
 
 def ledger_path(output_dir: Path, num_shards: int, shard_index: int) -> Path:
@@ -39,21 +69,31 @@ def shard_suffix(num_shards: int, shard_index: int) -> str:
     return "" if num_shards == 1 else f".shard-{shard_index}-of-{num_shards}"
 
 
-def probe_sources(ledger: Ledger, files: list[SourceFile], workers: int) -> dict[Path, Probe]:
-    cache = ledger.cached_probes()
+def probe_sources(
+    ledger: Ledger, files: list[SourceFile], workers: int
+) -> tuple[dict[Path, Probe], dict[Path, FileStat]]:
+    """Content id and page count of every file, from the cache when nothing about the file
+    (size, mtime, ctime, inode) may have changed, else by hashing it again."""
+    ensure_probe_columns(ledger)
+    cache = cached_probes(ledger)
     probes: dict[Path, Probe] = {}
-    stats: dict[Path, os.stat_result] = {}
+    stats: dict[Path, FileStat] = {}
     todo: list[str] = []
     for f in files:
+        if f.problem is not None:  # never opened: a FIFO or /dev/zero would block or not end
+            probes[f.path] = Probe(path_id(str(f.path)), 0, 0, f.problem)
+            continue
         try:
-            st = f.path.stat()
+            st = FileStat.of(f.path.stat())
         except OSError:
             todo.append(str(f.path))
             continue
         stats[f.path] = st
-        hit = cache.get(str(f.path))
-        if hit and hit[0] == st.st_size and hit[1] == st.st_mtime_ns:
-            probes[f.path] = Probe(doc_id=hit[2], size=hit[0], pages=hit[3], error=hit[4])
+        hit = cache.get(path_to_text(str(f.path)))
+        if hit is not None and hit.stat == st:
+            probes[f.path] = Probe(
+                doc_id=hit.doc_id, size=st.size, pages=hit.pages, error=hit.error
+            )
         else:
             todo.append(str(f.path))
     if todo:
@@ -65,11 +105,34 @@ def probe_sources(ledger: Ledger, files: list[SourceFile], workers: int) -> dict
             probes[path] = probe
             st_ = stats.get(path)
             if st_ is not None:
-                rows.append(
-                    (path_str, st_.st_size, st_.st_mtime_ns, probe.doc_id, probe.pages, probe.error)
-                )
-        ledger.store_probes(rows)
-    return probes
+                rows.append((path_to_text(path_str), st_, probe.doc_id, probe.pages, probe.error))
+        store_probes(ledger, rows)
+    return probes, stats
+
+
+def _known_primaries(
+    ledger: Ledger, files: list[SourceFile], probes: dict[Path, Probe], stored: dict[Path, str]
+) -> dict[str, SourceFile]:
+    by_path = {stored[f.path]: f for f in files}
+    primaries: dict[str, SourceFile] = {}
+    for row in ledger.query("SELECT doc_id, path FROM documents"):
+        f = by_path.get(row[1])
+        if f is not None and probes[f.path].doc_id == row[0]:
+            primaries[row[0]] = f
+    return primaries
+
+
+def _siblings(config: RunConfig, ledger: Ledger) -> list[Path]:
+    if config.num_shards == 1:
+        return []
+    pattern = f"ocrfleet.shard-*-of-{config.num_shards}.sqlite"
+    return sorted(p for p in config.output_dir.glob(pattern) if p != ledger.path)
+
+
+def page_limit_error(probe: Probe, limit: int | None) -> str | None:
+    if probe.error or limit is None or probe.pages <= limit:
+        return probe.error
+    return f"has {probe.pages} pages, over --max-pages-per-document {limit}"
 
 
 def label_staged(files: list[SourceFile], stage_dir: Path) -> list[SourceFile]:
@@ -83,7 +146,7 @@ def label_staged(files: list[SourceFile], stage_dir: Path) -> list[SourceFile]:
         except ValueError:
             labelled.append(f)
             continue
-        labelled.append(SourceFile(f.path, f"s3://{rel.as_posix()}", f.rel))
+        labelled.append(SourceFile(f.path, f"s3://{rel.as_posix()}", f.rel, f.problem))
     return labelled
 
 
@@ -92,42 +155,83 @@ def make_plan(config: RunConfig, ledger: Ledger) -> Plan:
     files = label_staged(files, config.staging_dir)
     plan = Plan(missing_inputs=missing)
     workers = max(1, min(8, os.cpu_count() or 1))
-    probes = probe_sources(ledger, files, workers)
+    probes, stats = probe_sources(ledger, files, workers)
+    limit = config.max_pages_per_document
     # One document per content id: the first path (in input order) names it.
-    first: dict[str, SourceFile] = {}
+    stored = {f.path: path_to_text(str(f.path)) for f in files}
+    # One document per content id: the path the ledger already reads it from, if listed
+    # with those bytes; else the first path in input order names it.
+    first = _known_primaries(ledger, files, probes, stored)
     for f in files:
         doc_id = probes[f.path].doc_id
-        if doc_id in first:
+        first.setdefault(doc_id, f)
+    for f in files:
+        if first[probes[f.path].doc_id] is not f:
             plan.duplicates += 1
-            log.info("%s has the same content as %s: processed once", f.given, first[doc_id].given)
-        else:
-            first[doc_id] = f
-    names = assign_output_paths([(d, f.rel) for d, f in first.items()])
-    shard_of = assign_shards(
-        [(d, probes[f.path].pages) for d, f in first.items()], config.num_shards
+            log.info(
+                "%s has the same content as %s: processed once",
+                f.given,
+                first[probes[f.path].doc_id].given,
+            )
+    shard = {d: shard_of(d, config.num_shards) for d in first}
+    mine = {d: f for d, f in first.items() if shard[d] == config.shard_index}
+    plan.retired, plan.moved = reconcile(
+        ledger,
+        {stored[f.path]: probes[f.path].doc_id for f in files},
+        {d: (stored[f.path], f.given) for d, f in mine.items()},
+    )
+    if plan.retired or plan.moved:
+        log.info(
+            "%d document(s) found at a new path; %d whose file now holds other bytes retired",
+            plan.moved,
+            plan.retired,
+        )
+    dup_key = {
+        f.path: "dup:" + short_hash(f.given) for f in files if first[probes[f.path].doc_id] is not f
+    }
+    names = assign_names(
+        [(d, f.rel) for d, f in first.items()]
+        + [(dup_key[f.path], f.rel) for f in files if f.path in dup_key],
+        {**sibling_names(_siblings(config, ledger)), **taken_names(ledger)},
     )
     plan.corpus_documents = len(first)
-    for doc_id, f in first.items():
-        if shard_of[doc_id] != config.shard_index:
-            continue
+    for doc_id, f in mine.items():
         probe = probes[f.path]
         plan.documents.append(
             NewDocument(
                 doc_id=doc_id,
                 source=f.given,
-                path=str(f.path),
-                rel=str(PurePosixPath(names[doc_id])),
+                path=stored[f.path],
+                rel=str(names[doc_id]),
                 size=probe.size,
                 pages=probe.pages,
-                error=probe.error,
+                error=page_limit_error(probe, limit),
             )
         )
-    # Duplicate paths are recorded as aliases of the document that is processed.
-    aliases = [
-        NewDocument(probes[f.path].doc_id, f.given, str(f.path), "", 0, 0)
+    dups = [
+        Duplicate(f.given, probes[f.path].doc_id, stored[f.path], str(names[dup_key[f.path]]))
         for f in files
-        if first[probes[f.path].doc_id] is not f
-        and shard_of[probes[f.path].doc_id] == config.shard_index
+        if f.path in dup_key and probes[f.path].doc_id in mine
     ]
-    plan.new_documents = ledger.add_documents(plan.documents + aliases)
+    plan.new_documents = ledger.add_documents(plan.documents)
+    record_duplicates(ledger, dups)
+    record_files(
+        ledger, [(d, stored[f.path], stats[f.path]) for d, f in mine.items() if f.path in stats]
+    )
+    record_listing(
+        ledger,
+        [(d, f.given, shard[d], probes[f.path].pages) for d, f in first.items()],
+        config.num_shards,
+    )
+    for f in files:
+        doc_id = probes[f.path].doc_id
+        if doc_id not in mine:
+            continue
+        primary = first[doc_id]
+        if f.problem is not None:
+            plan.entries.append(InputEntry(f.given, doc_id, "rejected", problem=f.problem))
+        elif primary is f:
+            plan.entries.append(InputEntry(f.given, doc_id, "document"))
+        else:
+            plan.entries.append(InputEntry(f.given, doc_id, "duplicate", primary.given))
     return plan

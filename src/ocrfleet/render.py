@@ -150,17 +150,24 @@ class DocumentCache:
     def __init__(self, capacity: int = 4) -> None:
         self._capacity = capacity
         self._docs: OrderedDict[str, pypdfium2.PdfDocument] = OrderedDict()
+        self._stats: dict[str, tuple[int, int, int]] = {}
 
     def get(self, path: str) -> pypdfium2.PdfDocument:
         import pypdfium2 as pdfium
 
-        if path in self._docs:
+        st = Path(path).stat()
+        stamp = (st.st_size, st.st_mtime_ns, st.st_ino)
+        if path in self._docs and self._stats.get(path) == stamp:
             self._docs.move_to_end(path)
             return self._docs[path]
+        if path in self._docs:  # the file was rewritten: an open handle would mix old and new
+            self._docs.pop(path).close()
         pdf = pdfium.PdfDocument(path)
         self._docs[path] = pdf
+        self._stats[path] = stamp
         while len(self._docs) > self._capacity:
-            _, old = self._docs.popitem(last=False)
+            name, old = self._docs.popitem(last=False)
+            self._stats.pop(name, None)
             old.close()
         return pdf
 

@@ -41,7 +41,9 @@ from .gpu_telemetry import GpuReadings
 from .handover import ShmFiles
 from .ledger import Ledger
 from .ledger_file import check_ledger_file
+from .manifest import manifest_path, write_duplicate_outputs, write_manifest
 from .ocr_queue import requeue_for_ocr, route_report
+from .outdir import check_layout
 from .plan import ledger_path, make_plan, shard_suffix
 from .redact import redact_obj
 from .report import write_report_after_run
@@ -125,6 +127,7 @@ def run(
         for warning in check_topology(config):
             log.warning("%s", warning)
     suffix = shard_suffix(config.num_shards, config.shard_index)
+    check_layout(config.output_dir, config.num_shards)
     try:
         with run_lock(config.output_dir, suffix):
             return _run_locked(config, suffix, handle_signals)
@@ -246,11 +249,20 @@ def _run_locked(config: RunConfig, suffix: str, handle_signals: bool) -> RunResu
                     handle_signals,
                 )
         finalize_ready_documents(ledger, layout, f"supervisor:{os.getpid()}")
+        write_duplicate_outputs(ledger, layout)
+        inputs = write_manifest(
+            manifest_path(config.output_dir, suffix),
+            ledger,
+            layout,
+            plan.entries,
+            plan.missing_inputs,
+        )
         summary = _summary(config, ledger, stats, slots, plan.missing_inputs, run_id)
         summary["engines_per_gpu"] = engines_per_gpu.as_dict()
         summary["gpus"] = GpuReadings(db_path, run_started).means()  # NVML means, per GPU
         summary["pdfs_found"] = plan.corpus_documents
         summary["last_run_with_pages"] = last_run_with_pages(ledger, run_id, summary)
+        summary["inputs"] = inputs
         code = _exit_code(summary, interrupted, killed)
         summary["exit_code"] = code
         summary = redact_obj(summary)

@@ -1,31 +1,33 @@
-"""Split a corpus into shards: deterministic, each document in exactly one, balanced by pages.
+"""Split a corpus into shards: each document in exactly one, and never moved once assigned.
 
-Every node (or tmux pane, or SLURM array task) computes the same split from the same corpus,
-so shards need no coordination. Balancing is longest-processing-time first: documents in
-descending page count go to the shard with the fewest pages so far; ties break on doc id.
+A document's shard is a function of its id alone (a hash of its content id modulo the shard
+count), so every node, tmux pane or SLURM array task computes the same split with no
+coordination, whenever it starts: a file that arrives between two shards' runs lands in one
+shard and moves no other document. Balance is statistical (documents, not pages): the price
+of stability, and close enough at corpus scale.
 """
 
 from __future__ import annotations
 
-import heapq
+import hashlib
 from collections.abc import Sequence
 
 
-def assign_shards(docs: Sequence[tuple[str, int]], num_shards: int) -> dict[str, int]:
-    """Map doc_id → shard index for (doc_id, page_count) pairs."""
+def shard_of(doc_id: str, num_shards: int) -> int:
+    """The shard of one document: stable for a given id and shard count."""
     if num_shards < 1:
         raise ValueError("num_shards must be at least 1")
-    loads: list[tuple[int, int]] = [(0, shard) for shard in range(num_shards)]
-    heapq.heapify(loads)
-    assignment: dict[str, int] = {}
-    # Unreadable documents count as one page: they still belong to exactly one shard,
-    # whose ledger records the failure.
-    ordered = sorted(docs, key=lambda d: (-max(d[1], 1), d[0]))
-    for doc_id, pages in ordered:
-        load, shard = heapq.heappop(loads)
-        assignment[doc_id] = shard
-        heapq.heappush(loads, (load + max(pages, 1), shard))
-    return assignment
+    # Hash the id again: ids of unreadable files are not hex, and a second hash spreads any id.
+    digest = hashlib.sha256(doc_id.encode("utf-8", "surrogateescape")).digest()
+    return int.from_bytes(digest[:8], "big") % num_shards
+
+
+def assign_shards(docs: Sequence[tuple[str, int]], num_shards: int) -> dict[str, int]:
+    """Map doc_id → shard index for (doc_id, page_count) pairs (page counts are not used:
+    a split balanced by pages would move documents whenever the corpus grows)."""
+    if num_shards < 1:
+        raise ValueError("num_shards must be at least 1")
+    return {doc_id: shard_of(doc_id, num_shards) for doc_id, _pages in docs}
 
 
 def shard_loads(assignment: dict[str, int], pages: dict[str, int], num_shards: int) -> list[int]:

@@ -8,18 +8,24 @@ redone. Each document also gets an output path that mirrors where it sat in its 
 
 from __future__ import annotations
 
+import base64
+import binascii
+import errno
 import glob
 import hashlib
 import logging
 import os
+import stat
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from multiprocessing import get_context
 from pathlib import Path, PurePosixPath
+from typing import Any, BinaryIO
 
 from .errors import ConfigError
+from .names import assign_names, printable
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +42,8 @@ class SourceFile:
     path: Path  # absolute
     given: str  # the path as the user gave it (directory input joined with the relative part)
     rel: PurePosixPath  # relative output location without suffix, e.g. a/report
+    # Set for a path that is not a regular file (FIFO, device, symlink loop…): never read.
+    problem: str | None = None
 
 
 @dataclass(frozen=True)
@@ -49,7 +57,9 @@ class Probe:
 
 
 def discover(inputs: Sequence[str]) -> tuple[list[SourceFile], list[str]]:
-    """Expand inputs into PDF files, in a stable order; also return inputs that did not exist."""
+    """Expand inputs into PDF files, in a stable order; also return inputs that did not exist
+    (each with the absolute path that was tried). Paths named *.pdf that are not regular
+    files come back with a `problem` and are never opened."""
     found: list[SourceFile] = []
     missing: list[str] = []
     for given in inputs:
@@ -59,7 +69,7 @@ def discover(inputs: Sequence[str]) -> tuple[list[SourceFile], list[str]]:
             base = _glob_base(given)
             found.extend(_source(Path(m), m, base) for m in matches if _looks_like_pdf_name(m))
             if not matches:
-                missing.append(given)
+                missing.append(_not_found(given, path))
         elif path.is_dir():
             found.extend(_scan_directory(path, given))
         elif path.is_file():
@@ -69,9 +79,44 @@ def discover(inputs: Sequence[str]) -> tuple[list[SourceFile], list[str]]:
                 listed, absent = _read_list_file(path)
                 found.extend(listed)
                 missing.extend(absent)
+        elif os.path.lexists(path):  # a FIFO, a device, a dangling link or a loop
+            found.append(_source(path, given, path.parent))
         else:
-            missing.append(given)
+            missing.append(_not_found(given, path))
     return _unique(found), missing
+
+
+def _not_found(given: str, path: Path) -> str:
+    """The input as given, and the absolute path that was looked for when they differ (an
+    s3:// URI that matched nothing is reported as it is)."""
+    shown = printable(given)
+    if "://" in given:
+        return shown
+    tried = printable(str(path.absolute()))
+    return shown if tried == shown else f"{shown} (tried {tried})"
+
+
+def file_problem(path: Path) -> str | None:
+    """Why a path cannot be read as a PDF file, or None for a regular file."""
+    try:
+        st = path.stat()
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return "not a regular file: a symlink loop"
+        if path.is_symlink():
+            return "not a regular file: a symlink to nothing"
+        return f"cannot read file: {exc.strerror or exc}"
+    if stat.S_ISREG(st.st_mode):
+        return None
+    kinds = (
+        (stat.S_ISFIFO, "a FIFO (named pipe)"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+        (stat.S_ISSOCK, "a socket"),
+        (stat.S_ISDIR, "a directory"),
+    )
+    kind = next((name for test, name in kinds if test(st.st_mode)), "not a regular file")
+    return f"not a regular file: {kind}; only regular files are read"
 
 
 def _scan_directory(root: Path, given: str) -> Iterator[SourceFile]:
@@ -81,7 +126,11 @@ def _scan_directory(root: Path, given: str) -> Iterator[SourceFile]:
             if _looks_like_pdf_name(name):
                 path = Path(dirpath) / name
                 rel = path.relative_to(root)
-                yield SourceFile(path.resolve(), str(Path(given) / rel), _output_rel(rel))
+                problem = file_problem(path)
+                resolved = path.resolve() if problem is None else path.absolute()
+                yield SourceFile(
+                    resolved, printable(str(Path(given) / rel)), _output_rel(rel), problem
+                )
 
 
 def _read_list_file(list_file: Path) -> tuple[list[SourceFile], list[str]]:
@@ -95,13 +144,12 @@ def _read_list_file(list_file: Path) -> tuple[list[SourceFile], list[str]]:
     entries = [line.strip() for line in lines]
     paths = [e for e in entries if e and not e.startswith("#")]
     resolved = [_resolve_listed(p, list_file.parent) for p in paths]
-    present = [(given, p) for given, p in zip(paths, resolved, strict=True) if p.is_file()]
-    absent = [given for given, p in zip(paths, resolved, strict=True) if not p.is_file()]
-    for given, p in zip(paths, resolved, strict=True):
-        if not p.is_file():  # the path tried, since relative entries follow the list file
-            log.error(
-                "input not found: %s (listed in %s; tried %s)", given, list_file, p.absolute()
-            )
+    present = [(given, p) for given, p in zip(paths, resolved, strict=True) if os.path.lexists(p)]
+    absent = [
+        _not_found(given, p)
+        for given, p in zip(paths, resolved, strict=True)
+        if not os.path.lexists(p)
+    ]
     base = _common_parent([p for _, p in present])
     return [_source(p, given, base) for given, p in present], absent
 
@@ -114,7 +162,7 @@ def _resolve_listed(entry: str, list_dir: Path) -> Path:
 def _common_parent(paths: Sequence[Path]) -> Path:
     if not paths:
         return Path()
-    parents = [str(p.resolve().parent) for p in paths]
+    parents = [str(Path(os.path.realpath(p)).parent) for p in paths]
     return Path(os.path.commonpath(parents))
 
 
@@ -129,12 +177,14 @@ def _glob_base(pattern: str) -> Path:
 
 
 def _source(path: Path, given: str, base: Path) -> SourceFile:
-    resolved = path.resolve()
+    problem = file_problem(path)
+    # realpath, not resolve(): a symlink loop must be reported, not raise.
+    resolved = Path(os.path.realpath(path)) if problem is None else path.absolute()
     try:
-        rel = resolved.relative_to(base.resolve())
+        rel = resolved.relative_to(os.path.realpath(base))
     except ValueError:
         rel = Path(resolved.name)
-    return SourceFile(resolved, given, _output_rel(rel))
+    return SourceFile(resolved, printable(given), _output_rel(rel), problem)
 
 
 def _output_rel(rel: Path) -> PurePosixPath:
@@ -180,53 +230,112 @@ def assign_output_paths(
     `docs` is (doc_id, wanted path). Deterministic for a given set of documents, whatever
     the order, so every shard of a corpus computes the same mapping.
     """
-    by_key: dict[str, list[tuple[str, PurePosixPath]]] = {}
-    for doc_id, rel in docs:
-        by_key.setdefault(str(rel).casefold(), []).append((doc_id, rel))
-    out: dict[str, PurePosixPath] = {}
-    for group in by_key.values():
-        group.sort(key=lambda item: item[0])
-        first_id, first_rel = group[0]
-        out[first_id] = first_rel
-        for doc_id, rel in group[1:]:
-            out[doc_id] = rel.with_name(f"{rel.name}__{doc_id[:12]}")
-    return out
+    return assign_names(docs)
+
+
+# A path goes into the ledger as text. One that is not valid UTF-8 (a file name in Latin-1,
+# say) is stored as its bytes in base64 behind a marker no absolute path starts with.
+_B64 = "b64:"
+
+
+def path_to_text(path: str) -> str:
+    raw = os.fsencode(path)
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return _B64 + base64.b64encode(raw).decode("ascii")
+
+
+def text_to_path(text: str) -> str:
+    if text.startswith(_B64):
+        try:
+            return os.fsdecode(base64.b64decode(text[len(_B64) :], validate=True))
+        except (binascii.Error, ValueError):
+            return text
+    return text
 
 
 # ---- probing: hash + page count, in worker processes --------------------------------------
 
 
 def probe_file(path: str) -> Probe:
-    """Hash a file and count its pages; never raises for a bad PDF (it returns the reason)."""
+    """Hash a file and count its pages; never raises for a bad PDF (it returns the reason).
+
+    Only a regular file is read (checked on the open descriptor, so a FIFO or a device
+    swapped in after discovery cannot block or feed bytes forever)."""
     p = Path(path)
     try:
-        size = p.stat().st_size
-        doc_id = _sha256(p)
+        fd = os.open(p, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
     except OSError as exc:
-        return Probe(doc_id=_path_id(path), size=0, pages=0, error=f"cannot read file: {exc}")
+        problem = file_problem(p) or f"cannot read file: {exc.strerror or exc}"
+        return Probe(doc_id=path_id(path), size=0, pages=0, error=problem)
+    with os.fdopen(fd, "rb") as handle:
+        st = os.fstat(handle.fileno())
+        if not stat.S_ISREG(st.st_mode):
+            return Probe(path_id(path), 0, 0, file_problem(p) or "not a regular file")
+        try:
+            head = handle.read(HEADER_WINDOW)
+            handle.seek(0)
+            doc_id = _sha256_handle(handle)
+        except OSError as exc:
+            return Probe(path_id(path), 0, 0, f"cannot read file: {exc.strerror or exc}")
+    size = st.st_size
     if size == 0:
         return Probe(doc_id, 0, 0, "empty file (0 bytes)")
-    header_problem = _header_problem(p)
+    header_problem = _header_problem(head)
     if header_problem:
         return Probe(doc_id, size, 0, header_problem)
     pages, error = count_pages(p)
     return Probe(doc_id, size, pages, error)
 
 
+# A page tree that claims more pages than it holds (a 600-byte file saying /Count 1000000)
+# is found by loading a sample of pages: when most of them cannot be loaded the document
+# fails with one reason, instead of a million failed pages.
+PAGE_SAMPLE = 16
+
+
 def count_pages(path: Path) -> tuple[int, str | None]:
     import pypdfium2 as pdfium  # imported here: probing runs in worker processes
 
     try:
-        pdf = pdfium.PdfDocument(str(path))
+        pdf = pdfium.PdfDocument(path)
     except pdfium.PdfiumError as exc:
         return 0, describe_pdfium_error(exc)
     try:
         pages = len(pdf)
+        broken = _unloadable_sample(pdf, pages) if pages > 1 else []
     finally:
         pdf.close()
     if pages == 0:
         return 0, "PDF has no pages"
+    sample = _sample_indices(pages)
+    if len(broken) * 2 > len(sample):
+        listed = ", ".join(str(i + 1) for i in broken[:5])
+        return pages, (
+            f"broken page tree: the PDF claims {pages} pages but {len(broken)} of "
+            f"{len(sample)} pages sampled cannot be loaded (pages {listed})"
+        )
     return pages, None
+
+
+def _sample_indices(pages: int) -> list[int]:
+    if pages <= PAGE_SAMPLE:
+        return list(range(pages))
+    step = (pages - 1) / (PAGE_SAMPLE - 1)
+    return sorted({round(i * step) for i in range(PAGE_SAMPLE)})
+
+
+def _unloadable_sample(pdf: Any, pages: int) -> list[int]:
+    broken = []
+    for index in _sample_indices(pages):
+        try:
+            page = pdf[index]
+        except Exception:  # pdfium raises PdfiumError: the page object is missing
+            broken.append(index)
+            continue
+        page.close()
+    return broken
 
 
 def describe_pdfium_error(exc: Exception) -> str:
@@ -242,27 +351,64 @@ def describe_pdfium_error(exc: Exception) -> str:
     return reasons.get(code, f"pdfium could not open it ({exc})")
 
 
-def _header_problem(path: Path) -> str | None:
-    with path.open("rb") as handle:
-        head = handle.read(HEADER_WINDOW)
-    if b"%PDF-" in head:
-        return None
+# Leading bytes of common non-PDF formats: a "not a PDF" reason names the type, never the
+# bytes (a list file or a symlink can point at any file, e.g. /etc/shadow).
+MAGIC: tuple[tuple[bytes, str], ...] = (
+    (b"\x7fELF", "an ELF executable"),
+    (b"PK\x03\x04", "a ZIP archive (or an Office document)"),
+    (b"\x1f\x8b", "a gzip archive"),
+    (b"\x89PNG", "a PNG image"),
+    (b"\xff\xd8\xff", "a JPEG image"),
+    (b"GIF8", "a GIF image"),
+    (b"II*\x00", "a TIFF image"),
+    (b"MM\x00*", "a TIFF image"),
+    (b"BZh", "a bzip2 archive"),
+    (b"\xfd7zXZ", "an xz archive"),
+    (b"7z\xbc\xaf", "a 7-Zip archive"),
+    (b"Rar!", "a RAR archive"),
+    (b"\xd0\xcf\x11\xe0", "an old Microsoft Office document"),
+    (b"{\\rtf", "an RTF document"),
+    (b"%!PS", "a PostScript file"),
+    (b"AT&TFORM", "a DjVu document"),
+)
+
+
+def detect_type(head: bytes) -> str:
     lowered = head.lstrip().lower()
     if lowered.startswith((b"<!doctype html", b"<html", b"<?xml", b"<head")):
+        return "an HTML/XML page"
+    for magic, name in MAGIC:
+        if head.startswith(magic):
+            return name
+    try:
+        head.decode("utf-8")
+    except UnicodeDecodeError:
+        return "binary data of an unknown type"
+    return "a text file"
+
+
+def _header_problem(head: bytes) -> str | None:
+    if b"%PDF-" in head:
+        return None
+    kind = detect_type(head)
+    if kind == "an HTML/XML page":
         return "not a PDF: the file is an HTML/XML page saved with a .pdf name"
-    preview = head[:16].decode("latin-1").encode("unicode_escape").decode("ascii")
-    return f"not a PDF: no %PDF- header in the first {HEADER_WINDOW} bytes (starts {preview!r})"
+    return f"not a PDF: no %PDF- header in the first {HEADER_WINDOW} bytes; it looks like {kind}"
 
 
 def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
     with path.open("rb") as handle:
-        while chunk := handle.read(1 << 20):
-            digest.update(chunk)
+        return _sha256_handle(handle)
+
+
+def _sha256_handle(handle: BinaryIO) -> str:
+    digest = hashlib.sha256()
+    while chunk := handle.read(1 << 20):
+        digest.update(chunk)
     return digest.hexdigest()
 
 
-def _path_id(path: str) -> str:
+def path_id(path: str) -> str:
     """Id for a file we cannot read: stable per path, marked so it never equals a content hash."""
     return "unreadable-" + hashlib.sha256(path.encode("utf-8", "surrogateescape")).hexdigest()[:52]
 
@@ -297,6 +443,7 @@ def _probe_isolated(path: str) -> Probe:
         with ProcessPoolExecutor(max_workers=1, mp_context=get_context("spawn")) as pool:
             return pool.submit(probe_file, path).result()
     except BrokenProcessPool:
-        size = Path(path).stat().st_size if Path(path).exists() else 0
-        doc_id = _sha256(Path(path)) if size else _path_id(path)
+        regular = file_problem(Path(path)) is None
+        size = Path(path).stat().st_size if regular else 0
+        doc_id = _sha256(Path(path)) if size else path_id(path)
         return Probe(doc_id, size, 0, "the PDF parser crashed while opening this file")

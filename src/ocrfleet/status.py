@@ -9,6 +9,7 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
+from .corpus_view import CorpusClaims
 from .errors import ConfigError, LedgerError
 from .ledger import DOC_STATUSES, PAGE_STATUSES, Ledger
 from .ledger_file import ledger_problem
@@ -32,6 +33,7 @@ def collect_status(output_dir: Path) -> dict[str, Any]:
     shards: list[dict[str, Any]] = []
     routing: dict[str, Any] = {"routes": {}, "quality_flags": {}, "attention": []}
     attention_total = 0
+    claims = CorpusClaims({}, set(), set())
     for path in find_ledgers(output_dir):
         problem = ledger_problem(path)
         if problem is not None:
@@ -44,6 +46,7 @@ def collect_status(output_dir: Path) -> dict[str, Any]:
             counts = ledger.counts()
             shard_failed = ledger.failed_documents()
             report = route_report(ledger)
+            claims.add(ledger)
         except sqlite3.DatabaseError as exc:
             raise LedgerError(f"{path} is not a readable ledger: {exc}") from None
         finally:
@@ -62,8 +65,10 @@ def collect_status(output_dir: Path) -> dict[str, Any]:
         shards.append({"ledger": path.name, **counts.as_dict()})
     # "assembling" is a moment between the last page and the files: report it as pending.
     documents["pending"] += documents.pop("assembling")
-    total_pages = sum(pages.values())
-    finished = total_pages - pages["pending"]
+    # Documents a shard listed but no shard registered: not done, whatever the pages say.
+    unclaimed = claims.unclaimed()
+    total_pages = sum(pages.values()) + sum(max(1, int(str(d["pages"]))) for d in unclaimed)
+    finished = sum(pages.values()) - pages["pending"]
     return {
         "output_dir": str(output_dir),
         "documents": documents,
@@ -74,6 +79,7 @@ def collect_status(output_dir: Path) -> dict[str, Any]:
         "shards": shards,
         **routing,
         "attention_total": attention_total,
+        "unclaimed_documents": unclaimed,
     }
 
 
@@ -97,6 +103,12 @@ def format_status(status: dict[str, Any]) -> str:
             f"  {a['source']} page {a['page']}: {a['status']}"
             + (f": {a['reason']}" if a["reason"] else "")
             for a in status["attention"]
+        ]
+    unclaimed = status.get("unclaimed_documents") or []
+    if unclaimed:
+        lines.append(f"{len(unclaimed)} document(s) claimed by no shard (run their shard):")
+        lines += [
+            f"  {d['source']}: shard {d['shard']} of {d['num_shards']}" for d in unclaimed[:20]
         ]
     if status["failed_documents"]:
         lines.append("failed documents:")

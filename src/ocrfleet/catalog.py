@@ -1,0 +1,212 @@
+"""What the ledger knows about input files, and keeping it true to the files on disk.
+
+- the probe cache: (path, size, mtime, ctime, inode) → content id and page count; a file is
+  hashed again whenever any of these may have changed (`cp -p` and `rsync -t` keep size and
+  mtime, never ctime or inode);
+- the file each document is read from, with the stat it had when probed: a page is only
+  rendered from bytes that still match (a PDF rewritten mid-run is re-planned);
+- documents whose path now holds other bytes are retired (the new bytes are a new document),
+  documents found by content at a new path are re-pointed there (a moved corpus);
+- the corpus listing a shard saw, and duplicate paths with their own output names.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sqlite3
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from .ledger import Ledger
+from .names import short_hash
+
+log = logging.getLogger(__name__)
+PROBE_COLUMNS = (("ctime_ns", "INTEGER"), ("inode", "INTEGER"))
+
+
+@dataclass(frozen=True)
+class FileStat:
+    size: int
+    mtime_ns: int
+    ctime_ns: int
+    inode: int
+
+    @classmethod
+    def of(cls, st: os.stat_result) -> FileStat:
+        return cls(st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
+
+
+@dataclass(frozen=True)
+class CachedProbe:
+    stat: FileStat
+    doc_id: str
+    pages: int
+    error: str | None
+
+
+@dataclass(frozen=True)
+class Duplicate:
+    """An input path whose bytes equal another input's: outputs of its own, same pages."""
+
+    source: str
+    doc_id: str
+    path: str  # as stored (see sources.path_to_text)
+    rel: str
+
+
+def ensure_probe_columns(ledger: Ledger) -> None:
+    """Old ledgers: add the probe cache's ctime and inode columns (rows without them are
+    never trusted, so those files are hashed once more)."""
+    with ledger.transaction() as db:
+        have = {r[1] for r in db.execute("PRAGMA table_info(probes)")}
+        for name, kind in PROBE_COLUMNS:
+            if name not in have:
+                db.execute(f"ALTER TABLE probes ADD COLUMN {name} {kind}")
+
+
+def cached_probes(ledger: Ledger) -> dict[str, CachedProbe]:
+    rows = ledger.query(
+        "SELECT path, size, mtime_ns, ctime_ns, inode, doc_id, pages, error FROM probes "
+        "WHERE ctime_ns IS NOT NULL AND inode IS NOT NULL"
+    )
+    return {r[0]: CachedProbe(FileStat(r[1], r[2], r[3], r[4]), r[5], r[6], r[7]) for r in rows}
+
+
+def store_probes(
+    ledger: Ledger, rows: Iterable[tuple[str, FileStat, str, int, str | None]]
+) -> None:
+    with ledger.transaction() as db:
+        db.executemany(
+            "INSERT OR REPLACE INTO probes (path, size, mtime_ns, ctime_ns, inode, doc_id, "
+            "pages, error) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            [
+                (path, st.size, st.mtime_ns, st.ctime_ns, st.inode, doc_id, pages, error)
+                for path, st, doc_id, pages, error in rows
+            ],
+        )
+
+
+def record_files(ledger: Ledger, files: Iterable[tuple[str, str, FileStat]]) -> None:
+    """(doc_id, stored path, stat when probed) of the file each document is read from."""
+    with ledger.transaction() as db:
+        db.executemany(
+            "INSERT OR REPLACE INTO doc_files (doc_id, path, size, mtime_ns, inode) "
+            "VALUES (?, ?, ?, ?, ?)",
+            [(d, p, st.size, st.mtime_ns, st.inode) for d, p, st in files],
+        )
+
+
+def document_file(ledger: Ledger, doc_id: str) -> tuple[str, int, int, int] | None:
+    """(stored path, size, mtime_ns, inode) the document's pages must be rendered from."""
+    rows = ledger.query(
+        "SELECT path, size, mtime_ns, inode FROM doc_files WHERE doc_id=?", [doc_id]
+    )
+    return None if not rows else (rows[0][0], int(rows[0][1]), int(rows[0][2]), int(rows[0][3]))
+
+
+def retire(db: sqlite3.Connection, doc_id: str, reason: str) -> None:
+    """Forget a document whose bytes no input holds any more (inside a transaction).
+
+    Its pages go too: they were results of bytes that are gone, and the bytes now at its
+    path are a new document with pages of their own."""
+    row = db.execute("SELECT source FROM documents WHERE doc_id=?", (doc_id,)).fetchone()
+    if row is None:
+        return
+    db.execute(
+        "INSERT OR REPLACE INTO retired (doc_id, source, reason, at) VALUES (?, ?, ?, ?)",
+        (doc_id, row[0], reason, time.time()),
+    )
+    for table in ("page_text", "pages", "aliases", "duplicates", "doc_files", "documents"):
+        db.execute(f"DELETE FROM {table} WHERE doc_id=?", (doc_id,))
+
+
+def reconcile(
+    ledger: Ledger, listed: dict[str, str], primary: dict[str, tuple[str, str]]
+) -> tuple[int, int]:
+    """Bring known documents in line with the files listed now. Returns (retired, moved).
+
+    `listed` maps every listed stored path to the content id it holds now; `primary` maps
+    this shard's content ids to (stored path, source) of the path that names them.
+    """
+    ids_now = set(listed.values())
+    retired = moved = 0
+    with ledger.transaction() as db:
+        known = db.execute("SELECT doc_id, path FROM documents").fetchall()
+        for doc_id, path in known:
+            now = listed.get(path)
+            if now is not None and now != doc_id and doc_id not in ids_now:
+                retire(db, doc_id, f"{path} now holds other bytes (content {now[:12]})")
+                retired += 1
+            elif doc_id in primary and listed.get(path) != doc_id:
+                new_path, source = primary[doc_id]
+                db.execute(
+                    "UPDATE documents SET path=?, source=? WHERE doc_id=?",
+                    (new_path, source, doc_id),
+                )
+                moved += 1
+    return retired, moved
+
+
+def taken_names(ledger: Ledger) -> dict[str, str]:
+    """Output names in use (casefolded) → the key holding them (doc id, or dup:<hash>)."""
+    docs = ledger.query("SELECT rel, doc_id FROM documents")
+    dups = ledger.query("SELECT rel, source FROM duplicates")
+    taken = {str(rel).casefold(): doc_id for rel, doc_id in docs}
+    taken.update({str(rel).casefold(): "dup:" + short_hash(src) for rel, src in dups})
+    return taken
+
+
+def record_duplicates(ledger: Ledger, dups: Iterable[Duplicate]) -> None:
+    with ledger.transaction() as db:
+        for dup in dups:
+            row = db.execute(
+                "SELECT doc_id FROM duplicates WHERE source=?", (dup.source,)
+            ).fetchone()
+            if row is not None and row[0] == dup.doc_id:
+                db.execute("UPDATE duplicates SET path=? WHERE source=?", (dup.path, dup.source))
+                continue
+            db.execute(
+                "INSERT OR REPLACE INTO duplicates (source, doc_id, path, rel) VALUES (?, ?, ?, ?)",
+                (dup.source, dup.doc_id, dup.path, dup.rel),
+            )
+
+
+def duplicates(ledger: Ledger) -> list[Duplicate]:
+    rows = ledger.query("SELECT source, doc_id, path, rel FROM duplicates ORDER BY source")
+    return [Duplicate(*r) for r in rows]
+
+
+def record_listing(
+    ledger: Ledger, entries: Iterable[tuple[str, str, int, int]], num_shards: int
+) -> None:
+    """The corpus this shard saw: (doc_id, source, shard, pages) of every document, so
+    `status` can find documents that no shard has claimed. Replaced at every planning."""
+    now = time.time()
+    with ledger.transaction() as db:
+        db.execute("DELETE FROM corpus_listing")
+        db.executemany(
+            "INSERT OR REPLACE INTO corpus_listing (doc_id, source, shard, num_shards, pages, "
+            "seen_at) VALUES (?, ?, ?, ?, ?, ?)",
+            [(d, s, shard, num_shards, p, now) for d, s, shard, p in entries],
+        )
+
+
+def sibling_names(ledger_paths: Iterable[Path]) -> dict[str, str]:
+    """Output names held by the other shards' ledgers in OUT (read-only, best effort): a
+    shard must not hand out a name another shard's document already writes to."""
+    taken: dict[str, str] = {}
+    for path in ledger_paths:
+        try:
+            db = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=10)
+            try:
+                rows = db.execute("SELECT rel, doc_id FROM documents").fetchall()
+            finally:
+                db.close()
+        except sqlite3.Error as exc:
+            log.warning("cannot read the output names of %s (%s): clashes not checked", path, exc)
+            continue
+        taken.update({str(rel).casefold(): str(doc_id) for rel, doc_id in rows})
+    return taken

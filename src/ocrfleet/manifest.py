@@ -1,0 +1,113 @@
+"""Every input path accounted for: duplicates' own outputs and the input manifest.
+
+A file whose bytes equal another input's is processed once, under the first path's name,
+but its own path gets its own Markdown and JSONL too (records carry its own `source` and a
+`duplicate_of`). OUT/manifest[.shard-i-of-n].jsonl lists every input path of the run with
+its status, its output and, where it has one, the reason it failed or was not read.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from .catalog import duplicates
+from .ledger import DocumentRow, Ledger
+from .plan import InputEntry
+from .redact import redact_obj
+from .writers import OutputLayout, atomic_write_text, document_markdown, document_records
+
+
+def write_duplicate_outputs(ledger: Ledger, layout: OutputLayout) -> int:
+    """Write the files of every duplicate path whose document is finished and whose files
+    are missing or older than the document's. Returns how many were written."""
+    written = 0
+    docs = {d.doc_id: d for d in ledger.documents()}
+    for dup in duplicates(ledger):
+        doc = docs.get(dup.doc_id)
+        if doc is None or doc.status not in ("done", "failed") or doc.pages == 0:
+            continue
+        original = layout.pages(doc.rel)
+        target = layout.pages(dup.rel)
+        if not original.exists():
+            continue
+        if target.exists() and target.stat().st_mtime_ns >= original.stat().st_mtime_ns:
+            continue
+        stored = ledger.stored_pages(doc.doc_id)
+        own = replace(doc, source=dup.source, rel=dup.rel)
+        lines = []
+        for line in document_records(own, stored).splitlines():
+            record = json.loads(line)
+            record["duplicate_of"] = doc.source
+            lines.append(json.dumps(record, ensure_ascii=False, sort_keys=True))
+        atomic_write_text(layout.markdown(dup.rel), document_markdown(doc.pages, stored))
+        atomic_write_text(target, "\n".join(lines) + "\n")
+        written += 1
+    return written
+
+
+def manifest_path(output_dir: Path, shard_suffix: str) -> Path:
+    return output_dir / f"manifest{shard_suffix}.jsonl"
+
+
+def _status(doc: DocumentRow | None) -> str:
+    if doc is None:
+        return "missing"
+    return "pending" if doc.status == "assembling" else doc.status
+
+
+def manifest_rows(
+    ledger: Ledger, layout: OutputLayout, entries: Sequence[InputEntry], missing: Sequence[str]
+) -> list[dict[str, Any]]:
+    docs = {d.doc_id: d for d in ledger.documents()}
+    dup_rel = {d.source: d.rel for d in duplicates(ledger)}
+    rows: list[dict[str, Any]] = []
+    for entry in entries:
+        doc = docs.get(entry.doc_id)
+        rel = dup_rel.get(entry.source) if entry.role == "duplicate" else (doc and doc.rel)
+        output = None
+        if rel and layout.markdown(rel).exists():
+            output = str(layout.markdown(rel).relative_to(layout.root))
+        row: dict[str, Any] = {
+            "source": entry.source,
+            "doc_id": entry.doc_id,
+            "status": _status(doc),
+            "output": output,
+        }
+        if entry.duplicate_of is not None:
+            row["duplicate_of"] = entry.duplicate_of
+        reason = entry.problem or (doc.error if doc is not None else None)
+        if reason:
+            row["reason"] = reason
+        rows.append(row)
+    rows += [
+        {
+            "source": m,
+            "doc_id": None,
+            "status": "missing",
+            "output": None,
+            "reason": "input not found",
+        }
+        for m in missing
+    ]
+    return rows
+
+
+def write_manifest(
+    path: Path,
+    ledger: Ledger,
+    layout: OutputLayout,
+    entries: Sequence[InputEntry],
+    missing: Sequence[str],
+) -> dict[str, int]:
+    """Write the manifest; returns input paths per status (for the run summary)."""
+    rows = redact_obj(manifest_rows(ledger, layout, entries, missing))
+    text = "".join(json.dumps(r, ensure_ascii=False, sort_keys=True) + "\n" for r in rows)
+    atomic_write_text(path, text)
+    counts: dict[str, int] = {}
+    for row in rows:
+        counts[row["status"]] = counts.get(row["status"], 0) + 1
+    return counts

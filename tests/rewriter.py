@@ -1,0 +1,71 @@
+"""A text-layer engine that rewrites its own input mid-run (tests only).
+
+Selected with `--engine tests.rewriter:rewriting`; extra args {"target": PDF being read,
+"replacement": PDF whose bytes are copied over it, "at_page": N}: when page N is first
+inside the engine, the target is overwritten in place, as `cp replacement target` does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from ocrfleet.config import EngineConfig
+from ocrfleet.engines.base import EngineNeeds, OcrRequest, OcrResult
+
+
+class RewritingEngine:
+    name = "rewriting"
+
+    def __init__(self, config: EngineConfig) -> None:
+        self.target = Path(config.extra_args["target"])
+        self.replacement = Path(config.extra_args["replacement"])
+        self.at_page = int(config.extra_args["at_page"])
+        # "chunks": written in that many pieces, "pause" seconds apart, from a thread (a slow cp).
+        self.chunks = int(config.extra_args.get("chunks", 1))
+        self.pause = float(config.extra_args.get("pause", 0.0))
+        self.done = False
+
+    @property
+    def needs(self) -> EngineNeeds:
+        return EngineNeeds(image=True, text_layer=True)
+
+    @property
+    def max_concurrency(self) -> int:
+        return 1
+
+    async def start(self) -> None:
+        return None
+
+    async def ocr(self, request: OcrRequest) -> OcrResult:
+        if request.page.page == self.at_page and not self.done:
+            self.done = True
+            if self.chunks == 1:
+                self._write()
+            else:
+                threading.Thread(target=self._write, daemon=True).start()
+            await asyncio.sleep(0.05)
+        return OcrResult(text=request.page.text_layer or "", finish_reason="text_layer")
+
+    def _write(self) -> None:
+        data = self.replacement.read_bytes()
+        step = -(-len(data) // self.chunks)
+        with self.target.open("r+b") as handle:  # same inode, like cp over a file
+            handle.truncate(0)
+            for start in range(0, len(data), step):
+                handle.write(data[start : start + step])
+                handle.flush()
+                time.sleep(self.pause)
+
+    async def close(self) -> None:
+        return None
+
+    def describe(self) -> dict[str, Any]:
+        return {"engine": "rewriting"}
+
+
+def rewriting(config: EngineConfig) -> RewritingEngine:
+    return RewritingEngine(config)
