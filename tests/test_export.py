@@ -184,7 +184,7 @@ def test_failed_pages_marked_or_left_out_then_replaced_after_a_retry(tmp_path: P
     samples.text_pdf(inputs / "d.pdf", [samples.paragraph(5)])
     keep = sorted(p.name for p in dest.glob("*.parquet"))
     retry = run_cli("run", str(inputs), "-o", str(out), *SCRIPTED, "--retry-failed")
-    assert retry.returncode == 1 and "empty.pdf" in retry.stderr  # still unreadable
+    assert retry.returncode == 1 and "empty.pdf" in retry.stdout  # still unreadable
     again = export(str(out), "--to", str(dest), *one_per_file)
     assert (again["added"], again["replaced"], again["unchanged"]) == (1, 3, 1)
     assert count(f"SELECT count(*) FROM '{dest}/*.parquet'") == 5 == ledger_counts(out)["documents"]

@@ -188,7 +188,7 @@ def test_a_page_bomb_fails_in_one_line_with_a_small_ledger(tmp_path: Path) -> No
     out = tmp_path / "out"
     result = run_cli("run", str(tmp_path / "in"), "-o", str(out), "--engine", "text", timeout=120)
     assert result.returncode == 1, result.stderr
-    assert "bomb.pdf: broken page tree" in result.stderr
+    assert "bomb.pdf: broken page tree" in result.stdout  # results go to stdout
     assert (out / "ocrfleet.sqlite").stat().st_size < 2_000_000
     assert (out / "markdown" / "fine.md").exists()
 

@@ -62,7 +62,8 @@ def pdf_dir(tmp_path: Path) -> Path:
 def test_vllm_missing_says_how_to_install_within_seconds(pdf_dir: Path, tmp_path: Path) -> None:
     out = tmp_path / "out"
     started = time.monotonic()
-    line = _one_line_exit_2(run_cli("run", str(pdf_dir), "-o", str(out)), out)
+    run = ("run", str(pdf_dir), "-o", str(out), "--engine", "vllm")
+    line = _one_line_exit_2(run_cli(*run), out)
     assert time.monotonic() - started < 30  # not six worker restarts
     assert "not installed" in line and "uv sync --extra vllm" in line
 
@@ -70,7 +71,8 @@ def test_vllm_missing_says_how_to_install_within_seconds(pdf_dir: Path, tmp_path
 def test_no_gpu_visible_is_refused(pdf_dir: Path, tmp_path: Path) -> None:
     fake = _fake_packages(tmp_path / "site", "vllm", "torch")
     out = tmp_path / "out"
-    result = _cli("run", str(pdf_dir), "-o", str(out), extra_path=fake, CUDA_VISIBLE_DEVICES="")
+    run = ("run", str(pdf_dir), "-o", str(out), "--engine", "vllm")
+    result = _cli(*run, extra_path=fake, CUDA_VISIBLE_DEVICES="")
     line = _one_line_exit_2(result, out)
     assert "no GPU visible" in line and "CUDA_VISIBLE_DEVICES" in line
 

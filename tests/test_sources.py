@@ -29,7 +29,8 @@ def test_glob_and_list_file_inputs(tmp_path: Path) -> None:
     listing.write_text("# corpus\nd/z.pdf\n\nd/missing.pdf\n", encoding="utf-8")
     files, missing = discover([str(listing)])
     assert [f.path.name for f in files] == ["z.pdf"]
-    assert missing == [f"d/missing.pdf (tried {tmp_path / 'd' / 'missing.pdf'})"]
+    tried = tmp_path / "d" / "missing.pdf"  # relative to the list file
+    assert missing == [f"d/missing.pdf (listed in {listing}; tried {tried})"]
 
 
 def test_input_not_found_shows_the_path_tried(

@@ -158,7 +158,13 @@ class LedgerReader:
 
     def _aliases(self) -> dict[str, list[str]]:
         found: dict[str, list[str]] = {}
-        for row in self._db.execute("SELECT doc_id, source FROM aliases ORDER BY source"):
+        # Paths with the same bytes: `aliases` (older ledgers) and `duplicates` (each with
+        # its own outputs), whichever the ledger has.
+        tables = {r[0] for r in self._db.execute("SELECT name FROM sqlite_master")}
+        query = "SELECT doc_id, source FROM aliases"
+        if "duplicates" in tables:
+            query += " UNION SELECT doc_id, source FROM duplicates"
+        for row in self._db.execute(query + " ORDER BY source"):
             found.setdefault(row[0], []).append(row[1])
         return found
 

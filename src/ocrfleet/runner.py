@@ -211,10 +211,8 @@ def _run_locked(config: RunConfig, suffix: str, handle_signals: bool) -> RunResu
         previous = ledger.begin_run(run_id, stored)
         _warn_changed_options(previous, config)
         plan = make_plan(config, ledger)
-        for missing in plan.missing_inputs:
-            if missing in config.inputs:  # list-file entries were reported with their path
-                tried = Path(missing).expanduser().absolute()
-                log.error("input not found: %s (tried %s)", missing, tried)
+        for missing in plan.missing_inputs:  # each with the path tried
+            log.error("input not found: %s", missing)
         if plan.corpus_documents == 0 and not plan.missing_inputs:
             log.warning(
                 "no PDF found in %s (directories are searched recursively for *.pdf)",

@@ -21,7 +21,9 @@ from .config import ENGINE_NAMES, RunConfig
 from .errors import ConfigError
 
 # Below this, the ledger and a few documents' outputs do not fit: the run would die mid-way.
-MIN_FREE_BYTES = 64 * 1024 * 1024
+# A disk with (nearly) no room left: refused before anything starts. Running out later is
+# handled as it happens (diskfull.py: a clean stop, exit 3, resumable).
+MIN_FREE_BYTES = 512 * 1024
 
 ModuleFinder = Callable[[str], bool]
 
@@ -168,7 +170,6 @@ def check_output_dir(output_dir: Path, min_free_bytes: int = MIN_FREE_BYTES) -> 
     free = shutil.disk_usage(base).free
     if free < min_free_bytes:
         raise ConfigError(
-            f"--output-dir {output_dir}: only {free // (1024 * 1024)} MiB free on {base}; "
-            f"free some space or choose another disk (at least "
-            f"{min_free_bytes // (1024 * 1024)} MiB)"
+            f"--output-dir {output_dir}: only {free / 2**20:.1f} MiB free on {base}; "
+            f"free some space or choose another disk (at least {min_free_bytes / 2**20:g} MiB)"
         )

@@ -86,13 +86,16 @@ def discover(inputs: Sequence[str]) -> tuple[list[SourceFile], list[str]]:
     return _unique(found), missing
 
 
-def _not_found(given: str, path: Path) -> str:
+def _not_found(given: str, path: Path, list_file: Path | None = None) -> str:
     """The input as given, and the absolute path that was looked for when they differ (an
-    s3:// URI that matched nothing is reported as it is)."""
+    s3:// URI that matched nothing is reported as it is); a list file's entry also names the
+    list, since its relative paths follow the list file, not the working directory."""
     shown = printable(given)
     if "://" in given:
         return shown
     tried = printable(str(path.absolute()))
+    if list_file is not None:
+        return f"{shown} (listed in {printable(str(list_file))}; tried {tried})"
     return shown if tried == shown else f"{shown} (tried {tried})"
 
 
@@ -146,7 +149,7 @@ def _read_list_file(list_file: Path) -> tuple[list[SourceFile], list[str]]:
     resolved = [_resolve_listed(p, list_file.parent) for p in paths]
     present = [(given, p) for given, p in zip(paths, resolved, strict=True) if os.path.lexists(p)]
     absent = [
-        _not_found(given, p)
+        _not_found(given, p, list_file)
         for given, p in zip(paths, resolved, strict=True)
         if not os.path.lexists(p)
     ]
