@@ -47,7 +47,8 @@ def main() -> None:
     from vllm.transformers_utils.processors.deepseek_ocr import DeepseekOCRProcessor
 
     import vllm
-    from ocrfleet.render import DocumentCache, RenderRequest, RenderSettings, render_page
+    from ocrfleet.page import RenderRequest, RenderSettings
+    from ocrfleet.render import DocumentCache, render_page
     from ocrfleet.testing import samples
     from ocrfleet.testing.checkpoint import write_checkpoint
     from ocrfleet.vllm_plugin.model import OcrfleetDeepseekOCRProcessor

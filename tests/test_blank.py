@@ -17,7 +17,8 @@ from reportlab.lib.utils import ImageReader
 from reportlab.pdfgen import canvas
 
 from ocrfleet.config import RunConfig
-from ocrfleet.render import DocumentCache, RenderRequest, RenderSettings, render_page
+from ocrfleet.page import RenderRequest, RenderSettings
+from ocrfleet.render import DocumentCache, render_page
 from ocrfleet.testing import samples
 
 DEFAULT_THRESHOLD = RunConfig(inputs=("x",), output_dir=Path("x")).blank_threshold
@@ -157,7 +158,7 @@ def run_pdfs(root: Path, pdfs: list[Path]) -> list[dict[str, object]]:
 
     from ocrfleet.config import EngineConfig
     from ocrfleet.ledger import Ledger
-    from ocrfleet.pipeline import PageWorker
+    from ocrfleet.page_worker import PageWorker
     from ocrfleet.plan import ledger_path, make_plan
     from tests.fakes import ScriptedEngine
 

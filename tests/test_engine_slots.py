@@ -13,7 +13,7 @@ import pytest
 
 from ocrfleet.engine_slots import GIB, GpuInfo, choose_engines_per_gpu, model_weight_bytes
 from tests.conftest import run_cli
-from tests.test_workers import SCRIPTED, make_corpus, scripted_args
+from tests.test_supervisor import SCRIPTED, make_corpus, scripted_args
 
 
 def run_on_one_gpu(tmp_path: Path, engines: int, *options: str) -> tuple[Path, dict, int]:

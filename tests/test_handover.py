@@ -19,14 +19,9 @@ from ocrfleet.handover import (
     ShmFiles,
     new_bitmap,
 )
-from ocrfleet.render import (
-    DocumentCache,
-    RenderedPage,
-    RenderPool,
-    RenderRequest,
-    RenderSettings,
-    render_page,
-)
+from ocrfleet.page import RenderedPage, RenderRequest, RenderSettings
+from ocrfleet.render import DocumentCache, render_page
+from ocrfleet.render_pool import RenderPool
 from ocrfleet.testing import samples
 
 
@@ -205,7 +200,7 @@ def test_prepared_arrays_share_buffers_too_and_held_ones_stay_intact(tmp_path: P
 
 def test_render_processes_get_buffers_for_their_share_of_the_pages_in_flight() -> None:
     from ocrfleet.config import EngineConfig, RunConfig
-    from ocrfleet.pipeline import MAX_SHARED_BUFFERS, render_settings
+    from ocrfleet.page_worker import MAX_SHARED_BUFFERS, render_settings
     from tests.fakes import ScriptedEngine
 
     engine = ScriptedEngine(EngineConfig(name="tests.fakes:scripted"))

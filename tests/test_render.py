@@ -10,16 +10,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from ocrfleet.errors import RenderError
-from ocrfleet.render import (
-    DocumentCache,
-    RenderCrash,
-    RenderPool,
-    RenderRequest,
-    RenderSettings,
-    page_scale,
-    render_page,
-)
+from ocrfleet.errors import RenderCrash, RenderError
+from ocrfleet.page import RenderRequest, RenderSettings
+from ocrfleet.render import DocumentCache, page_scale, render_page
+from ocrfleet.render_pool import RenderPool
 from ocrfleet.testing import samples
 
 
@@ -166,7 +160,7 @@ def test_a_render_process_killed_mid_page_is_replaced_and_the_page_failed_after_
 
 
 def test_ink_ratio_sees_small_marks() -> None:
-    from ocrfleet.render import ink_ratio
+    from ocrfleet.blank import ink_ratio
 
     page = np.full((1000, 800, 3), 255, dtype=np.uint8)
     assert ink_ratio(page) == 0.0

@@ -16,7 +16,9 @@ from pathlib import Path
 import psutil
 import pytest
 
-from ocrfleet.render import RenderPool, RenderRequest, RenderSettings, RenderTimeout
+from ocrfleet.errors import RenderTimeout
+from ocrfleet.page import RenderRequest, RenderSettings
+from ocrfleet.render_pool import RenderPool
 from ocrfleet.testing import samples
 from tests.conftest import cli_env
 
@@ -120,7 +122,7 @@ def test_the_run_goes_on_past_a_stuck_render_process(tmp_path: Path) -> None:
 def test_a_restarted_render_process_that_never_starts_is_replaced_blaming_no_page(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import ocrfleet.render as render_module
+    import ocrfleet.render_pool as render_module
 
     monkeypatch.setattr(render_module, "START_TIMEOUT", 2.0)
     pdf = samples.text_pdf(tmp_path / "doc.pdf", [samples.paragraph(0)])

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import cli_env, outputs_without_timings, read_records, run_cli
-from tests.test_workers import finished_pages, make_corpus, wait_for
+from tests.test_supervisor import finished_pages, make_corpus, wait_for
 
 pytestmark = pytest.mark.slow
 

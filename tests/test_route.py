@@ -101,7 +101,8 @@ def test_a_page_the_router_cannot_analyse_goes_to_ocr(
 ) -> None:
     """A text layer that raises while being analysed costs the page its text route, not the
     page itself: it is rendered and sent to OCR with the reason."""
-    from ocrfleet.render import DocumentCache, RenderRequest, RenderSettings, render_page
+    from ocrfleet.page import RenderRequest, RenderSettings
+    from ocrfleet.render import DocumentCache, render_page
     from ocrfleet.testing.routeset import make_pdf
 
     path = make_pdf(tmp_path / "t.pdf", [("text", GREEK_TEXT)])
@@ -123,7 +124,8 @@ def test_a_page_the_router_cannot_analyse_goes_to_ocr(
 
 
 def test_a_page_from_the_image_cache_gets_the_same_verdict(tmp_path: Path) -> None:
-    from ocrfleet.render import DocumentCache, RenderRequest, RenderSettings, render_page
+    from ocrfleet.page import RenderRequest, RenderSettings
+    from ocrfleet.render import DocumentCache, render_page
     from ocrfleet.testing.routeset import make_pdf
 
     path = make_pdf(tmp_path / "s.pdf", [("scan-header", GREEK_TEXT[:300])])

@@ -177,7 +177,7 @@ def test_a_worker_that_gives_up_quotes_its_last_error_and_names_the_file(
 
 def test_the_last_error_line_is_the_end_of_the_traceback() -> None:
     lines = [
-        "10:00:00 ERROR ocrfleet.workers: worker failed: No module named 'torch'",
+        "10:00:00 ERROR ocrfleet.supervisor: worker failed: No module named 'torch'",
         "Traceback (most recent call last):",
         '  File "x.py", line 1, in <module>',
         "    import torch",

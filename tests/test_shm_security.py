@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 
 from ocrfleet.handover import ShmFiles
-from ocrfleet.render import DocumentCache, RenderRequest, RenderSettings, render_page
+from ocrfleet.page import RenderRequest, RenderSettings
+from ocrfleet.render import DocumentCache, render_page
 from ocrfleet.testing import samples
 from tests.conftest import run_cli
 

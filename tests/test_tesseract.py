@@ -12,7 +12,8 @@ from ocrfleet.config import EngineConfig
 from ocrfleet.engines.base import OcrRequest
 from ocrfleet.engines.tesseract import TesseractEngine
 from ocrfleet.evaluate import compare
-from ocrfleet.render import DocumentCache, RenderRequest, RenderSettings, render_page
+from ocrfleet.page import RenderRequest, RenderSettings
+from ocrfleet.render import DocumentCache, render_page
 from ocrfleet.testing.routeset import ENGLISH_TEXT, make_pdf
 
 

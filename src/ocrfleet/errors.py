@@ -41,6 +41,14 @@ class RenderError(InputError):
     """A page that pypdfium2 could not turn into an image."""
 
 
+class RenderCrash(RenderError):
+    """pdfium took the render process down on this page, twice."""
+
+
+class RenderTimeout(RenderError):
+    """The page was still rendering after --render-timeout: its process was killed."""
+
+
 class EngineError(OcrfleetError):
     """The engine failed one request; the page may be retried."""
 

@@ -10,7 +10,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from .render import RenderedPage
+from .page import RenderedPage
 
 Preparer = Callable[[RenderedPage], dict[str, np.ndarray]]
 

@@ -51,8 +51,8 @@ from .resolve import resolve_run_config
 from .run_history import last_run_with_pages, run_history_path
 from .setup_checks import check_run_setup
 from .storage import OutputSync, is_remote, stage_inputs
+from .supervisor import SlotState, Supervisor, plan_workers
 from .telemetry import Progress, RunStats
-from .workers import SlotState, Supervisor, plan_workers
 from .writers import OutputLayout, assemble_document, write_json
 
 log = logging.getLogger(__name__)

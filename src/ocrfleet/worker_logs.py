@@ -16,7 +16,7 @@ from .redact import redact
 TAIL_BYTES = 256 * 1024
 MAX_QUOTE = 300
 # The last line of a Python traceback ("ModuleNotFoundError: No module named 'torch'"),
-# or a logged error ("12:00:01 ERROR ocrfleet.workers: …").
+# or a logged error ("12:00:01 ERROR ocrfleet.supervisor: …").
 TRACEBACK_END = re.compile(r"^(?:[A-Za-z_][\w.]*\.)?[A-Z]\w*(?:Error|Exception|Exit|Dead)\b.*")
 LOGGED_ERROR = re.compile(r"\b(?:ERROR|CRITICAL|FATAL)\b")
 

@@ -92,7 +92,8 @@ def test_ngram_processor_is_active(tiny_checkpoint: Path, impl: str) -> None:
     """Same page twice in one engine: with the n-gram parameters no 3-gram repeats; without
     them, random weights loop (so the check can fail)."""
     from ocrfleet.engines.vllm import VllmEngine, sampling_params
-    from ocrfleet.render import DocumentCache, RenderRequest, RenderSettings, render_page
+    from ocrfleet.page import RenderRequest, RenderSettings
+    from ocrfleet.render import DocumentCache, render_page
 
     config = cpu_engine_config(
         tiny_checkpoint, max_tokens=60, ngram_impl=impl, ngram_size=3, ngram_window=90

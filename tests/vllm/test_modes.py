@@ -21,7 +21,8 @@ PROMPT = "<image>\n<|grounding|>Convert the document to markdown."
 
 
 def page_image(tmp_path: Path, dpi: int, size: tuple[float, float] = samples.A4) -> Image.Image:
-    from ocrfleet.render import DocumentCache, RenderRequest, RenderSettings, render_page
+    from ocrfleet.page import RenderRequest, RenderSettings
+    from ocrfleet.render import DocumentCache, render_page
 
     pdf = samples.mixed_pdf(
         tmp_path / f"p{dpi}-{int(size[0])}.pdf", [("image", samples.paragraph(3))], size=size

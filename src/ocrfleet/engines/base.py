@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from ..render import RenderedPage
+from ..page import RenderedPage
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,6 @@
 """Engine worker processes and the supervisor that runs them: one node, one ledger, N engines.
 
-Each worker is a full pipeline consumer (pipeline.PageWorker) with its own engine, pinned to
+Each worker is a full pipeline consumer (page_worker.PageWorker) with its own engine, pinned to
 its GPU(s) with CUDA_VISIBLE_DEVICES, claiming pages from the shared ledger. The supervisor
 starts them, shows one progress bar, restarts a worker that dies (backoff, capped) after
 handing its in-flight pages back with a crash counted against each, kills a worker whose
@@ -37,7 +37,7 @@ from .errors import EngineDead
 from .gpu_telemetry import start_gpu_sampler
 from .handover import ShmFiles
 from .ledger import Ledger
-from .pipeline import PageWorker
+from .page_worker import PageWorker
 from .redact import install_redaction
 from .redact_stream import redirect_output
 from .worker_logs import last_worker_error

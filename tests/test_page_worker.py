@@ -10,7 +10,7 @@ from typing import Any
 
 from ocrfleet.config import EngineConfig, RunConfig
 from ocrfleet.ledger import Ledger
-from ocrfleet.pipeline import PageWorker
+from ocrfleet.page_worker import PageWorker
 from ocrfleet.plan import ledger_path, make_plan
 from ocrfleet.testing import samples
 from tests.fakes import ScriptedEngine

@@ -23,10 +23,11 @@ from .engines.base import OcrEngine, OcrRequest, OcrResult
 from .errors import EngineDead, EngineError, LedgerError, RenderError
 from .ledger import AttemptClose, Claim, DocumentRow, Ledger, PageOutcome
 from .ocr_queue import forced_route
+from .page import RenderedPage, RenderRequest, RenderSettings
 from .page_tree import LoadFailures
 from .postprocess import clean_page
 from .quality import assess
-from .render import RenderedPage, RenderPool, RenderRequest, RenderSettings
+from .render_pool import RenderPool
 from .source_guard import SourceGuard
 from .sources import text_to_path
 from .writers import OutputLayout, assemble_document, save_figures
