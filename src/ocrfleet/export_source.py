@@ -20,7 +20,7 @@ from typing import Any
 from urllib.parse import quote
 
 from .errors import ConfigError
-from .ledger import StoredPage
+from .ledger import StoredPage, read_stored_pages
 from .status import LEDGER_GLOB, find_ledgers
 from .storage import LEDGER_PREFIX, is_remote, make_filesystem, split_uri, with_retries
 
@@ -241,23 +241,7 @@ class LedgerReader:
             )
 
     def stored_pages(self, doc_id: str) -> list[StoredPage]:
-        rows = self._db.execute(
-            "SELECT p.page, p.status, p.error, t.text, t.raw, t.record FROM pages p "
-            "LEFT JOIN page_text t ON t.doc_id = p.doc_id AND t.page = p.page "
-            "WHERE p.doc_id = ? ORDER BY p.page",
-            (doc_id,),
-        )
-        return [
-            StoredPage(
-                page=r["page"],
-                status=r["status"],
-                text=r["text"],
-                raw=r["raw"],
-                record=json.loads(r["record"]) if r["record"] else None,
-                error=r["error"],
-            )
-            for r in rows
-        ]
+        return read_stored_pages(self._db, doc_id)
 
 
 def find_sources(outputs: Sequence[str], scratch: Path) -> list[LedgerSource]:

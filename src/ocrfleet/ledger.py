@@ -205,6 +205,28 @@ def _allow_needs_ocr(db: sqlite3.Connection) -> None:
         db.execute("PRAGMA writable_schema=OFF")
 
 
+def read_stored_pages(db: sqlite3.Connection, doc_id: str) -> list[StoredPage]:
+    """A document's pages with their text and record, in page order (any connection to a
+    ledger: the run's, or an export's read-only one)."""
+    rows = db.execute(
+        "SELECT p.page, p.status, p.error, t.text, t.raw, t.record FROM pages p "
+        "LEFT JOIN page_text t ON t.doc_id=p.doc_id AND t.page=p.page "
+        "WHERE p.doc_id=? ORDER BY p.page",
+        (doc_id,),
+    )
+    return [
+        StoredPage(
+            page=r[0],
+            status=r[1],
+            text=r[3],
+            raw=r[4],
+            record=json.loads(r[5]) if r[5] else None,
+            error=r[2],
+        )
+        for r in rows
+    ]
+
+
 class Ledger:
     """A connection to one shard's ledger. One per process; not shared between threads."""
 
@@ -667,23 +689,7 @@ class Ledger:
         return [DocumentRow(**dict(r)) for r in self._db.execute(query + " ORDER BY seq", args)]
 
     def stored_pages(self, doc_id: str) -> list[StoredPage]:
-        rows = self._db.execute(
-            "SELECT p.page, p.status, p.error, t.text, t.raw, t.record FROM pages p "
-            "LEFT JOIN page_text t ON t.doc_id=p.doc_id AND t.page=p.page "
-            "WHERE p.doc_id=? ORDER BY p.page",
-            (doc_id,),
-        )
-        return [
-            StoredPage(
-                page=r["page"],
-                status=r["status"],
-                text=r["text"],
-                raw=r["raw"],
-                record=json.loads(r["record"]) if r["record"] else None,
-                error=r["error"],
-            )
-            for r in rows
-        ]
+        return read_stored_pages(self._db, doc_id)
 
     def counts(self) -> Counts:
         docs = dict.fromkeys(DOC_STATUSES, 0)

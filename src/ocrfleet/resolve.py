@@ -9,12 +9,11 @@ The GPUs it may use (CUDA_VISIBLE_DEVICES, else what nvidia-smi lists), the OCR 
 from __future__ import annotations
 
 import os
-import shutil
-import subprocess
 import sys
 from dataclasses import replace
 
 from .config import EngineConfig, RunConfig
+from .setup_checks import listed_gpus
 
 
 def visible_gpus() -> list[int]:
@@ -22,15 +21,7 @@ def visible_gpus() -> list[int]:
     visible = os.environ.get("CUDA_VISIBLE_DEVICES")
     if visible is not None:
         return [int(v) for v in visible.split(",") if v.strip().isdigit()]
-    if shutil.which("nvidia-smi") is None:
-        return []
-    try:
-        listing = subprocess.run(
-            ["nvidia-smi", "-L"], capture_output=True, text=True, timeout=30, check=False
-        ).stdout
-    except (OSError, subprocess.TimeoutExpired):
-        return []
-    return [i for i, line in enumerate(listing.splitlines()) if line.startswith("GPU ")]
+    return listed_gpus()
 
 
 def uses_vllm(engine: EngineConfig) -> bool:
