@@ -41,8 +41,18 @@ exit status of `ocrfleet run`:
 """
 
 
-class _HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
-    """Defaults in option help, the epilog (examples, exit statuses) kept as written."""
+class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Defaults that say something in option help (not None, off or []), the epilog
+    (examples, exit statuses) kept as written."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        from .options_doc import shown_default
+
+        text = action.help or ""
+        shown = shown_default(action)
+        if "%(default)" in text or not shown or shown == "required":
+            return text
+        return f"{text} (default: %(default)s)"
 
 
 def _gpus_arg(value: str) -> str:
@@ -88,16 +98,20 @@ def build_parser() -> argparse.ArgumentParser:
         help="check a GPU node before a run: GPUs, driver, torch/vLLM, FP8 KV, a smoke page, "
         "baseline pages/s",
     )
-    pre.add_argument("--expect-gpus", type=int)
+    pre.add_argument("--expect-gpus", type=int, help="fail unless this many GPUs are visible")
     pre.add_argument("--expect-model", help="e.g. L4 (a word of the GPU name)")
-    pre.add_argument("--min-driver", type=int, default=550)
+    pre.add_argument(
+        "--min-driver", type=int, default=550, help="lowest NVIDIA driver major version accepted"
+    )
     pre.add_argument("--model", help="default /opt/models/DeepSeek-OCR if present, else the hub id")
     pre.add_argument("--smoke-pdf", type=Path, help="default: a one-page sample")
     pre.add_argument("--output-dir", type=Path, help="where the smoke run writes")
     pre.add_argument("--throughput-json", type=Path, help="where the baseline pages/s goes")
-    pre.add_argument("--timeout", type=float, default=300.0)
-    pre.add_argument("--skip-smoke", action="store_true")
-    pre.add_argument("--json", action="store_true")
+    pre.add_argument("--timeout", type=float, default=300.0, help="seconds the smoke run may take")
+    pre.add_argument(
+        "--skip-smoke", action="store_true", help="skip the one-page smoke run and the baseline"
+    )
+    pre.add_argument("--json", action="store_true", help="machine-readable output")
     rep = sub.add_parser(
         "report",
         help="write OUT/report.html: throughput, stages, GPU use, outcomes, failures, "
@@ -121,9 +135,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="write a synthetic DeepSeek-OCR model directory (config + tokenizer, no weights) "
         "for --load-format dummy",
     )
-    ckpt.add_argument("directory", type=Path)
-    ckpt.add_argument("--size", choices=("tiny", "full"), default="tiny")
+    ckpt.add_argument("directory", type=Path, help="where to write it (created)")
+    ckpt.add_argument(
+        "--size",
+        choices=("tiny", "full"),
+        default="tiny",
+        help="tiny: runs on CPU vLLM in tests; full: the real architecture's sizes (GPU runs)",
+    )
     _add_export(sub)
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for command in action.choices.values():
+                command.formatter_class = _HelpFormatter
     return parser
 
 
@@ -217,9 +240,23 @@ def _add_run(sub: Any) -> None:
         help="auto (per page: trusted text layer, else --ocr-engine), vllm, tesseract, text "
         "(the PDF's text layer only), or module:factory",
     )
-    run.add_argument("--mode", choices=("clean", "raw"), default="clean")
-    run.add_argument("--prompt", choices=("markdown", "free"), default="markdown")
-    run.add_argument("--dpi", type=int, default=144)
+    run.add_argument(
+        "--mode",
+        choices=("clean", "raw"),
+        default="clean",
+        help="clean: grounding tags removed, figures cropped and linked; raw: model output "
+        "verbatim",
+    )
+    run.add_argument(
+        "--prompt",
+        choices=("markdown", "free"),
+        default="markdown",
+        help="DeepSeek-OCR prompt: markdown (<|grounding|>Convert the document to markdown.) "
+        "or free (Free OCR.)",
+    )
+    run.add_argument(
+        "--dpi", type=int, default=144, help="rendering resolution (as DeepSeek's script)"
+    )
     run.add_argument(
         "--max-image-pixels",
         type=int,
@@ -227,18 +264,39 @@ def _add_run(sub: Any) -> None:
         help="pages larger than this are rendered scaled down",
     )
     run.add_argument("--image-cache", type=Path, help="keep rendered pages here (local NVMe)")
-    run.add_argument("--render-workers", type=int, help="render processes per engine worker")
-    run.add_argument("--batch-pages", type=int, help="pages in flight per engine worker")
+    run.add_argument(
+        "--render-workers",
+        type=int,
+        help="render processes per engine worker (default: CPU cores ÷ engines, at most 16)",
+    )
+    run.add_argument(
+        "--batch-pages",
+        type=int,
+        help="pages in flight per engine worker (default: the engine's batch + 2 per "
+        "render process)",
+    )
     run.add_argument(
         "--timeout-seconds",
         type=float,
         default=600.0,
         help="per page and attempt, queueing in the engine included",
     )
-    run.add_argument("--max-attempts", type=int, default=2)
+    run.add_argument(
+        "--max-attempts",
+        type=int,
+        default=2,
+        help="attempts per page; attempt 2 switches prompt (a page that looped is asked for "
+        "plain text)",
+    )
     run.add_argument("--retry-failed", action="store_true", help="redo pages that failed")
-    run.add_argument("--num-shards", type=int, default=1)
-    run.add_argument("--shard-index", type=int, default=0)
+    run.add_argument(
+        "--num-shards",
+        type=int,
+        default=1,
+        help="split the documents into N shards by content id (a document never changes "
+        "shard); one ledger per shard",
+    )
+    run.add_argument("--shard-index", type=int, default=0, help="the shard this run does")
     run.add_argument(
         "--gpus",
         type=_gpus_arg,
@@ -258,7 +316,12 @@ def _add_run(sub: Any) -> None:
         help="vLLM engines sharing each GPU, started one after another; auto: from the GPU's "
         "memory, the model's weights and the CPU cores per GPU (the run summary says why)",
     )
-    run.add_argument("--max-worker-restarts", type=int, default=5)
+    run.add_argument(
+        "--max-worker-restarts",
+        type=int,
+        default=5,
+        help="restarts per engine worker (backoff 1 s … 60 s) before giving up on it",
+    )
     run.add_argument(
         "--blank-threshold",
         type=float,
@@ -283,12 +346,21 @@ def _add_run(sub: Any) -> None:
         type=int,
         help="a document with more pages fails with one reason (default: no limit)",
     )
-    run.add_argument("--no-progress", action="store_true")
-    run.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
+    run.add_argument(
+        "--no-progress",
+        action="store_true",
+        help="no progress bar (drawn only when stderr is a terminal anyway)",
+    )
+    run.add_argument(
+        "--log-level",
+        default="INFO",
+        choices=("DEBUG", "INFO", "WARNING", "ERROR"),
+        help="what run.log and the terminal get",
+    )
     _add_ray_options(run)
     run.add_argument(
         "--ocr-engine",
-        default="default",
+        default=None,
         help="with --engine auto: vllm, tesseract or none for the pages that need OCR "
         "(default: vllm with a GPU and vLLM, else tesseract if installed, else none: the pages "
         "are left as needs_ocr for a later run)",
@@ -307,17 +379,42 @@ def _add_run(sub: Any) -> None:
     vllm.add_argument(
         "--model", default="deepseek-ai/DeepSeek-OCR", help="hub id or local directory"
     )
-    vllm.add_argument("--dtype", default="bfloat16")
-    vllm.add_argument("--kv-cache-dtype", default="fp8", choices=("auto", "fp8"))
+    vllm.add_argument("--dtype", default="bfloat16", help="model dtype")
+    vllm.add_argument(
+        "--kv-cache-dtype",
+        default="fp8",
+        choices=("auto", "fp8"),
+        help="fp8 (as the plan runs it; compute capability ≥ 8.9) or auto (the model's dtype)",
+    )
     vllm.add_argument("--quantization", choices=("fp8",), help="fp8 weights")
-    vllm.add_argument("--gpu-memory-utilization", type=float, default=0.9)
-    vllm.add_argument("--max-num-seqs", type=int)
-    vllm.add_argument("--max-model-len", type=int, default=8192)
+    vllm.add_argument(
+        "--gpu-memory-utilization",
+        type=float,
+        default=0.9,
+        help="share of each GPU's memory for vLLM, split between the engines on one GPU",
+    )
+    vllm.add_argument(
+        "--max-num-seqs", type=int, help="pages inside one engine at once (default: vLLM's)"
+    )
+    vllm.add_argument(
+        "--max-model-len", type=int, default=8192, help="prompt + output tokens of one page"
+    )
     vllm.add_argument("--max-tokens", type=int, default=8192, help="output tokens per page")
-    vllm.add_argument("--tensor-parallel-size", type=int, default=1)
-    vllm.add_argument("--mm-encoder-tp-mode", choices=("weights", "data"))
+    vllm.add_argument(
+        "--tensor-parallel-size",
+        type=int,
+        default=1,
+        help="one engine over N GPUs (N must divide the model's 10 attention heads)",
+    )
+    vllm.add_argument(
+        "--mm-encoder-tp-mode",
+        choices=("weights", "data"),
+        help="passed to vLLM (DeepSeek-OCR supports weights only; default: vLLM's)",
+    )
     vllm.add_argument("--load-format", help="e.g. dummy: random weights (tests, benchmarks)")
-    vllm.add_argument("--enforce-eager", action="store_true")
+    vllm.add_argument(
+        "--enforce-eager", action="store_true", help="no CUDA graphs (slower; for debugging)"
+    )
     vllm.add_argument(
         "--resolution",
         choices=RESOLUTIONS,
@@ -338,8 +435,15 @@ def _add_run(sub: Any) -> None:
         default="batched",
         help="no-repeat n-gram logits processor",
     )
-    vllm.add_argument("--ngram-size", type=int, default=30)
-    vllm.add_argument("--ngram-window", type=int, default=90)
+    vllm.add_argument(
+        "--ngram-size",
+        type=int,
+        default=30,
+        help="n of the no-repeat n-gram ban (the recipe's); <td>, </td> are exempt",
+    )
+    vllm.add_argument(
+        "--ngram-window", type=int, default=90, help="tokens the n-gram ban looks back over"
+    )
     vllm.add_argument(
         "--ignore-eos",
         action="store_true",
@@ -411,7 +515,9 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         extra_args=dict(args.vllm_arg),
         ignore_eos=args.ignore_eos,
     )
-    engine = replace(engine, ocr_engine=args.ocr_engine, tesseract_langs=args.tesseract_langs)
+    engine = replace(
+        engine, ocr_engine=args.ocr_engine or "default", tesseract_langs=args.tesseract_langs
+    )
     gpus = () if args.gpus == "auto" else tuple(int(g) for g in args.gpus.split(","))
     return RunConfig.for_output(
         tuple(args.input_dir) + tuple(args.inputs),
