@@ -44,7 +44,11 @@ def _features(**changes: object) -> PageFeatures:
 def test_verdict_reasons() -> None:
     assert verdict(_features()) == ("text", [])
     assert verdict(_features(chars=0)) == ("ocr", ["no_text_layer"])
-    assert verdict(_features(chars=0, ink=0.0)) == ("text", [])  # nothing to OCR
+    # No text layer at all: OCR, however little ink (the blank test has let the page through).
+    assert verdict(_features(chars=0, ink=0.0)) == ("ocr", ["no_text_layer"])
+    assert verdict(_features(chars=0, ink=0.0005)) == ("ocr", ["no_text_layer"])
+    # A near-empty born-digital page (a page number in its text layer) stays text.
+    assert verdict(_features(chars=2, ink=0.0001)) == ("text", [])
     assert verdict(_features(invisible_share=0.9))[1] == ["invisible_text"]
     assert verdict(_features(image_cover=0.95, text_ink_share=0.1))[1] == ["ink_not_text"]
     pua = score_text("\ue000\ue001\ue002 " * 50 + GREEK_TEXT[:100])
@@ -141,3 +145,42 @@ def test_a_page_from_the_image_cache_gets_the_same_verdict(tmp_path: Path) -> No
     assert again.route.route == first.route.route == "ocr"
     assert again.route.reasons == first.route.reasons == ("ink_not_text",)
     assert again.text_layer == first.text_layer == "Downloaded from the digital archive"
+
+
+def _faint_scan(path: Path, lines: int, fill: tuple[int, int, int]) -> Path:
+    """An image-only page of `lines` lines of text in `fill` (grey type, one heading)."""
+    import io
+
+    from PIL import Image, ImageDraw, ImageFont
+    from reportlab.lib.pagesizes import A4
+    from reportlab.lib.utils import ImageReader
+    from reportlab.pdfgen import canvas
+
+    from ocrfleet.testing.samples import FONT_PATH
+
+    image = Image.new("RGB", (827, 1169), "white")
+    draw = ImageDraw.Draw(image)
+    font = ImageFont.truetype(str(FONT_PATH), 20)
+    for n in range(lines):
+        draw.text(
+            (70, 90 + 32 * n), f"Κεφάλαιο τρίτο, γραμμή {n} — Chapter Three", fill=fill, font=font
+        )
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    pdf = canvas.Canvas(str(path), pagesize=A4)
+    pdf.drawImage(ImageReader(io.BytesIO(buffer.getvalue())), 0, 0, width=A4[0], height=A4[1])
+    pdf.save()
+    return path
+
+
+@pytest.mark.parametrize(("lines", "fill"), [(30, (175, 175, 175)), (1, (0, 0, 0))])
+def test_faint_or_sparse_scans_go_to_ocr(
+    tmp_path: Path, lines: int, fill: tuple[int, int, int]
+) -> None:
+    pdf = pdfium.PdfDocument(str(_faint_scan(tmp_path / "scan.pdf", lines, fill)))
+    page = pdf[0]
+    scale = 144 / 72
+    route = route_rendered(page, page.render(scale=scale).to_numpy(), scale)
+    assert route.route == "ocr", route.reasons
+    page.close()
+    pdf.close()

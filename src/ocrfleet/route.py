@@ -91,8 +91,15 @@ def verdict(features: PageFeatures, limits: Thresholds | None = None) -> tuple[R
     t = limits or Thresholds()
     s = features.text
     reasons: list[str] = []
-    if features.ink < t.min_ink and features.chars < t.min_chars:
-        return "text", []  # nothing on the page worth a GPU
+    # A near-empty born-digital page (a page number in its text layer): nothing worth a GPU.
+    # A page with no text layer at all is never kept as text: it passed the blank test, so
+    # it has ink (faint or sparse scans: grey type, one heading) that only OCR can read.
+    if (
+        features.ink < t.min_ink
+        and 0 < features.chars < t.min_chars
+        and features.invisible_share < t.invisible_share
+    ):
+        return "text", []
     if features.chars < t.min_chars:
         reasons.append("no_text_layer")
     if features.invisible_share >= t.invisible_share:
