@@ -218,6 +218,7 @@ def main(result_path: Path, work: Path) -> None:
         )  # fmt: skip
         result["rerun"] = {
             "returncode": again.returncode,
+            "stdout": again.stdout[-6000:],
             "stderr": again.stderr[-6000:],
             "unchanged": before == _etags(fs, f"{bucket}/out1"),
             "objects": len(before),

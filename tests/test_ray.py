@@ -86,7 +86,7 @@ def test_rerun_on_a_finished_output_does_nothing(scenario: dict[str, Any]) -> No
     # The driver's aggregated progress line and the per-shard lines of the CLI.
     assert "pages 24/24 (100.0%)" in rerun["stderr"]
     assert "shards 2 finished, 0 running, 0 not started" in rerun["stderr"]
-    assert "shard 1: exit 0 on node(s)" in rerun["stderr"]
+    assert "shard 1: exit 0 on node(s)" in rerun["stdout"]  # results on stdout
 
 
 def test_status_adds_up_every_shard_of_an_s3_output(scenario: dict[str, Any]) -> None:

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from ocrfleet.config import EngineConfig, RunConfig
+from ocrfleet.errors import ConfigError
 from ocrfleet.runner import run
 from ocrfleet.shard_view import (
     JOB_FILE,
@@ -164,3 +165,24 @@ def test_ray_runs_every_shard_so_a_shard_index_is_refused(tmp_path: Path) -> Non
     done = run_cli(*args, "--num-shards", "2", "--shard-index", "1")
     assert done.returncode == 2
     assert "--ray runs every shard: leave --shard-index out" in done.stderr
+
+
+def test_a_single_shard_job_is_read_from_the_plain_ledger() -> None:
+    from ocrfleet.shard_view import shard_states
+
+    status = {"shards": [{"ledger": "ocrfleet.sqlite", "pages": {"done": 8, "pending": 0}}]}
+    assert shard_states(status, 1) == [{"shard": 0, "state": "finished", "pages": 8, "pending": 0}]
+
+
+def test_no_ray_cluster_to_join_is_one_config_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    import ray
+
+    from ocrfleet.ray_run import _connect
+
+    def no_cluster(*_args: object, **_kwargs: object) -> None:
+        raise ConnectionError("Could not find any running Ray instance")
+
+    monkeypatch.setattr(ray, "init", no_cluster)
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    with pytest.raises(ConfigError, match="no Ray cluster to join"):
+        _connect("auto")

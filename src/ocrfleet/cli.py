@@ -581,17 +581,23 @@ RUN_END_LOGGER = "ocrfleet.run_end"
 def _cmd_run(args: argparse.Namespace) -> int:
     from .resolve import resolve_run_config
     from .runner import run
-    from .setup_checks import check_run_setup
+    from .setup_checks import check_output_dir, check_run_setup
 
     if args.ray:
         from .ray_run import require_ray
 
         require_ray()  # before anything is staged or started
-    config = resolve_run_config(config_from_args(args))
+    config = config_from_args(args)
+    if args.ray:
+        # GPUs, the OCR engine of auto and the engine's install are the shards' nodes' to
+        # decide (the head node of a cluster often has no GPU): each shard resolves and
+        # checks on its own node (runner.run). The driver checks only what is its own.
+        check_output_dir(config.output_dir)
+        _setup_logging(config.log_level, config.output_dir)
+        return _run_ray(args, config)
+    config = resolve_run_config(config)
     check_run_setup(config)  # wrong setups: one line, exit 2, before any file is written
     _setup_logging(config.log_level, config.output_dir)
-    if args.ray:
-        return _run_ray(args, config)
     end = logging.getLogger(RUN_END_LOGGER)
     try:
         result = run(config, handle_signals=True, setup_checked=True)
@@ -647,18 +653,16 @@ def _run_ray(args: argparse.Namespace, config: RunConfig) -> int:
     s = result.summary
     print(
         f"documents: {s['documents']} | pages: {s['pages']} | this run: "
-        f"{s['this_run']['pages_processed']} pages in {s['this_run']['wall_seconds']:.1f} s",
-        file=sys.stderr,
+        f"{s['this_run']['pages_processed']} pages in {s['this_run']['wall_seconds']:.1f} s"
     )
     for shard in s["shards"]:
         where = ", ".join(n[:12] for n in shard["nodes"]) or "-"
         print(
             f"shard {shard['shard']}: exit {shard['exit_code']} on node(s) {where}"
-            + (f": {shard['error']}" if shard["error"] else ""),
-            file=sys.stderr,
+            + (f": {shard['error']}" if shard["error"] else "")
         )
     for failed in s["failed_documents"][:20]:
-        print(f"failed: {failed['source']}: {failed['reason']}", file=sys.stderr)
+        print(f"failed: {failed['source']}: {failed['reason']}")
     return result.exit_code
 
 

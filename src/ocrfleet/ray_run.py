@@ -29,9 +29,10 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from .config import RunConfig
+from .config import EngineConfig, RunConfig
 from .errors import ConfigError
 from .plan import ledger_path
+from .resolve import uses_vllm
 from .shard_view import (
     JOB_FILE,
     JobRate,
@@ -164,7 +165,7 @@ def run_shard(config: RunConfig, work_root: Path, board: Any) -> dict[str, Any]:
         stage = config.stage_dir or work_root / "inputs"
         config = replace(config, output_dir=work_dir, stage_dir=stage)
     gpus: tuple[int, ...] = ()
-    if config.engine.name == "vllm":
+    if may_use_vllm(config.engine):  # the shard's own GPUs, as Ray assigned them
         gpus = tuple(int(g) for g in ray.get_gpu_ids())
     config = replace(config, gpus=gpus or config.gpus, progress=False)
     handler = _shard_log(config)
@@ -213,6 +214,11 @@ class ShardBoard:
         return dict(self.reports), {k: list(v) for k, v in self.nodes.items()}
 
 
+def may_use_vllm(engine: EngineConfig) -> bool:
+    """vLLM, or auto whose OCR engine is vLLM or still to be decided on the shard's node."""
+    return uses_vllm(engine) or (engine.name == "auto" and engine.ocr_engine == "default")
+
+
 def _connect(address: str) -> bool:
     """Join (or start) the cluster; True when this call started the connection."""
     import ray
@@ -222,10 +228,16 @@ def _connect(address: str) -> bool:
     # Under `uv run`, Ray would rebuild the uv environment in every worker: the nodes
     # already have ocrfleet installed (the bootstrap script), so use what is there.
     os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
-    if address == "local":
-        ray.init(address="local", include_dashboard=False, log_to_driver=True)
-    else:
-        ray.init(address=address, log_to_driver=True)
+    try:
+        if address == "local":
+            ray.init(address="local", include_dashboard=False, log_to_driver=True)
+        else:
+            ray.init(address=address, log_to_driver=True)
+    except ConnectionError as exc:  # no cluster at that address (or none running: auto)
+        raise ConfigError(
+            f"--ray {address}: no Ray cluster to join ({exc}); start one (`ray start --head`, "
+            "`ray up deploy/ray/aws-cluster.yaml`) or use --ray local"
+        ) from None
     return True
 
 
@@ -262,7 +274,8 @@ def run_on_ray(config: RunConfig, options: RayOptions) -> RayRunResult:
     out = output_uri(config)
     started_here = _connect(options.address)
     try:
-        size = shard_size(options, config.engine.name, _nodes())
+        engine = "vllm" if may_use_vllm(config.engine) else config.engine.name
+        size = shard_size(options, engine, _nodes())
         resources: dict[str, Any] = {"num_cpus": options.cpus_per_shard}
         if options.resource == "GPU":
             resources["num_gpus"] = size

@@ -192,12 +192,13 @@ def shard_states(status: Mapping[str, Any], num_shards: int | None) -> list[dict
     seen: dict[int, dict[str, Any]] = {}
     for shard in status["shards"]:
         match = _SHARD_LEDGER.match(shard["ledger"])
-        if match is None:
+        if match is None and shard["ledger"] != "ocrfleet.sqlite":
             continue
-        num_shards = num_shards or int(match.group(2))
+        index = int(match.group(1)) if match else 0  # one shard: the plain ledger name
+        num_shards = num_shards or (int(match.group(2)) if match else 1)
         pages = shard["pages"]
         left = pages.get("pending", 0)
-        seen[int(match.group(1))] = {
+        seen[index] = {
             "state": "in progress" if left else "finished",
             "pages": sum(pages.values()),
             "pending": left,
