@@ -236,3 +236,19 @@ def test_a_page_tree_broken_past_the_sample_fails_the_rest_in_bulk(tmp_path: Pat
     assert all(r["status"] == "blank" for r in records[:200])
     summary = json.loads((out / "run-summary.json").read_text("utf-8"))
     assert summary["this_run"]["pages_processed"] < 240  # the rest never rendered
+
+
+def test_a_file_unreadable_for_a_moment_keeps_its_document_and_pages(tmp_path: Path) -> None:
+    """A read error at planning (NFS hiccup, permissions) says nothing about the bytes: the
+    document and its finished pages stay, and the failed probe is not cached."""
+    from ocrfleet.catalog import reconcile
+    from ocrfleet.ledger import Ledger, NewDocument
+    from ocrfleet.sources import path_id
+
+    ledger = Ledger(tmp_path / "ocrfleet.sqlite")
+    ledger.add_documents([NewDocument("a" * 64, "x.pdf", "/c/x.pdf", "x", 10, 3)])
+    assert reconcile(ledger, {"/c/x.pdf": path_id("/c/x.pdf")}, {}) == (0, 0)
+    assert len(ledger.stored_pages("a" * 64)) == 3
+    # Other readable bytes at the same path do retire it (a file edited in place).
+    assert reconcile(ledger, {"/c/x.pdf": "b" * 64}, {}) == (1, 0)
+    ledger.close()

@@ -22,6 +22,7 @@ from pathlib import Path
 
 from .ledger import Ledger
 from .names import short_hash
+from .sources import UNREADABLE_PREFIX
 
 log = logging.getLogger(__name__)
 PROBE_COLUMNS = (("ctime_ns", "INTEGER"), ("inode", "INTEGER"))
@@ -137,7 +138,14 @@ def reconcile(
         known = db.execute("SELECT doc_id, path FROM documents").fetchall()
         for doc_id, path in known:
             now = listed.get(path)
-            if now is not None and now != doc_id and doc_id not in ids_now:
+            # A file that could not be read now (a passing NFS or permission error) says
+            # nothing about its bytes: its document and finished pages stay as they are.
+            if (
+                now is not None
+                and not now.startswith(UNREADABLE_PREFIX)
+                and now != doc_id
+                and doc_id not in ids_now
+            ):
                 retire(db, doc_id, f"{path} now holds other bytes (content {now[:12]})")
                 retired += 1
             elif doc_id in primary and listed.get(path) != doc_id:

@@ -31,7 +31,15 @@ from .config import RunConfig
 from .ledger import Ledger, NewDocument
 from .names import assign_names, short_hash
 from .shards import shard_of
-from .sources import Probe, SourceFile, discover, path_id, path_to_text, probe_all
+from .sources import (
+    UNREADABLE_PREFIX,
+    Probe,
+    SourceFile,
+    discover,
+    path_id,
+    path_to_text,
+    probe_all,
+)
 
 log = logging.getLogger(__name__)
 
@@ -104,7 +112,8 @@ def probe_sources(
             path = Path(path_str)
             probes[path] = probe
             st_ = stats.get(path)
-            if st_ is not None:
+            # An unreadable file is probed again next time (the error may pass), not cached.
+            if st_ is not None and not probe.doc_id.startswith(UNREADABLE_PREFIX):
                 rows.append((path_to_text(path_str), st_, probe.doc_id, probe.pages, probe.error))
         store_probes(ledger, rows)
     return probes, stats

@@ -411,9 +411,14 @@ def _sha256_handle(handle: BinaryIO) -> str:
     return digest.hexdigest()
 
 
+UNREADABLE_PREFIX = "unreadable-"
+
+
 def path_id(path: str) -> str:
     """Id for a file we cannot read: stable per path, marked so it never equals a content hash."""
-    return "unreadable-" + hashlib.sha256(path.encode("utf-8", "surrogateescape")).hexdigest()[:52]
+    return (
+        UNREADABLE_PREFIX + hashlib.sha256(path.encode("utf-8", "surrogateescape")).hexdigest()[:52]
+    )
 
 
 def probe_all(paths: Sequence[str], workers: int) -> dict[str, Probe]:
