@@ -252,3 +252,17 @@ def test_a_file_unreadable_for_a_moment_keeps_its_document_and_pages(tmp_path: P
     # Other readable bytes at the same path do retire it (a file edited in place).
     assert reconcile(ledger, {"/c/x.pdf": "b" * 64}, {}) == (1, 0)
     ledger.close()
+
+
+def test_failing_a_broken_page_tree_leaves_pages_a_worker_holds(tmp_path: Path) -> None:
+    from ocrfleet.ledger import Ledger, NewDocument
+    from ocrfleet.page_tree import fail_after
+
+    ledger = Ledger(tmp_path / "ocrfleet.sqlite")
+    ledger.add_documents([NewDocument("d" * 64, "x.pdf", "/c/x.pdf", "x", 10, 5)])
+    held = ledger.claim("worker-1", 2, 120.0, suspect=False)
+    assert [c.page for c in held] == [1, 2]
+    assert fail_after(ledger, "d" * 64, 0, "not tried: broken page tree") == 3
+    statuses = {p.page: p.status for p in ledger.stored_pages("d" * 64)}
+    assert statuses == {1: "pending", 2: "pending", 3: "failed", 4: "failed", 5: "failed"}
+    ledger.close()

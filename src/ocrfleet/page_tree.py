@@ -49,13 +49,16 @@ class LoadFailures:
 
 
 def fail_after(ledger: Ledger, doc_id: str, page: int, reason: str) -> int:
-    """Fail every pending page of the document after `page`; returns how many."""
+    """Fail every pending page of the document after `page` that no worker holds; returns how
+    many. A page a worker has claimed (rendering, or inside an engine) is left to finish on
+    its own: failing it here would drop the result it may still bring."""
     now = time.time()
     with ledger.transaction() as db:
         rows = db.execute(
             "UPDATE pages SET status='failed', error=?, claimed_by=NULL, lease_until=NULL, "
-            "updated_at=? WHERE doc_id=? AND page>? AND status='pending' RETURNING page",
-            (reason, now, doc_id, page),
+            "updated_at=? WHERE doc_id=? AND page>? AND status='pending' "
+            "AND (claimed_by IS NULL OR lease_until < ?) RETURNING page",
+            (reason, now, doc_id, page, now),
         ).fetchall()
         db.executemany(
             "INSERT OR REPLACE INTO page_text (doc_id, page, text, raw, record) "
