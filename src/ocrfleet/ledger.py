@@ -289,20 +289,6 @@ class Ledger:
 
     # ---- planning ---------------------------------------------------------------------
 
-    def cached_probes(self) -> dict[str, tuple[int, int, str, int, str | None]]:
-        rows = self._db.execute("SELECT path, size, mtime_ns, doc_id, pages, error FROM probes")
-        return {
-            r["path"]: (r["size"], r["mtime_ns"], r["doc_id"], r["pages"], r["error"]) for r in rows
-        }
-
-    def store_probes(self, probes: Iterable[tuple[str, int, int, str, int, str | None]]) -> None:
-        with self.transaction() as db:
-            db.executemany(
-                "INSERT OR REPLACE INTO probes (path, size, mtime_ns, doc_id, pages, error) "
-                "VALUES (?, ?, ?, ?, ?, ?)",
-                list(probes),
-            )
-
     def add_documents(self, docs: Sequence[NewDocument], now: float | None = None) -> int:
         """Register documents and their pages; known ids are kept as they are. Returns new count."""
         now = time.time() if now is None else now
@@ -761,7 +747,3 @@ class Ledger:
             )
 
     # ---- routing (queries of ocrfleet.ocr_queue) ----------------------------------------
-
-    def read(self, sql: str, args: Sequence[Any] = ()) -> list[sqlite3.Row]:
-        """Rows of one read-only query (modules that own a table read it through this)."""
-        return self._db.execute(sql, tuple(args)).fetchall()

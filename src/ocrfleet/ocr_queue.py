@@ -53,7 +53,7 @@ def requeue_for_ocr(ledger: Ledger, flags: Sequence[str] = ()) -> tuple[int, int
 
 def forced_route(ledger: Ledger, doc_id: str, page: int) -> str | None:
     """Why this page must go to OCR whatever its text layer says (a redo), or None."""
-    rows = ledger.read(
+    rows = ledger.query(
         "SELECT reason FROM route_overrides WHERE doc_id=? AND page=?", (doc_id, page)
     )
     return str(rows[0][0]) if rows else None
@@ -63,7 +63,7 @@ def route_report(ledger: Ledger, attention_limit: int = 50) -> dict[str, Any]:
     """Finished pages by route and by quality flag, and the pages that need attention."""
     routes = {
         str(r[0]): int(r[1])
-        for r in ledger.read(
+        for r in ledger.query(
             "SELECT COALESCE(json_extract(record, '$.route'), CASE json_extract(record, "
             "'$.status') WHEN 'blank' THEN 'blank' ELSE 'not_routed' END) AS route, COUNT(*) "
             "FROM page_text GROUP BY route ORDER BY route"
@@ -71,7 +71,7 @@ def route_report(ledger: Ledger, attention_limit: int = 50) -> dict[str, Any]:
     }
     flags = {
         str(r[0]): int(r[1])
-        for r in ledger.read(
+        for r in ledger.query(
             "SELECT j.value, COUNT(*) FROM page_text t, json_each(t.record, '$.quality_flags') j "
             "GROUP BY j.value ORDER BY j.value"
         )
@@ -79,13 +79,13 @@ def route_report(ledger: Ledger, attention_limit: int = 50) -> dict[str, Any]:
     marks = ",".join("?" * len(ATTENTION))
     attention = [
         {"source": r[0], "page": r[1], "status": r[2], "reason": r[3] or ""}
-        for r in ledger.read(
+        for r in ledger.query(
             "SELECT d.source, p.page, p.status, p.error FROM pages p JOIN documents d "
             f"ON d.doc_id=p.doc_id WHERE p.status IN ({marks}) ORDER BY d.seq, p.page LIMIT ?",
             (*ATTENTION, attention_limit),
         )
     ]
-    total = ledger.read(f"SELECT COUNT(*) FROM pages WHERE status IN ({marks})", ATTENTION)
+    total = ledger.query(f"SELECT COUNT(*) FROM pages WHERE status IN ({marks})", ATTENTION)
     return {
         "routes": routes,
         "quality_flags": flags,

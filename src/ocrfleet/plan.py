@@ -60,7 +60,6 @@ class Plan:
     documents: list[NewDocument] = field(default_factory=list)  # this shard's
     corpus_documents: int = 0
     missing_inputs: list[str] = field(default_factory=list)
-    duplicates: int = 0
     new_documents: int = 0
     entries: list[InputEntry] = field(default_factory=list)  # this shard's input paths
     retired: int = 0
@@ -176,7 +175,6 @@ def make_plan(config: RunConfig, ledger: Ledger) -> Plan:
         first.setdefault(doc_id, f)
     for f in files:
         if first[probes[f.path].doc_id] is not f:
-            plan.duplicates += 1
             log.info(
                 "%s has the same content as %s: processed once",
                 f.given,

@@ -359,12 +359,6 @@ def fp8_kv_check(caps: Sequence[tuple[int, int]]) -> Check:
     )
 
 
-def check_software(gpus: Sequence[GpuInfo] = (), runner: Runner | None = None) -> list[Check]:
-    """The torch, vllm, cuda and fp8_kv checks. Compute capabilities come from `gpus`
-    (nvidia-smi) when given, else from torch."""
-    return _software_checks(_probe_software(runner or subprocess_runner(300.0)), gpus)
-
-
 def check_model(model: str) -> Check:
     """A local checkpoint must be complete; a hub id is downloaded by vLLM on first start."""
     path = Path(model).expanduser()

@@ -59,7 +59,6 @@ log = logging.getLogger(__name__)
 
 EXIT_DONE = 0
 EXIT_FAILED_DOCUMENTS = 1
-EXIT_CONFIG = 2
 EXIT_INCOMPLETE = 3
 EXIT_KILLED = 130
 

@@ -24,7 +24,7 @@ import socket
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -264,7 +264,6 @@ class SlotState:
 class SupervisorResult:
     slots: list[SlotState]
     interrupted: bool
-    poisoned: list[tuple[str, int]] = field(default_factory=list)
 
 
 class Supervisor:
@@ -284,7 +283,6 @@ class Supervisor:
         self._ctx = multiprocessing.get_context("spawn")
         self._stopping = False
         self._kill = False
-        self._poisoned: list[tuple[str, int]] = []
 
     @property
     def stopping(self) -> bool:
@@ -374,7 +372,7 @@ class Supervisor:
             raise DiskFull(self.config.output_dir, disk_full_detail(exc)) from exc
 
     def _run(self) -> SupervisorResult:
-        ShmFiles.sweep_orphans()  # pages in RAM from an earlier run that was killed outright
+        ShmFiles.sweep_orphans_safely()  # pages in RAM from a run that was killed outright
         self._declare_fleet()
         for state in self.slots:
             state.waiting = True
@@ -403,7 +401,7 @@ class Supervisor:
             if time.monotonic() >= next_health_check:
                 self._kill_stale()
                 next_health_check = time.monotonic() + self.config.lease_seconds / 2
-        return SupervisorResult(self.slots, self._stopping, self._poisoned)
+        return SupervisorResult(self.slots, self._stopping)
 
     def _receive(self, state: SlotState) -> None:
         conn = state.conn
@@ -444,16 +442,12 @@ class Supervisor:
         if state.starting and not state.retired:
             state.start_error = self._cause(state)
         state.starting = False
-        if state.retired:
+        if state.retired or code == EXIT_OK:
             self.ledger.worker_stopped(state.worker)
             state.done = True
-            return
-        if code == EXIT_OK:
-            self.ledger.worker_stopped(state.worker)
-            state.done = True
+            self._declare_fleet()  # the engines still running share what comes back
             return
         poisoned = self.ledger.reap_worker(state.worker, self.config.max_page_crashes)
-        self._poisoned.extend(poisoned)
         for doc_id, page in poisoned:
             log.error("page %d of %s failed as a poison page", page, doc_id)
             self.on_event({"kind": "page", "status": "failed", "stored": True, "slot": -1})
