@@ -232,7 +232,9 @@ def test_a_page_tree_broken_past_the_sample_fails_the_rest_in_bulk(tmp_path: Pat
     records = read_records(out)
     assert [r["page"] for r in records] == list(range(1, 301))
     bulk = [r for r in records if "in a row" in r.get("error", "")]
-    assert len(bulk) > 60 and all(r["page"] > 216 for r in bulk)
+    # Only pages past the 200 that load are failed in bulk (which ones exactly depends on
+    # the order the failures come back in; pages a worker held fail on their own).
+    assert len(bulk) > 60 and all(r["page"] > 200 for r in bulk)
     assert all(r["status"] == "blank" for r in records[:200])
     summary = json.loads((out / "run-summary.json").read_text("utf-8"))
     assert summary["this_run"]["pages_processed"] < 240  # the rest never rendered

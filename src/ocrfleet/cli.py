@@ -33,7 +33,7 @@ examples:
 """
 EXIT_STATUSES = """\
 exit status of `ocrfleet run`:
-  0    every document done
+  0    every document done (needs_ocr pages, left for a run with an OCR engine, count)
   1    some documents failed, inputs were missing, or no PDF was found (the rest finished)
   2    bad options or a wrong setup (one line says what to do; nothing was started)
   3    stopped with pages left (Ctrl-C, SIGTERM, disk full, or every worker gave up)

@@ -82,6 +82,11 @@ class EngineConfig:
             raise ConfigError(
                 f"unknown OCR engine {self.ocr_engine!r}: choose vllm, tesseract or none"
             )
+        if self.name != "auto" and self.ocr_engine not in ("default", "none"):
+            raise ConfigError(
+                f"--ocr-engine {self.ocr_engine} applies to --engine auto only (--engine "
+                f"{self.name} runs every page through itself)"
+            )
         if not self.tesseract_langs or not all(self.tesseract_langs.split("+")):
             raise ConfigError("--tesseract-langs takes names joined by +, e.g. ell+eng")
         if not 0.05 <= self.gpu_memory_utilization <= 0.99:
