@@ -50,3 +50,22 @@ def test_s3_in_s3_out_and_resume_on_a_new_instance(bucket: str, tmp_path: Path) 
     assert second.returncode == 0, second.stderr
     assert "resuming from the ledger checkpoint" in second.stderr
     assert "0 page(s) to do" in second.stderr
+
+
+def test_a_failed_final_upload_is_not_a_success(s3_endpoint: str, tmp_path: Path) -> None:
+    """Everything is done locally but the bucket never got it: exit 3 (a Ray shard is run
+    again), one line that says how to finish, and the same command uploads it later."""
+    from ocrfleet.storage import make_filesystem
+
+    samples.text_pdf(tmp_path / "in" / "a.pdf", [samples.paragraph(0)])
+    bucket = "ocrfleet-not-yet-created"
+    args = ["run", str(tmp_path / "in"), "-o", f"s3://{bucket}/out", "--engine", "text"]
+    first = run_cli(*args, "--work-dir", str(tmp_path / "w"))
+    assert first.returncode == 3, first.stderr
+    assert "the final upload" in first.stderr and "run the same command again" in first.stderr
+    summary = json.loads((tmp_path / "w" / "run-summary.json").read_text("utf-8"))
+    assert summary["exit_code"] == 3 and summary["pages"]["done"] == 1
+    make_filesystem().mkdir(bucket)  # the bucket is there now
+    again = run_cli(*args, "--work-dir", str(tmp_path / "w"))
+    assert again.returncode == 0, again.stderr
+    assert make_filesystem().exists(f"{bucket}/out/markdown/a.md")

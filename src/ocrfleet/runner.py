@@ -150,9 +150,10 @@ class PeriodicSync:
         while not self._stop.wait(self.interval):
             self.now()
 
-    def now(self) -> None:
+    def now(self) -> bool:
+        """One sync; False when it failed (the periodic ones retry at the next interval)."""
         if self.sync is None:
-            return
+            return True
         snapshot: Path | None = None
         try:
             # Snapshot, upload, then publish the snapshot: every document it calls done had
@@ -163,8 +164,10 @@ class PeriodicSync:
             uploaded = self.sync.upload()
             self.sync.publish_ledger(snapshot, self.db_path.name)
             log.info("synced %d file(s) and a ledger checkpoint to %s", uploaded, self.sync.remote)
+            return True
         except Exception as exc:  # the next sync retries; the run must not die of it
             log.error("upload to %s failed (will retry): %s", self.sync.remote, exc)
+            return False
         finally:
             if snapshot is not None:
                 snapshot.unlink(missing_ok=True)
@@ -268,7 +271,17 @@ def _run_locked(config: RunConfig, suffix: str, handle_signals: bool) -> RunResu
         write_json(summary_path, summary)
         write_json(run_history_path(config.output_dir, run_id, suffix), summary)
         write_report_after_run(config.output_dir)
-        periodic.now()
+        if not periodic.now() and code != EXIT_KILLED:
+            # Nothing is lost (the outputs and the ledger are here), but the bucket lacks
+            # them: not a success, or a Ray shard on a lost node would not be run again.
+            log.error(
+                "the final upload to %s failed: the outputs are complete in %s; run the "
+                "same command again to upload them",
+                config.sync_to,
+                config.output_dir,
+            )
+            code = summary["exit_code"] = EXIT_INCOMPLETE
+            write_json(summary_path, summary)
         return RunResult(code, summary, summary_path)
     finally:
         ledger.close()
