@@ -2,12 +2,14 @@
 
 Selected with `--engine tests.rewriter:rewriting`; extra args {"target": PDF being read,
 "replacement": PDF whose bytes are copied over it, "at_page": N}: when page N is first
-inside the engine, the target is overwritten in place, as `cp replacement target` does.
+inside the engine, the target is overwritten in place, as `cp replacement target` does;
+"keep_mtime": its mtime is put back afterwards, as `cp -p` or `rsync -t --inplace` do.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 import time
 from pathlib import Path
@@ -27,6 +29,7 @@ class RewritingEngine:
         # "chunks": written in that many pieces, "pause" seconds apart, from a thread (a slow cp).
         self.chunks = int(config.extra_args.get("chunks", 1))
         self.pause = float(config.extra_args.get("pause", 0.0))
+        self.keep_mtime = bool(config.extra_args.get("keep_mtime", False))
         self.done = False
 
     @property
@@ -52,6 +55,7 @@ class RewritingEngine:
 
     def _write(self) -> None:
         data = self.replacement.read_bytes()
+        before = self.target.stat()
         step = -(-len(data) // self.chunks)
         with self.target.open("r+b") as handle:  # same inode, like cp over a file
             handle.truncate(0)
@@ -59,6 +63,8 @@ class RewritingEngine:
                 handle.write(data[start : start + step])
                 handle.flush()
                 time.sleep(self.pause)
+        if self.keep_mtime:
+            os.utime(self.target, ns=(before.st_atime_ns, before.st_mtime_ns))
 
     async def close(self) -> None:
         return None

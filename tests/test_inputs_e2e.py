@@ -201,11 +201,21 @@ def test_reused_output_names_never_wedge_the_output_dir(tmp_path: Path) -> None:
 # ---- A2: a PDF rewritten during the run -----------------------------------------------------
 
 
-@pytest.mark.parametrize("chunks", [1, 12])  # 12: a slow copy, still going when detected
-def test_a_pdf_rewritten_during_the_run_is_replanned(tmp_path: Path, chunks: int) -> None:
+@pytest.mark.parametrize(
+    ("chunks", "keep_mtime"),
+    # 12: a slow copy, still going when detected; keep_mtime: `cp -p` of a file of the same
+    # size, which keeps size, mtime and inode (only ctime tells).
+    [(1, False), (12, False), (1, True)],
+)
+def test_a_pdf_rewritten_during_the_run_is_replanned(
+    tmp_path: Path, chunks: int, keep_mtime: bool
+) -> None:
     root = tmp_path / "in"
     target = samples.text_pdf(root / "doc.pdf", [f"old page {i}" for i in range(1, 21)])
     new = samples.text_pdf(tmp_path / "new.pdf", [f"new page {i}" for i in range(1, 31)])
+    if keep_mtime:  # the same size: pad the old file after its %%EOF (pdfium ignores it)
+        with target.open("ab") as handle:
+            handle.write(b"\n" * (new.stat().st_size - target.stat().st_size))
     out = tmp_path / "out"
     extra = {
         "target": str(target),
@@ -213,6 +223,7 @@ def test_a_pdf_rewritten_during_the_run_is_replanned(tmp_path: Path, chunks: int
         "at_page": 3,
         "chunks": chunks,
         "pause": 0.05,
+        "keep_mtime": keep_mtime,
     }
     args = [arg for k, v in extra.items() for arg in ("--vllm-arg", f"{k}={json.dumps(v)}")]
     result = run_cli(

@@ -66,6 +66,9 @@ def ensure_probe_columns(ledger: Ledger) -> None:
         for name, kind in PROBE_COLUMNS:
             if name not in have:
                 db.execute(f"ALTER TABLE probes ADD COLUMN {name} {kind}")
+        # doc_files rows of older ledgers have no ctime: compared without it.
+        if "ctime_ns" not in {r[1] for r in db.execute("PRAGMA table_info(doc_files)")}:
+            db.execute("ALTER TABLE doc_files ADD COLUMN ctime_ns INTEGER")
 
 
 def cached_probes(ledger: Ledger) -> dict[str, CachedProbe]:
@@ -94,18 +97,22 @@ def record_files(ledger: Ledger, files: Iterable[tuple[str, str, FileStat]]) -> 
     """(doc_id, stored path, stat when probed) of the file each document is read from."""
     with ledger.transaction() as db:
         db.executemany(
-            "INSERT OR REPLACE INTO doc_files (doc_id, path, size, mtime_ns, inode) "
-            "VALUES (?, ?, ?, ?, ?)",
-            [(d, p, st.size, st.mtime_ns, st.inode) for d, p, st in files],
+            "INSERT OR REPLACE INTO doc_files (doc_id, path, size, mtime_ns, inode, ctime_ns) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            [(d, p, st.size, st.mtime_ns, st.inode, st.ctime_ns) for d, p, st in files],
         )
 
 
-def document_file(ledger: Ledger, doc_id: str) -> tuple[str, int, int, int] | None:
-    """(stored path, size, mtime_ns, inode) the document's pages must be rendered from."""
+def document_file(ledger: Ledger, doc_id: str) -> tuple[str, FileStat] | None:
+    """(stored path, its stat when planned) the document's pages must be rendered from;
+    ctime 0 where an older ledger did not record it."""
     rows = ledger.query(
-        "SELECT path, size, mtime_ns, inode FROM doc_files WHERE doc_id=?", [doc_id]
+        "SELECT path, size, mtime_ns, ctime_ns, inode FROM doc_files WHERE doc_id=?", [doc_id]
     )
-    return None if not rows else (rows[0][0], int(rows[0][1]), int(rows[0][2]), int(rows[0][3]))
+    if not rows:
+        return None
+    path, size, mtime_ns, ctime_ns, inode = rows[0]
+    return path, FileStat(int(size), int(mtime_ns), int(ctime_ns or 0), int(inode))
 
 
 def retire(db: sqlite3.Connection, doc_id: str, reason: str) -> None:

@@ -43,13 +43,13 @@ class DocumentCache:
     def __init__(self, capacity: int = 4) -> None:
         self._capacity = capacity
         self._docs: OrderedDict[str, pypdfium2.PdfDocument] = OrderedDict()
-        self._stats: dict[str, tuple[int, int, int]] = {}
+        self._stats: dict[str, tuple[int, int, int, int]] = {}
 
     def get(self, path: str) -> pypdfium2.PdfDocument:
         import pypdfium2 as pdfium
 
         st = Path(path).stat()
-        stamp = (st.st_size, st.st_mtime_ns, st.st_ino)
+        stamp = (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
         if path in self._docs and self._stats.get(path) == stamp:
             self._docs.move_to_end(path)
             return self._docs[path]

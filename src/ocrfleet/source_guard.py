@@ -28,7 +28,7 @@ class SourceGuard:
     def __init__(self, ledger: Ledger, num_shards: int = 1, shard_index: int = 0) -> None:
         self.ledger = ledger
         self.num_shards, self.shard_index = num_shards, shard_index
-        self._expected: dict[str, tuple[str, int, int, int] | None] = {}
+        self._expected: dict[str, tuple[str, FileStat] | None] = {}
         self._lock = asyncio.Lock()
 
     def changed(self, doc_id: str) -> bool:
@@ -38,12 +38,16 @@ class SourceGuard:
         expected = self._expected[doc_id]
         if expected is None:  # planned by an older ocrfleet: nothing to compare with
             return False
-        path, size, mtime_ns, inode = expected
+        path, planned = expected
         try:
-            st = Path(text_to_path(path)).stat()
+            now = FileStat.of(Path(text_to_path(path)).stat())
         except OSError:
             return False  # gone: rendering reports "cannot open PDF" with the path
-        return (st.st_size, st.st_mtime_ns, st.st_ino) != (size, mtime_ns, inode)
+        if planned.ctime_ns == 0:  # recorded by an older ocrfleet, without ctime
+            now = FileStat(now.size, now.mtime_ns, 0, now.inode)
+        # ctime too: `cp -p` or `rsync -t --inplace` over a same-size file keeps size, mtime
+        # and inode; only ctime says the bytes may be others (then they are hashed again).
+        return now != planned
 
     async def replan(self, doc: DocumentRow) -> bool:
         """The file changed: re-check it by content and re-plan the document if needed.
