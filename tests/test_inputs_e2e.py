@@ -249,6 +249,36 @@ def test_a_pdf_rewritten_during_the_run_is_replanned(
     assert "old page" not in _text(out / "markdown" / "doc.md")
 
 
+def test_a_rewritten_pdf_whose_copy_still_has_the_old_bytes_loses_nothing(tmp_path: Path) -> None:
+    """a.pdf and b.pdf hold the same bytes; a.pdf is overwritten mid-run: b.pdf takes the
+    document over (its pages, under its own name) and a.pdf's new bytes are done too."""
+    root = tmp_path / "in"
+    target = samples.text_pdf(root / "a.pdf", [f"old page {i}" for i in range(1, 11)])
+    shutil.copyfile(target, root / "b.pdf")
+    new = samples.text_pdf(tmp_path / "new.pdf", [f"new page {i}" for i in range(1, 13)])
+    out = tmp_path / "out"
+    extra = {"target": str(target), "replacement": str(new), "at_page": 3}
+    args = [arg for k, v in extra.items() for arg in ("--vllm-arg", f"{k}={json.dumps(v)}")]
+    result = run_cli(
+        "run", str(root), "-o", str(out), "--engine", "tests.rewriter:rewriting",
+        "--batch-pages", "2", "--render-workers", "1", *args,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    by_source: dict[str, list[dict[str, object]]] = {}
+    for record in read_records(out):
+        by_source.setdefault(Path(str(record["source"])).name, []).append(record)
+    assert [r["text"].strip() for r in by_source["b.pdf"]] == [  # type: ignore[union-attr]
+        f"old page {i}" for i in range(1, 11)
+    ]
+    assert [r["text"].strip() for r in by_source["a.pdf"]] == [  # type: ignore[union-attr]
+        f"new page {i}" for i in range(1, 13)
+    ]
+    assert "new page" not in _text(out / "markdown" / "b.md")
+    assert "old page" not in _text(out / "markdown" / "a.md")
+    statuses = {Path(r["source"]).name: r["status"] for r in _manifest(out)}
+    assert statuses == {"a.pdf": "done", "b.pdf": "done"}
+
+
 # ---- A7: every input path accounted for -----------------------------------------------------
 
 

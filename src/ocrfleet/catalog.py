@@ -22,7 +22,7 @@ from pathlib import Path
 
 from .ledger import Ledger
 from .names import short_hash
-from .sources import UNREADABLE_PREFIX
+from .sources import UNREADABLE_PREFIX, text_to_path
 
 log = logging.getLogger(__name__)
 PROBE_COLUMNS = (("ctime_ns", "INTEGER"), ("inode", "INTEGER"))
@@ -187,6 +187,34 @@ def record_duplicates(ledger: Ledger, dups: Iterable[Duplicate]) -> None:
                 "INSERT OR REPLACE INTO duplicates (source, doc_id, path, rel) VALUES (?, ?, ?, ?)",
                 (dup.source, dup.doc_id, dup.path, dup.rel),
             )
+
+
+def surviving_duplicate(ledger: Ledger, doc_id: str, gone: str) -> Duplicate | None:
+    """A duplicate path of the document other than `gone` that is still there."""
+    for dup in duplicates(ledger):
+        if dup.doc_id == doc_id and dup.path != gone and os.path.lexists(text_to_path(dup.path)):
+            return dup
+    return None
+
+
+def hand_over(db: sqlite3.Connection, doc_id: str, heir: Duplicate) -> None:
+    """The document's file now holds other bytes, but a duplicate path still holds its own
+    (inside a transaction): the document moves there, to that path, source and output name,
+    with every page it has; it is assembled again under that name when its pages are all
+    finished. Its old name is free for the new bytes."""
+    db.execute(
+        "UPDATE documents SET path=?, source=?, rel=?, assembler=NULL, status=CASE "
+        "WHEN status IN ('done', 'failed', 'assembling') THEN 'pending' ELSE status END "
+        "WHERE doc_id=?",
+        (heir.path, heir.source, heir.rel, doc_id),
+    )
+    db.execute("DELETE FROM duplicates WHERE source=?", (heir.source,))
+    st = Path(text_to_path(heir.path)).stat()
+    db.execute(
+        "INSERT OR REPLACE INTO doc_files (doc_id, path, size, mtime_ns, inode, ctime_ns) "
+        "VALUES (?, ?, ?, ?, ?, ?)",
+        (doc_id, heir.path, st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns),
+    )
 
 
 def duplicates(ledger: Ledger) -> list[Duplicate]:

@@ -264,6 +264,7 @@ class PageWorker:
         except LedgerError:
             return  # retired (its file was rewritten) between the claim and now
         if not await self._still_planned(doc):
+            self.ledger.release(self.worker_id, [key])  # a fresh look at its document
             return
         claimed_at = time.monotonic()
         try:
@@ -275,12 +276,14 @@ class PageWorker:
                 )
             except RenderError as exc:
                 if not await self._still_planned(doc):
+                    self.ledger.release(self.worker_id, [key])
                     return
                 self._finish(doc, claim, None, AttemptLog(errors=[exc.reason]), claimed_at)
                 if self.load_failures.failed(doc.doc_id, claim.page, exc.reason):
                     log.error("%s: page tree broken after page %d", doc.source, claim.page)
                 return
             if not await self._still_planned(doc):  # rewritten while the page was rendered
+                self.ledger.release(self.worker_id, [key])
                 return
             self.load_failures.loaded(doc.doc_id)
             if rendered.ink_ratio < self.config.blank_threshold and not rendered.has_text:

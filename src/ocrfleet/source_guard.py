@@ -14,7 +14,14 @@ import logging
 import time
 from pathlib import Path
 
-from .catalog import FileStat, document_file, record_files, retire
+from .catalog import (
+    FileStat,
+    document_file,
+    hand_over,
+    record_files,
+    retire,
+    surviving_duplicate,
+)
 from .ledger import DocumentRow, Ledger, NewDocument
 from .shards import shard_of
 from .sources import Probe, probe_file, text_to_path
@@ -54,8 +61,9 @@ class SourceGuard:
         Returns whether the document still stands (its bytes did not change)."""
         async with self._lock:
             self._expected.pop(doc.doc_id, None)
-            if document_file(self.ledger, doc.doc_id) is None:
-                return False  # another worker re-planned it already
+            planned = document_file(self.ledger, doc.doc_id)
+            if planned is None or planned[0] != doc.path:
+                return False  # re-planned already (retired, or handed over to a copy)
             path = text_to_path(doc.path)
             settled = await _settled_probe(path)
             if settled is None:
@@ -64,8 +72,14 @@ class SourceGuard:
             if probe.doc_id == doc.doc_id:
                 record_files(self.ledger, [(doc.doc_id, doc.path, before)])
                 return True
+            # Another input path with the old bytes takes the document over (with its pages);
+            # only when none is left are those pages thrown away with the bytes.
+            heir = surviving_duplicate(self.ledger, doc.doc_id, doc.path)
             with self.ledger.transaction() as db:
-                retire(db, doc.doc_id, f"{doc.source} was rewritten during the run")
+                if heir is None:
+                    retire(db, doc.doc_id, f"{doc.source} was rewritten during the run")
+                else:
+                    hand_over(db, doc.doc_id, heir)
             log.warning(
                 "%s changed during the run (now %d page(s)): its pages are done again from "
                 "the new bytes",
@@ -74,7 +88,8 @@ class SourceGuard:
             )
             shard = shard_of(probe.doc_id, self.num_shards)
             with self.ledger.transaction() as db:  # status sees the new bytes if unclaimed
-                db.execute("DELETE FROM corpus_listing WHERE doc_id=?", (doc.doc_id,))
+                if heir is None:
+                    db.execute("DELETE FROM corpus_listing WHERE doc_id=?", (doc.doc_id,))
                 db.execute(
                     "INSERT OR REPLACE INTO corpus_listing (doc_id, source, shard, num_shards, "
                     "pages, seen_at) VALUES (?, ?, ?, ?, ?, ?)",
