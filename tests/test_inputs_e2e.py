@@ -247,6 +247,9 @@ def test_a_pdf_rewritten_during_the_run_is_replanned(
     for r in records:
         assert r["text"].strip() == f"new page {r['page']}", r
     assert "old page" not in _text(out / "markdown" / "doc.md")
+    # The manifest follows the document its path holds now, not the one it was planned with.
+    rows = _manifest(out)
+    assert [(r["status"], r["output"]) for r in rows] == [("done", "markdown/doc.md")]
 
 
 def test_a_rewritten_pdf_whose_copy_still_has_the_old_bytes_loses_nothing(tmp_path: Path) -> None:
@@ -275,8 +278,10 @@ def test_a_rewritten_pdf_whose_copy_still_has_the_old_bytes_loses_nothing(tmp_pa
     ]
     assert "new page" not in _text(out / "markdown" / "b.md")
     assert "old page" not in _text(out / "markdown" / "a.md")
-    statuses = {Path(r["source"]).name: r["status"] for r in _manifest(out)}
-    assert statuses == {"a.pdf": "done", "b.pdf": "done"}
+    rows = {Path(r["source"]).name: r for r in _manifest(out)}
+    assert {name: r["status"] for name, r in rows.items()} == {"a.pdf": "done", "b.pdf": "done"}
+    assert rows["a.pdf"]["output"] == "markdown/a.md" and rows["b.pdf"]["output"] == "markdown/b.md"
+    assert "duplicate_of" not in rows["b.pdf"]  # the document is b.pdf's own now
 
 
 # ---- A7: every input path accounted for -----------------------------------------------------

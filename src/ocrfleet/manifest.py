@@ -63,22 +63,29 @@ def manifest_rows(
     ledger: Ledger, layout: OutputLayout, entries: Sequence[InputEntry], missing: Sequence[str]
 ) -> list[dict[str, Any]]:
     docs = {d.doc_id: d for d in ledger.documents()}
+    by_source = {d.source: d for d in docs.values()}
     dup_rel = {d.source: d.rel for d in duplicates(ledger)}
     rows: list[dict[str, Any]] = []
     for entry in entries:
         doc = docs.get(entry.doc_id)
-        rel = dup_rel.get(entry.source) if entry.role == "duplicate" else (doc and doc.rel)
+        role, duplicate_of = entry.role, entry.duplicate_of
+        own = by_source.get(entry.source)
+        if own is not None and (doc is None or own.doc_id != doc.doc_id or role == "duplicate"):
+            # Re-planned during the run: its file was rewritten (new bytes, a new document)
+            # or its copy was, and this path took the document over.
+            doc, role, duplicate_of = own, "document", None
+        rel = dup_rel.get(entry.source) if role == "duplicate" else (doc and doc.rel)
         output = None
         if rel and layout.markdown(rel).exists():
             output = str(layout.markdown(rel).relative_to(layout.root))
         row: dict[str, Any] = {
             "source": entry.source,
-            "doc_id": entry.doc_id,
+            "doc_id": doc.doc_id if doc is not None else entry.doc_id,
             "status": _status(doc),
             "output": output,
         }
-        if entry.duplicate_of is not None:
-            row["duplicate_of"] = entry.duplicate_of
+        if duplicate_of is not None:
+            row["duplicate_of"] = duplicate_of
         reason = entry.problem or (doc.error if doc is not None else None)
         if reason:
             row["reason"] = reason
