@@ -69,3 +69,27 @@ def test_a_failed_final_upload_is_not_a_success(s3_endpoint: str, tmp_path: Path
     again = run_cli(*args, "--work-dir", str(tmp_path / "w"))
     assert again.returncode == 0, again.stderr
     assert make_filesystem().exists(f"{bucket}/out/markdown/a.md")
+
+
+def test_a_copys_outputs_are_written_on_a_node_that_resumed_from_the_checkpoint(
+    bucket: str, tmp_path: Path
+) -> None:
+    """The node that finished a document is gone before its copy's files reached the bucket:
+    the replacement, with only the ledger checkpoint, writes them from the ledger."""
+    from ocrfleet.storage import make_filesystem
+
+    fs = make_filesystem()
+    local = tmp_path / "corpus"
+    samples.text_pdf(local / "a.pdf", [samples.paragraph(0)])
+    (local / "copy").mkdir()
+    (local / "copy" / "a.pdf").write_bytes((local / "a.pdf").read_bytes())
+    args = ["run", str(local), "-o", f"s3://{bucket}/out", "--engine", "text"]
+    assert run_cli(*args, "--work-dir", str(tmp_path / "node-1")).returncode == 0
+    fs.rm(f"{bucket}/out/markdown/copy/a.md")
+    fs.rm(f"{bucket}/out/pages/copy/a.jsonl")
+    again = run_cli(*args, "--work-dir", str(tmp_path / "node-2"))
+    assert again.returncode == 0, again.stderr
+    assert fs.exists(f"{bucket}/out/markdown/copy/a.md")
+    record = json.loads(fs.cat(f"{bucket}/out/pages/copy/a.jsonl").decode().splitlines()[0])
+    assert record["source"] == str(local / "copy" / "a.pdf")
+    assert record["duplicate_of"] == str(local / "a.pdf")

@@ -32,9 +32,12 @@ def write_duplicate_outputs(ledger: Ledger, layout: OutputLayout) -> int:
             continue
         original = layout.pages(doc.rel)
         target = layout.pages(dup.rel)
-        if not original.exists():
-            continue
-        if target.exists() and target.stat().st_mtime_ns >= original.stat().st_mtime_ns:
+        # Written from the ledger, so also where the document's own files are not on this
+        # disk (a shard resumed on another node from its checkpoint); rewritten when the
+        # document's files are newer than its copy's.
+        if target.exists() and (
+            not original.exists() or target.stat().st_mtime_ns >= original.stat().st_mtime_ns
+        ):
             continue
         stored = ledger.stored_pages(doc.doc_id)
         own = replace(doc, source=dup.source, rel=dup.rel)
