@@ -7,7 +7,9 @@ from __future__ import annotations
 import itertools
 import json
 import sqlite3
+import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -16,22 +18,17 @@ from tests.conftest import run_cli
 from tests.test_supervisor import SCRIPTED, make_corpus, scripted_args
 
 
-def run_on_one_gpu(tmp_path: Path, engines: int, *options: str) -> tuple[Path, dict, int]:
+def run_on_one_gpu(
+    tmp_path: Path, engines: int, *options: str, timeout: float = 300
+) -> tuple[Path, dict[str, Any], subprocess.CompletedProcess[str]]:
+    """`ocrfleet run` with the scripted engine, K engines on "GPU 0": output, summary, process."""
     out = tmp_path / "out"
     result = run_cli(
-        "run",
-        str(tmp_path / "in"),
-        "-o",
-        str(out),
-        *SCRIPTED,
-        "--gpus",
-        "0",
-        "--engines-per-gpu",
-        str(engines),
-        *options,
-    )
+        "run", str(tmp_path / "in"), "-o", str(out), *SCRIPTED, "--gpus", "0",
+        "--engines-per-gpu", str(engines), *options, timeout=timeout,
+    )  # fmt: skip
     summary = json.loads((out / "run-summary.json").read_text("utf-8"))
-    return out, summary, result.returncode
+    return out, summary, result
 
 
 def worker_start_times(out: Path) -> list[float]:
@@ -42,7 +39,7 @@ def worker_start_times(out: Path) -> list[float]:
 @pytest.mark.slow
 def test_engines_on_one_gpu_start_one_after_another_and_all_get_pages(tmp_path: Path) -> None:
     total = make_corpus(tmp_path / "in", docs=3, pages=10)
-    out, summary, code = run_on_one_gpu(
+    out, summary, result = run_on_one_gpu(
         tmp_path,
         3,
         "--batch-pages",
@@ -50,7 +47,7 @@ def test_engines_on_one_gpu_start_one_after_another_and_all_get_pages(tmp_path: 
         # 30 s of pages for one engine alone; the third is ready ~5 s after the first.
         *scripted_args(start_seconds=1.5, delay=1.0, concurrency=1),
     )
-    assert code == 0
+    assert result.returncode == 0, result.stderr
     starts = worker_start_times(out)
     # Each engine process starts only once its neighbour's engine is ready (1.5 s to start).
     assert len(starts) == 3 and all(b - a >= 1.4 for a, b in itertools.pairwise(starts)), starts
@@ -62,7 +59,7 @@ def test_engines_on_one_gpu_start_one_after_another_and_all_get_pages(tmp_path: 
 @pytest.mark.slow
 def test_a_slot_that_fails_at_start_restarts_and_still_gets_its_share(tmp_path: Path) -> None:
     total = make_corpus(tmp_path / "in", docs=3, pages=12)
-    _, summary, code = run_on_one_gpu(
+    _, summary, result = run_on_one_gpu(
         tmp_path,
         3,
         "--batch-pages",
@@ -73,7 +70,7 @@ def test_a_slot_that_fails_at_start_restarts_and_still_gets_its_share(tmp_path: 
             fail_first_starts={"dir": str(tmp_path / "starts"), "count": 1},
         ),
     )
-    assert code == 0
+    assert result.returncode == 0, result.stderr
     pages = [w["pages"] for w in summary["workers"]]
     assert sum(pages) == total and min(pages) > 0, pages  # the restarted slot did pages too
     assert sorted(w["restarts"] for w in summary["workers"]) == [0, 0, 1]
@@ -85,29 +82,15 @@ def test_a_slot_given_up_at_start_is_reported_and_the_others_do_every_page(
     tmp_path: Path,
 ) -> None:
     total = make_corpus(tmp_path / "in", docs=2, pages=10)
-    out = tmp_path / "out"
-    result = run_cli(
-        "run",
-        str(tmp_path / "in"),
-        "-o",
-        str(out),
-        *SCRIPTED,
-        "--gpus",
-        "0",
-        "--engines-per-gpu",
-        "2",
-        "--max-worker-restarts",
-        "0",
-        "--batch-pages",
-        "1000",
+    _, summary, result = run_on_one_gpu(
+        tmp_path, 2, "--max-worker-restarts", "0", "--batch-pages", "1000",
         *scripted_args(
             delay=0.02,
             concurrency=1,
             fail_first_starts={"dir": str(tmp_path / "starts"), "count": 1},
         ),
-    )
+    )  # fmt: skip
     assert result.returncode == 0, result.stderr
-    summary = json.loads((out / "run-summary.json").read_text("utf-8"))
     dead = [w for w in summary["workers"] if w["gave_up"]]
     live = [w for w in summary["workers"] if not w["gave_up"]]
     assert len(dead) == 1 and not dead[0]["engine_ready"] and dead[0]["pages"] == 0
@@ -119,23 +102,12 @@ def test_a_slot_given_up_at_start_is_reported_and_the_others_do_every_page(
 @pytest.mark.slow
 def test_engines_still_starting_when_every_page_is_done_are_stopped(tmp_path: Path) -> None:
     total = make_corpus(tmp_path / "in", docs=1, pages=4)
-    out = tmp_path / "out"
     # The first engine is ready at once (the others would take 120 s) and does every page.
-    result = run_cli(
-        "run",
-        str(tmp_path / "in"),
-        "-o",
-        str(out),
-        *SCRIPTED,
-        "--gpus",
-        "0",
-        "--engines-per-gpu",
-        "3",
-        *scripted_args(stagger={"dir": str(tmp_path / "ready"), "seconds": 120}),
+    out, summary, result = run_on_one_gpu(
+        tmp_path, 3, *scripted_args(stagger={"dir": str(tmp_path / "ready"), "seconds": 120}),
         timeout=60,
-    )
+    )  # fmt: skip
     assert result.returncode == 0, result.stderr
-    summary = json.loads((out / "run-summary.json").read_text("utf-8"))
     assert [w["pages"] for w in summary["workers"]] == [total, 0, 0]
     assert [w["engine_ready"] for w in summary["workers"]] == [True, False, False]
     assert all(w["start_error"] is None and not w["gave_up"] for w in summary["workers"])
