@@ -227,7 +227,8 @@ def test_a_worker_that_cannot_start_is_given_up_after_the_cap(tmp_path: Path) ->
 
 
 def test_a_workers_pages_per_second_runs_from_its_engine_ready() -> None:
-    from ocrfleet.supervisor import SlotState, WorkerSpec
+    from ocrfleet.engine_slots import WorkerSpec
+    from ocrfleet.supervisor import SlotState
 
     # A GPU engine's first batch of pages lands together, 10 s after the engine was ready.
     state = SlotState(WorkerSpec(slot=0, gpus=(0,), render_workers=2), ready_at=100.0)

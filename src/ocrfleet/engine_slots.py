@@ -1,4 +1,5 @@
-"""How many vLLM engines share one GPU (`--engines-per-gpu auto`, the default).
+"""The engine slots of a run (`plan_workers`), and how many vLLM engines share one GPU
+(`--engines-per-gpu auto`, the default).
 
 One DeepSeek-OCR engine cannot keep a fast GPU busy: its EngineCore process is bound by one
 CPU thread (half of it in the vision encoder path), so a second and third engine on the same
@@ -30,6 +31,8 @@ import subprocess
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
+
+from .config import RunConfig
 
 GIB = 1 << 30
 DEEPSEEK_OCR_WEIGHT_BYTES = 6_670_000_000
@@ -152,3 +155,43 @@ def available_cores() -> int:
         return len(os.sched_getaffinity(0))
     except OSError:
         return os.cpu_count() or 1
+
+
+@dataclass(frozen=True)
+class WorkerSpec:
+    slot: int
+    gpus: tuple[int, ...]  # empty: CPU worker
+    render_workers: int
+    memory_fraction: float | None = None
+    # An explicit KV budget (vLLM kv_cache_memory_bytes): no memory profiling, so engines
+    # sharing the GPU may start at once.
+    kv_cache_bytes: int | None = None
+
+    @property
+    def label(self) -> str:
+        return f"gpu{','.join(map(str, self.gpus))}" if self.gpus else f"cpu{self.slot}"
+
+
+def plan_workers(
+    config: RunConfig, cpu_count: int, kv_cache_bytes: int | None = None
+) -> list[WorkerSpec]:
+    """Slots: one engine per GPU (× engines-per-gpu), or --workers CPU workers."""
+    count = config.worker_count
+    # Render capacity follows the CPU count, split between engines; past 16 processes per
+    # engine, more only costs memory (a GPU engine consumes 10–40 pages/s).
+    render = config.render_workers or max(1, min(16, cpu_count // max(1, count)))
+    if not config.gpus:
+        return [WorkerSpec(slot, (), render) for slot in range(count)]
+    tp = config.engine.tensor_parallel_size
+    specs: list[WorkerSpec] = []
+    if tp > 1:
+        groups = [config.gpus[i : i + tp] for i in range(0, len(config.gpus), tp)]
+        for slot, group in enumerate(g for g in groups if len(g) == tp):
+            specs.append(WorkerSpec(slot, tuple(group), render))
+        return specs
+    per_gpu = config.engines_per_gpu or 1
+    fraction = config.engine.gpu_memory_utilization / per_gpu
+    for gpu in config.gpus:
+        for _ in range(per_gpu):
+            specs.append(WorkerSpec(len(specs), (gpu,), render, fraction, kv_cache_bytes))
+    return specs

@@ -34,6 +34,7 @@ from .engine_slots import (
     choose_engines_per_gpu,
     gpu_inventory,
     model_weight_bytes,
+    plan_workers,
 )
 from .errors import ConfigError
 from .filemode import apply_to_ledger
@@ -51,7 +52,7 @@ from .resolve import resolve_run_config
 from .run_history import last_run_with_pages, run_history_path
 from .setup_checks import check_run_setup
 from .storage import OutputSync, is_remote, stage_inputs
-from .supervisor import SlotState, Supervisor, plan_workers
+from .supervisor import SlotState, Supervisor
 from .telemetry import Progress, RunStats
 from .writers import OutputLayout, assemble_document, write_json
 

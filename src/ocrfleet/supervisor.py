@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 from .config import RunConfig
 from .diskfull import EXIT_DISK_FULL, DiskFull, LogFileHandler, is_disk_full
 from .diskfull import detail as disk_full_detail
+from .engine_slots import WorkerSpec
 from .engines import create_engine
 from .errors import EngineDead
 from .gpu_telemetry import start_gpu_sampler
@@ -58,48 +59,8 @@ RESTART_BACKOFF_CAP = 60.0
 ENGINE_START_GRACE = 1800.0
 
 
-@dataclass(frozen=True)
-class WorkerSpec:
-    slot: int
-    gpus: tuple[int, ...]  # empty: CPU worker
-    render_workers: int
-    memory_fraction: float | None = None
-    # An explicit KV budget (vLLM kv_cache_memory_bytes): no memory profiling, so engines
-    # sharing the GPU may start at once.
-    kv_cache_bytes: int | None = None
-
-    @property
-    def label(self) -> str:
-        return f"gpu{','.join(map(str, self.gpus))}" if self.gpus else f"cpu{self.slot}"
-
-
 def worker_id(slot: int, pid: int) -> str:
     return f"{socket.gethostname()}:{pid}:{slot}"
-
-
-def plan_workers(
-    config: RunConfig, cpu_count: int, kv_cache_bytes: int | None = None
-) -> list[WorkerSpec]:
-    """Slots: one engine per GPU (× engines-per-gpu), or --workers CPU workers."""
-    count = config.worker_count
-    # Render capacity follows the CPU count, split between engines; past 16 processes per
-    # engine, more only costs memory (a GPU engine consumes 10–40 pages/s).
-    render = config.render_workers or max(1, min(16, cpu_count // max(1, count)))
-    if not config.gpus:
-        return [WorkerSpec(slot, (), render) for slot in range(count)]
-    tp = config.engine.tensor_parallel_size
-    specs: list[WorkerSpec] = []
-    if tp > 1:
-        groups = [config.gpus[i : i + tp] for i in range(0, len(config.gpus), tp)]
-        for slot, group in enumerate(g for g in groups if len(g) == tp):
-            specs.append(WorkerSpec(slot, tuple(group), render))
-        return specs
-    per_gpu = config.engines_per_gpu or 1
-    fraction = config.engine.gpu_memory_utilization / per_gpu
-    for gpu in config.gpus:
-        for _ in range(per_gpu):
-            specs.append(WorkerSpec(len(specs), (gpu,), render, fraction, kv_cache_bytes))
-    return specs
 
 
 # ---- the worker process -------------------------------------------------------------------
