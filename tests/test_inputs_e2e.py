@@ -9,6 +9,7 @@ import json
 import os
 import shutil
 import sqlite3
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -201,6 +202,18 @@ def test_reused_output_names_never_wedge_the_output_dir(tmp_path: Path) -> None:
 # ---- A2: a PDF rewritten during the run -----------------------------------------------------
 
 
+def _run_rewriting(
+    root: Path, out: Path, extra: dict[str, object]
+) -> subprocess.CompletedProcess[str]:
+    """`ocrfleet run` with the engine that rewrites its input mid-run (tests/rewriter.py),
+    two pages in flight and one render process, so the rewrite lands between pages."""
+    args = [arg for k, v in extra.items() for arg in ("--vllm-arg", f"{k}={json.dumps(v)}")]
+    return run_cli(
+        "run", str(root), "-o", str(out), "--engine", "tests.rewriter:rewriting",
+        "--batch-pages", "2", "--render-workers", "1", *args,
+    )  # fmt: skip
+
+
 @pytest.mark.parametrize(
     ("chunks", "keep_mtime"),
     # 12: a slow copy, still going when detected; keep_mtime: `cp -p` of a file of the same
@@ -225,20 +238,7 @@ def test_a_pdf_rewritten_during_the_run_is_replanned(
         "pause": 0.05,
         "keep_mtime": keep_mtime,
     }
-    args = [arg for k, v in extra.items() for arg in ("--vllm-arg", f"{k}={json.dumps(v)}")]
-    result = run_cli(
-        "run",
-        str(root),
-        "-o",
-        str(out),
-        "--engine",
-        "tests.rewriter:rewriting",
-        "--batch-pages",
-        "2",
-        "--render-workers",
-        "1",
-        *args,
-    )
+    result = _run_rewriting(root, out, extra)
     assert result.returncode == 0, result.stderr
     assert "changed during the run" in _text(out / "logs" / "worker-0.log")
     records = [r for r in read_records(out) if r["source"] == str(root / "doc.pdf")]
@@ -261,11 +261,7 @@ def test_a_rewritten_pdf_whose_copy_still_has_the_old_bytes_loses_nothing(tmp_pa
     new = samples.text_pdf(tmp_path / "new.pdf", [f"new page {i}" for i in range(1, 13)])
     out = tmp_path / "out"
     extra = {"target": str(target), "replacement": str(new), "at_page": 3}
-    args = [arg for k, v in extra.items() for arg in ("--vllm-arg", f"{k}={json.dumps(v)}")]
-    result = run_cli(
-        "run", str(root), "-o", str(out), "--engine", "tests.rewriter:rewriting",
-        "--batch-pages", "2", "--render-workers", "1", *args,
-    )  # fmt: skip
+    result = _run_rewriting(root, out, extra)
     assert result.returncode == 0, result.stderr
     by_source: dict[str, list[dict[str, object]]] = {}
     for record in read_records(out):
@@ -396,20 +392,7 @@ def test_a_touched_pdf_keeps_its_pages(tmp_path: Path) -> None:
     shutil.copyfile(target, same)  # rewritten with its own bytes: new mtime, same content
     out = tmp_path / "out"
     extra = {"target": str(target), "replacement": str(same), "at_page": 2}
-    args = [arg for k, v in extra.items() for arg in ("--vllm-arg", f"{k}={json.dumps(v)}")]
-    result = run_cli(
-        "run",
-        str(root),
-        "-o",
-        str(out),
-        "--engine",
-        "tests.rewriter:rewriting",
-        "--batch-pages",
-        "2",
-        "--render-workers",
-        "1",
-        *args,
-    )
+    result = _run_rewriting(root, out, extra)
     assert result.returncode == 0, result.stderr
     assert "changed during the run" not in _text(out / "logs" / "worker-0.log")
     records = read_records(out)
