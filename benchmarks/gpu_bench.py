@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import hashlib
 import json
 import os
 import statistics
@@ -319,6 +320,18 @@ def run_ocrfleet(args: argparse.Namespace, extra: list[str]) -> dict[str, Any]:
             sum(w["pages_per_second"] for w in summary["workers"]), 4
         ),
         "statuses": summary["pages"],
+        # Per page, a digest of its text: two runs of one checkpoint (dummy weights are seeded)
+        # that differ only in an engine setting must give the same text page by page.
+        "text_digests": text_digests(records),
+    }
+
+
+def text_digests(records: list[dict[str, Any]]) -> dict[str, str]:
+    return {
+        f"{r.get('doc_id')}#{r.get('page')}": hashlib.sha256(
+            str(r.get("text", "")).encode("utf-8")
+        ).hexdigest()[:16]
+        for r in records
     }
 
 

@@ -12,6 +12,10 @@
 #   bash benchmarks/gpu_suite.sh engines2         # 2 GPUs: recipe, ocrfleet with 2 engines/GPU
 #   bash benchmarks/gpu_suite.sh engines-recipe   # 1 GPU: the recipe alone, then …
 #   bash benchmarks/gpu_suite.sh engines-ocrfleet # … ocrfleet with its defaults alone
+#   TOKENS=512 bash benchmarks/gpu_suite.sh same-call  # 1 GPU: recipe alone, then ocrfleet's defaults alone
+#   bash benchmarks/gpu_suite.sh graphs-off       # 1 GPU: ocrfleet's defaults without encoder CUDA graphs
+#   bash benchmarks/gpu_suite.sh modes            # 1 GPU: ocrfleet's defaults in tiny/small/base/large
+#   PROFILE_SECONDS=15 …                          # py-spy each engine core once the GPU is busy
 #   DRY_RUN=1 bash benchmarks/gpu_suite.sh phase1 # print the jobs only
 #
 # Jobs of a phase run at once, each on its own GPU(s) (CUDA_VISIBLE_DEVICES), each with its own
@@ -67,6 +71,24 @@ bench() {  # bench NAME GPUS CACHE recipe|ocrfleet TOKENS [extra args]
   job "$name" "$gpus" "$cache" python3 benchmarks/gpu_bench.py "$variant" --pdf "$PDF" \
     --model "$MODEL" --pages "${JOB_PAGES:-$PAGES}" --tokens "$tokens" --label "$name" \
     --json "$WORK/parts/$name.json" "$@"
+}
+
+profile_when_busy() {  # NAME: py-spy (raw stacks) every engine core once the GPU is busy
+  [[ -n "${PROFILE_SECONDS:-}" && -z "${DRY_RUN:-}" ]] || return 0
+  local name="$1"
+  (
+    for _ in $(seq 1 200); do
+      u=$(nvidia-smi --query-gpu=utilization.gpu --format=csv,noheader,nounits -i 0 | head -1)
+      [[ "${u:-0}" -ge 40 ]] && break
+      sleep 2
+    done
+    sleep 5
+    for pid in $(pgrep -f 'VLLM::EngineCore'); do
+      "${SITE:-/tmp/site}/bin/py-spy" record --nonblocking -d "$PROFILE_SECONDS" -r 100 -f raw \
+        -o "$OUT/profile-$name-$pid.txt" --pid "$pid" >"$OUT/profile-$name-$pid.log" 2>&1 &
+    done
+    wait
+  ) &
 }
 
 finish() {  # wait for every job; gather results and log tails into $OUT
@@ -178,6 +200,32 @@ PY
       JOB_PAGES="${OCRFLEET_PAGES:-$PAGES}" bench ocrfleet-512-defaults 0 ocrfleet-a ocrfleet 512 --kv-cache-dtype fp8
     fi
     finish
+    ;;
+  same-call)
+    # Issue 12's protocol: one GPU, one device call, each job alone on the host: the recipe,
+    # then ocrfleet with its defaults, TOKENS output tokens a page.
+    t="${TOKENS:-512}"
+    bench "recipe-$t" 0 recipe-a recipe "$t"
+    finish || exit 1
+    JOB_PAGES="${OCRFLEET_PAGES:-1024}" bench "ocrfleet-$t-defaults" 0 ocrfleet-a ocrfleet "$t" --kv-cache-dtype fp8
+    profile_when_busy "ocrfleet-$t-defaults"
+    finish
+    wait
+    ;;
+  graphs-off)
+    # ocrfleet's defaults with vLLM's default compilation settings: no encoder CUDA graphs.
+    JOB_PAGES="${OCRFLEET_PAGES:-1024}" bench ocrfleet-512-no-encoder-graphs 0 ocrfleet-a ocrfleet 512 \
+      --kv-cache-dtype fp8 -- --vllm-arg 'compilation_config={}'
+    profile_when_busy ocrfleet-512-no-encoder-graphs
+    finish
+    wait
+    ;;
+  modes)
+    # The resolution modes with ocrfleet's defaults, one after another (Gundam: same-call).
+    for m in ${MODES:-tiny small base large}; do
+      JOB_PAGES="${MODE_PAGES:-256}" bench "mode-$m" 0 ocrfleet-a ocrfleet 512 --kv-cache-dtype fp8 -- --resolution "$m"
+      finish || exit 1
+    done
     ;;
   scaling)
     # One job at a time, so no other engine shares the host's CPUs (phase3 of 2026-11-27 ran

@@ -7,7 +7,9 @@ from vLLM's DeepseekOCRForCausalLM in three places only:
 - a packed page (packing.py, prepared in a render process) skips all pixel work in the
   frontend: its uint8 arrays become the model inputs as they are;
 - the model normalises uint8 inputs on its own device ((x/255 − 0.5)/0.5, as ToTensor and
-  Normalize do on the CPU), then casts to the model dtype, as the frontend cast would have.
+  Normalize do on the CPU), then casts to the model dtype, as the frontend cast would have —
+  on every path into the vision encoder, vLLM's encoder CUDA graphs included (their replay
+  copies the inputs into float buffers: unnormalised uint8 would be cast silently).
 """
 
 from __future__ import annotations
@@ -154,6 +156,9 @@ class OcrfleetMultiModalProcessor(DeepseekOCRMultiModalProcessor):  # type: igno
         ]
 
 
+PIXEL_KEYS = ("pixel_values", "images_crop")
+
+
 def _normalise(value: Any, dtype: torch.dtype) -> Any:
     """uint8 pixels → DeepSeek's normalised floats, on whatever device they arrived on."""
     if isinstance(value, torch.Tensor):
@@ -171,9 +176,28 @@ def _normalise(value: Any, dtype: torch.dtype) -> Any:
     dummy_inputs=DeepseekOCRDummyInputsBuilder,
 )
 class OcrfleetDeepseekOCR(DeepseekOCRForCausalLM):  # type: ignore[misc]
-    def _parse_and_validate_image_input(self, **kwargs: object) -> Any:
+    def _normalised(self, mm_kwargs: Mapping[str, Any]) -> dict[str, Any]:
         dtype = self.model_config.dtype
-        for key in ("pixel_values", "images_crop"):
-            if key in kwargs:
-                kwargs[key] = _normalise(kwargs[key], dtype)
-        return super()._parse_and_validate_image_input(**kwargs)
+        return {
+            key: _normalise(value, dtype) if key in PIXEL_KEYS else value
+            for key, value in mm_kwargs.items()
+        }
+
+    def _parse_and_validate_image_input(self, **kwargs: object) -> Any:
+        return super()._parse_and_validate_image_input(**self._normalised(kwargs))
+
+    # The encoder CUDA graph paths (vLLM ≥ 0.26, compilation_config.cudagraph_mm_encoder)
+    # take the batch's raw inputs, not _parse_and_validate_image_input's.
+    def prepare_encoder_cudagraph_replay_buffers(
+        self,
+        mm_kwargs: dict[str, Any],
+        max_batch_size: int,
+        max_frames_per_batch: int,
+        path: str = "default",
+    ) -> Any:
+        return super().prepare_encoder_cudagraph_replay_buffers(
+            self._normalised(mm_kwargs), max_batch_size, max_frames_per_batch, path
+        )
+
+    def encoder_eager_forward(self, mm_kwargs: dict[str, Any], path: str = "default") -> Any:
+        return super().encoder_eager_forward(self._normalised(mm_kwargs), path)
