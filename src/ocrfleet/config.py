@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from .deepseek.prompts import PROMPTS
 from .errors import ConfigError
 
 # "vllm", "text", "tesseract", "auto" (route each page: text layer or OCR engine), or
@@ -22,10 +23,6 @@ PromptName = Literal["markdown", "free"]
 Resolution = Literal["tiny", "small", "base", "large", "gundam"]
 NGramImpl = Literal["batched", "per-request", "off"]
 
-PROMPTS: dict[str, str] = {
-    "markdown": "<image>\n<|grounding|>Convert the document to markdown.",
-    "free": "<image>\nFree OCR.",
-}
 # <td>, </td>: tables legitimately repeat these, the recipe exempts them from the n-gram ban.
 DEFAULT_NGRAM_WHITELIST: tuple[int, ...] = (128821, 128822)
 RESOLUTIONS: tuple[str, ...] = ("tiny", "small", "base", "large", "gundam")

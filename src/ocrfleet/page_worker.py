@@ -17,7 +17,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from .config import PROMPTS, RunConfig
+from .config import RunConfig
+from .deepseek.prompts import PROMPTS
 from .engines.auto import NEEDS_OCR
 from .engines.base import OcrEngine, OcrRequest, OcrResult
 from .errors import EngineDead, EngineError, LedgerError, RenderError

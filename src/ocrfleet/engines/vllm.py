@@ -16,8 +16,8 @@ from collections.abc import MutableMapping
 from typing import Any
 
 from ..config import EngineConfig
+from ..deepseek.modes import engine_overrides
 from ..errors import EngineDead, EngineError
-from ..vllm_plugin.modes import engine_overrides
 from .base import EngineNeeds, OcrRequest, OcrResult
 
 log = logging.getLogger(__name__)
