@@ -129,6 +129,7 @@ class PageWorker:
         self.on_event = on_event or (lambda _event: None)
         self.render_workers = render_workers
         self.capacity = 1  # set once the engine has started and knows its batch size
+        self.engine_started = False  # a failure before it is a failed engine start
         self._tasks: dict[asyncio.Task[None], PageKey] = {}
         self._in_engine: set[PageKey] = set()
         self._open_attempts: dict[PageKey, int] = {}
@@ -150,6 +151,7 @@ class PageWorker:
         except BaseException:
             self.pool.close()
             raise
+        self.engine_started = True
         self.capacity = pages_in_flight(self.config, self.engine, self.render_workers)
         self.on_event(
             {"kind": "engine_ready", "capacity": self.capacity, "engine": self.engine.describe()}
@@ -346,7 +348,7 @@ class PageWorker:
                 continue
             except EngineDead:
                 raise
-            except (EngineError, ValueError, RuntimeError) as exc:
+            except EngineError as exc:  # the engine failed this page; anything else: a crash
                 reason = f"engine error: {exc}"
                 self._close_attempt(key, "error", error=reason)
                 log_.errors.append(reason)

@@ -37,6 +37,9 @@ from .preflight_checks import (
 from .preflight_smoke import smoke_check, throughput_check
 from .redact import redact, secret_values
 
+# A smoke run without these cannot work: it is skipped, not attempted.
+BLOCKING_CHECKS = ("torch", "vllm", "cuda", "model")
+
 __all__ = ["Check", "PreflightOptions", "exit_code", "report", "run_preflight"]
 
 
@@ -89,7 +92,7 @@ def run_preflight(options: PreflightOptions, runner: Runner | None = None) -> li
             Check(n, True, "skipped (--skip-smoke)", None, skipped=True)
             for n in ("smoke", "throughput")
         ]
-    blocking = [c.name for c in checks if not c.ok and c.name in ("torch", "vllm", "cuda", "model")]
+    blocking = [c.name for c in checks if not c.ok and c.name in BLOCKING_CHECKS]
     if blocking:
         return checks + _skipped(
             ["smoke", "throughput"],
