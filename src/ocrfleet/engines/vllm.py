@@ -121,7 +121,6 @@ class VllmEngine:
 
     def __init__(self, config: EngineConfig) -> None:
         self.config = config
-        self.started = False
         self._llm: Any = None
         self._max_num_seqs = config.max_num_seqs or 256
         self._versions: dict[str, str] = {}
@@ -163,7 +162,6 @@ class VllmEngine:
         scheduler = self._llm.vllm_config.scheduler_config
         self._max_num_seqs = int(scheduler.max_num_seqs)
         self._versions = {"vllm": vllm.__version__, "torch": torch.__version__}
-        self.started = True
         log.info(
             "vLLM engine ready in %.1f s (max_num_seqs %d, n-gram processor %s)",
             time.monotonic() - began,
