@@ -140,3 +140,19 @@ def test_an_exception_other_than_engine_error_is_an_engine_crash_not_a_page_fail
         asyncio.run(worker.run())
     assert ledger.counts().pages["failed"] == 0
     ledger.close()
+
+
+def test_engine_names_are_checked_when_the_config_is_made(tmp_path: Path) -> None:
+    from ocrfleet.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="unknown OCR engine 'vlm'"):
+        EngineConfig(name="auto", ocr_engine="vlm")
+    with pytest.raises(ConfigError, match="--ocr-engine vllm applies to --engine auto only"):
+        EngineConfig(name="text", ocr_engine="vllm")
+
+    def ocr_capable(name: str, ocr_engine: str = "default") -> bool:
+        engine = EngineConfig(name=name, ocr_engine=ocr_engine)
+        return RunConfig(inputs=("x.pdf",), output_dir=tmp_path, engine=engine).ocr_capable
+
+    assert not ocr_capable("text") and not ocr_capable("auto", "none")
+    assert ocr_capable("auto", "tesseract") and ocr_capable("vllm") and ocr_capable("x:y")
