@@ -47,13 +47,13 @@ def main() -> None:
     from vllm.transformers_utils.processors.deepseek_ocr import DeepseekOCRProcessor
 
     import vllm
+    from ocrfleet.deepseek.modes import MODES
+    from ocrfleet.deepseek.packing import pack_page
     from ocrfleet.page import RenderRequest, RenderSettings
     from ocrfleet.render import DocumentCache, render_page
     from ocrfleet.testing import samples
     from ocrfleet.testing.checkpoint import write_checkpoint
     from ocrfleet.vllm_plugin.model import OcrfleetDeepseekOCRProcessor
-    from ocrfleet.vllm_plugin.modes import MODES
-    from ocrfleet.vllm_plugin.packing import pack_page
 
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)

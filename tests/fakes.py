@@ -45,6 +45,8 @@ class ScriptedEngine:
         self._running = asyncio.Semaphore(self.concurrency)
         self.calls: defaultdict[tuple[str, int], int] = defaultdict(int)
         self.started = False
+        self.gpu_memory_utilization = config.gpu_memory_utilization
+        self.kv_cache_memory_bytes = config.extra_args.get("kv_cache_memory_bytes")
 
     @property
     def needs(self) -> EngineNeeds:
@@ -135,7 +137,12 @@ class ScriptedEngine:
         return None
 
     def describe(self) -> dict[str, Any]:
-        return {"engine": "scripted"}
+        # Its share of the GPU, as the worker's per-slot config gave it (tests read it back).
+        return {
+            "engine": "scripted",
+            "gpu_memory_utilization": self.gpu_memory_utilization,
+            "kv_cache_memory_bytes": self.kv_cache_memory_bytes,
+        }
 
 
 def scripted(config: EngineConfig) -> ScriptedEngine:

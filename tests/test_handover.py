@@ -177,7 +177,7 @@ def test_sweep_orphans_removes_only_pages_of_dead_workers(tmp_path: Path) -> Non
 def test_prepared_arrays_share_buffers_too_and_held_ones_stay_intact(tmp_path: Path) -> None:
     """The engine-ready array a render process prepares (10.5 MB a Gundam page) is copied
     into a shared buffer when one is free, else a file; held pages keep theirs."""
-    from ocrfleet.vllm_plugin.packing import pack_page
+    from ocrfleet.deepseek.packing import pack_page
 
     pdf = samples.realistic_pdf(tmp_path / "r.pdf", 3)
     before = _leftovers()

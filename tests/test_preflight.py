@@ -16,17 +16,13 @@ from typing import Any
 
 import pytest
 
-from ocrfleet.preflight import (
+from ocrfleet.preflight import Check, PreflightOptions, exit_code, report, run_preflight
+from ocrfleet.preflight_checks import (
     CHECK_NAMES,
     NVIDIA_SMI_QUERY,
-    Check,
-    PreflightOptions,
     check_gpus,
     check_model,
-    exit_code,
     parse_nvidia_smi,
-    report,
-    run_preflight,
 )
 
 DATA = Path(__file__).parent / "data" / "nvidia-smi"
@@ -358,7 +354,7 @@ def test_report_text_and_json(options: PreflightOptions, monkeypatch: pytest.Mon
 def test_the_smoke_run_forces_the_vllm_engine(tmp_path: Path) -> None:
     """The smoke page is born-digital: under the default auto engine it would never reach the
     GPU, and the smoke test would prove nothing about vLLM."""
-    from ocrfleet.preflight import smoke_command
+    from ocrfleet.preflight_smoke import smoke_command
 
     cmd = smoke_command(tmp_path / "p.pdf", tmp_path / "run", "model", 60.0, fp8=True)
     assert cmd[cmd.index("--engine") + 1] == "vllm"

@@ -6,7 +6,8 @@ from __future__ import annotations
 import pytest
 
 from ocrfleet.cuda_driver import check_driver_for_cuda
-from ocrfleet.preflight import CHECK_NAMES, PreflightOptions, exit_code, report, run_preflight
+from ocrfleet.preflight import PreflightOptions, exit_code, report, run_preflight
+from ocrfleet.preflight_checks import CHECK_NAMES
 from tests.conftest import run_cli
 
 

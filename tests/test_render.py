@@ -170,7 +170,7 @@ def test_ink_ratio_sees_small_marks() -> None:
 
 def test_pool_runs_the_engine_preparer_in_the_render_process(tmp_path: Path) -> None:
     """DeepSeek-OCR's resize/pad/tile happens in the render process; arrays arrive intact."""
-    from ocrfleet.vllm_plugin.packing import pack_page, unpack
+    from ocrfleet.deepseek.packing import pack_page, unpack
 
     pdf = samples.text_pdf(tmp_path / "p.pdf", [samples.paragraph(0)])
 

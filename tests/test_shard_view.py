@@ -149,14 +149,14 @@ def test_a_shard_asks_for_the_largest_node_or_says_what_to_give() -> None:
         {"Alive": True, "Resources": {"CPU": 48.0, "GPU": 4.0}},
         {"Alive": False, "Resources": {"CPU": 96.0, "GPU": 8.0}},
     ]
-    assert shard_size(RayOptions(), "vllm", nodes) == 4.0
-    assert shard_size(RayOptions(gpus_per_shard=2), "vllm", nodes) == 2.0
+    assert shard_size(RayOptions(), True, nodes) == 4.0
+    assert shard_size(RayOptions(gpus_per_shard=2), True, nodes) == 2.0
     # The text engine needs no GPU: on a CPU cluster a shard asks for CPU only.
-    assert shard_size(RayOptions(), "text", nodes[:1]) == 0.0
+    assert shard_size(RayOptions(), False, nodes[:1]) == 0.0
     with pytest.raises(ConfigError, match="--gpus-per-shard"):
-        shard_size(RayOptions(), "vllm", nodes[:1])  # no GPU node up yet (autoscaling)
+        shard_size(RayOptions(), True, nodes[:1])  # no GPU node up yet (autoscaling)
     with pytest.raises(ConfigError, match="ocr_slot"):
-        shard_size(RayOptions(resource="ocr_slot"), "text", nodes)
+        shard_size(RayOptions(resource="ocr_slot"), False, nodes)
 
 
 def test_ray_runs_every_shard_so_a_shard_index_is_refused(tmp_path: Path) -> None:

@@ -12,6 +12,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from .deepseek.prompts import PROMPTS
+from .engines.names import can_ocr, names_problem
 from .errors import ConfigError
 
 # "vllm", "text", "tesseract", "auto" (route each page: text layer or OCR engine), or
@@ -22,14 +24,9 @@ PromptName = Literal["markdown", "free"]
 Resolution = Literal["tiny", "small", "base", "large", "gundam"]
 NGramImpl = Literal["batched", "per-request", "off"]
 
-PROMPTS: dict[str, str] = {
-    "markdown": "<image>\n<|grounding|>Convert the document to markdown.",
-    "free": "<image>\nFree OCR.",
-}
 # <td>, </td>: tables legitimately repeat these, the recipe exempts them from the n-gram ban.
 DEFAULT_NGRAM_WHITELIST: tuple[int, ...] = (128821, 128822)
 RESOLUTIONS: tuple[str, ...] = ("tiny", "small", "base", "large", "gundam")
-ENGINE_NAMES: tuple[str, ...] = ("auto", "vllm", "tesseract", "text")
 
 
 @dataclass(frozen=True)
@@ -66,27 +63,15 @@ class EngineConfig:
     # With name "auto": the engine for pages routed to OCR (vllm, tesseract, none, or
     # module:factory); none leaves them as needs_ocr for a later run.
     # With name "auto": vllm, tesseract, none, or "default" (decided from the machine by
-    # resolve.resolve_ocr_engine: vLLM with a GPU and vLLM, else Tesseract, else none).
+    # auto's kind, engines/kinds.py: vLLM with a GPU and vLLM, else Tesseract, else none).
     ocr_engine: str = "default"
     # Tesseract's languages (traineddata names joined by +), e.g. ell+eng or grc+ell+eng.
     tesseract_langs: str = "ell+eng"
 
     def __post_init__(self) -> None:
-        if self.name not in ENGINE_NAMES and ":" not in self.name:
-            raise ConfigError(
-                f"unknown engine {self.name!r}: choose auto, vllm, tesseract, text, or "
-                "module:factory"
-            )
-        known = ("vllm", "tesseract", "none", "default")
-        if self.ocr_engine not in known and ":" not in self.ocr_engine:
-            raise ConfigError(
-                f"unknown OCR engine {self.ocr_engine!r}: choose vllm, tesseract or none"
-            )
-        if self.name != "auto" and self.ocr_engine not in ("default", "none"):
-            raise ConfigError(
-                f"--ocr-engine {self.ocr_engine} applies to --engine auto only (--engine "
-                f"{self.name} runs every page through itself)"
-            )
+        problem = names_problem(self.name, self.ocr_engine)
+        if problem is not None:
+            raise ConfigError(problem)
         if not self.tesseract_langs or not all(self.tesseract_langs.split("+")):
             raise ConfigError("--tesseract-langs takes names joined by +, e.g. ell+eng")
         if not 0.05 <= self.gpu_memory_utilization <= 0.99:
@@ -164,9 +149,7 @@ class RunConfig:
     @property
     def ocr_capable(self) -> bool:
         """This run can OCR: needs_ocr pages left by an earlier run are redone."""
-        if self.engine.name == "auto":
-            return self.engine.ocr_engine != "none"
-        return self.engine.name != "text"
+        return can_ocr(self.engine.name, self.engine.ocr_engine)
 
     @property
     def staging_dir(self) -> Path:

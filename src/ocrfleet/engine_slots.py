@@ -162,7 +162,9 @@ class WorkerSpec:
     slot: int
     gpus: tuple[int, ...]  # empty: CPU worker
     render_workers: int
-    memory_fraction: float | None = None
+    # Engines sharing this slot's one GPU (their memory is split by the engine's kind); None
+    # for a CPU slot and for one engine over a tensor-parallel group.
+    engines_on_gpu: int | None = None
     # An explicit KV budget (vLLM kv_cache_memory_bytes): no memory profiling, so engines
     # sharing the GPU may start at once.
     kv_cache_bytes: int | None = None
@@ -190,8 +192,7 @@ def plan_workers(
             specs.append(WorkerSpec(slot, tuple(group), render))
         return specs
     per_gpu = config.engines_per_gpu or 1
-    fraction = config.engine.gpu_memory_utilization / per_gpu
     for gpu in config.gpus:
         for _ in range(per_gpu):
-            specs.append(WorkerSpec(len(specs), (gpu,), render, fraction, kv_cache_bytes))
+            specs.append(WorkerSpec(len(specs), (gpu,), render, per_gpu, kv_cache_bytes))
     return specs

@@ -50,7 +50,10 @@ class RenderTimeout(RenderError):
 
 
 class EngineError(OcrfleetError):
-    """The engine failed one request; the page may be retried."""
+    """The engine failed one request; the page may be retried.
+
+    The one way an engine fails a page: any other exception from `OcrEngine.ocr` is taken
+    as an engine crash (the worker restarts, the pages in flight count a crash)."""
 
 
 class EngineDead(EngineError):

@@ -13,6 +13,7 @@ import json
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from .engines.names import runs_model
 from .errors import ConfigError
 from .writers import document_markdown
 
@@ -142,7 +143,7 @@ def _ledger_label(source: LedgerSource) -> str:
 
 def _model(doc: DocMeta) -> str | None:
     """The model only when a page really went through it (a text-layer page used none)."""
-    if doc.run is None or not any(p.engine == "vllm" for p in doc.page_meta):
+    if doc.run is None or not any(runs_model(p.engine) for p in doc.page_meta):
         return None
     return doc.run.model
 

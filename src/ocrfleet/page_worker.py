@@ -17,7 +17,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from .config import PROMPTS, RunConfig
+from .config import RunConfig
+from .deepseek.prompts import PROMPTS
 from .engines.auto import NEEDS_OCR
 from .engines.base import OcrEngine, OcrRequest, OcrResult
 from .errors import EngineDead, EngineError, LedgerError, RenderError
@@ -128,6 +129,7 @@ class PageWorker:
         self.on_event = on_event or (lambda _event: None)
         self.render_workers = render_workers
         self.capacity = 1  # set once the engine has started and knows its batch size
+        self.engine_started = False  # a failure before it is a failed engine start
         self._tasks: dict[asyncio.Task[None], PageKey] = {}
         self._in_engine: set[PageKey] = set()
         self._open_attempts: dict[PageKey, int] = {}
@@ -149,6 +151,7 @@ class PageWorker:
         except BaseException:
             self.pool.close()
             raise
+        self.engine_started = True
         self.capacity = pages_in_flight(self.config, self.engine, self.render_workers)
         self.on_event(
             {"kind": "engine_ready", "capacity": self.capacity, "engine": self.engine.describe()}
@@ -345,7 +348,7 @@ class PageWorker:
                 continue
             except EngineDead:
                 raise
-            except (EngineError, ValueError, RuntimeError) as exc:
+            except EngineError as exc:  # the engine failed this page; anything else: a crash
                 reason = f"engine error: {exc}"
                 self._close_attempt(key, "error", error=reason)
                 log_.errors.append(reason)

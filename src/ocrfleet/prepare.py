@@ -19,8 +19,8 @@ def load_preparer(name: str) -> Preparer:
     """`deepseek-ocr:<resolution>`: DeepSeek-OCR's resize/pad/tile, packed as uint8."""
     kind, _, arg = name.partition(":")
     if kind == "deepseek-ocr":
-        from .vllm_plugin.modes import mode
-        from .vllm_plugin.packing import pack_page
+        from .deepseek.modes import mode
+        from .deepseek.packing import pack_page
 
         mode(arg)  # fail at load, not on the first page
 

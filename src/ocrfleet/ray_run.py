@@ -30,9 +30,9 @@ from pathlib import Path
 from typing import Any
 
 from .config import EngineConfig, RunConfig
+from .engines import engine_kind
 from .errors import ConfigError
 from .plan import ledger_path
-from .resolve import uses_vllm
 from .shard_view import (
     JOB_FILE,
     JobRate,
@@ -165,7 +165,7 @@ def run_shard(config: RunConfig, work_root: Path, board: Any) -> dict[str, Any]:
         stage = config.stage_dir or work_root / "inputs"
         config = replace(config, output_dir=work_dir, stage_dir=stage)
     gpus: tuple[int, ...] = ()
-    if may_use_vllm(config.engine):  # the shard's own GPUs, as Ray assigned them
+    if may_use_gpu(config.engine):  # the shard's own GPUs, as Ray assigned them
         gpus = tuple(int(g) for g in ray.get_gpu_ids())
     config = replace(config, gpus=gpus or config.gpus, progress=False)
     handler = _shard_log(config)
@@ -214,9 +214,9 @@ class ShardBoard:
         return dict(self.reports), {k: list(v) for k, v in self.nodes.items()}
 
 
-def may_use_vllm(engine: EngineConfig) -> bool:
+def may_use_gpu(engine: EngineConfig) -> bool:
     """vLLM, or auto whose OCR engine is vLLM or still to be decided on the shard's node."""
-    return uses_vllm(engine) or (engine.name == "auto" and engine.ocr_engine == "default")
+    return engine_kind(engine).gpu_use(engine) in ("planned", "undecided")
 
 
 def _connect(address: str) -> bool:
@@ -248,7 +248,7 @@ def _nodes() -> list[dict[str, Any]]:
     return nodes
 
 
-def shard_size(options: RayOptions, engine: str, nodes: list[dict[str, Any]]) -> float:
+def shard_size(options: RayOptions, needs_gpu: bool, nodes: list[dict[str, Any]]) -> float:
     """`--gpus-per-shard`, or the largest count of the resource one live node has."""
     if options.gpus_per_shard is not None:
         return options.gpus_per_shard
@@ -256,7 +256,7 @@ def shard_size(options: RayOptions, engine: str, nodes: list[dict[str, Any]]) ->
         (float(n["Resources"].get(options.resource, 0)) for n in nodes if n["Alive"]),
         default=0.0,
     )
-    if largest == 0 and (options.resource != "GPU" or engine == "vllm"):
+    if largest == 0 and (options.resource != "GPU" or needs_gpu):
         # An autoscaling cluster may have no GPU node up yet: asking for one starts it.
         raise ConfigError(
             f"no node of the Ray cluster has a {options.resource} yet: give "
@@ -274,8 +274,7 @@ def run_on_ray(config: RunConfig, options: RayOptions) -> RayRunResult:
     out = output_uri(config)
     started_here = _connect(options.address)
     try:
-        engine = "vllm" if may_use_vllm(config.engine) else config.engine.name
-        size = shard_size(options, engine, _nodes())
+        size = shard_size(options, may_use_gpu(config.engine), _nodes())
         resources: dict[str, Any] = {"num_cpus": options.cpus_per_shard}
         if options.resource == "GPU":
             resources["num_gpus"] = size

@@ -12,7 +12,8 @@ import os
 import sys
 from dataclasses import replace
 
-from .config import EngineConfig, RunConfig
+from .config import RunConfig
+from .engines import engine_kind
 from .setup_checks import listed_gpus
 
 
@@ -24,31 +25,18 @@ def visible_gpus() -> list[int]:
     return listed_gpus()
 
 
-def uses_vllm(engine: EngineConfig) -> bool:
-    return engine.name == "vllm" or (engine.name == "auto" and engine.ocr_engine == "vllm")
-
-
-def resolve_ocr_engine(engine: EngineConfig, gpus: tuple[int, ...]) -> EngineConfig:
-    """`--engine auto` with no `--ocr-engine`: vLLM when a GPU and vLLM are there, else
-    Tesseract when installed, else none. Tesseract (as the engine or the OCR engine) is
-    checked here, so a missing binary or language stops the run before it starts."""
-    from .engines.choose import check_tesseract, default_ocr_engine
-
-    if engine.name == "auto" and engine.ocr_engine == "default":
-        chosen = default_ocr_engine(gpus or tuple(visible_gpus()), engine.tesseract_langs)
-        engine = replace(engine, ocr_engine=chosen)
-    if engine.name == "tesseract" or (engine.name == "auto" and engine.ocr_engine == "tesseract"):
-        check_tesseract(engine.tesseract_langs)
-    return engine
-
-
 def resolve_run_config(config: RunConfig) -> RunConfig:
-    """Fill in what `config` leaves to the machine: idempotent, cheap on a resolved config."""
-    engine = resolve_ocr_engine(config.engine, config.gpus)
+    """Fill in what `config` leaves to the machine: idempotent, cheap on a resolved config.
+
+    The engine's kind decides auto's OCR engine (vLLM when a GPU and vLLM are there, else
+    Tesseract when installed, else none) and checks Tesseract, so a missing binary or language
+    stops the run before it starts; then whether the run's GPUs are detected or dropped."""
+    engine = engine_kind(config.engine).resolve(config.engine, config.gpus, visible_gpus)
+    use = engine_kind(engine).gpu_use(engine)
     gpus = config.gpus
-    if engine.name in ("text", "tesseract", "auto") and not uses_vllm(engine):
+    if use == "none":
         gpus = ()  # CPU engines: --gpus would only multiply the workers
-    elif not gpus and config.detect_gpus and uses_vllm(engine):
+    elif not gpus and config.detect_gpus and use == "planned":
         gpus = tuple(visible_gpus())
     progress = sys.stderr.isatty() if config.progress is None else config.progress
     return replace(config, engine=engine, gpus=gpus, progress=progress)

@@ -36,6 +36,7 @@ from .engine_slots import (
     model_weight_bytes,
     plan_workers,
 )
+from .engines import engine_kind
 from .errors import ConfigError
 from .filemode import apply_to_ledger
 from .gpu_telemetry import GpuReadings
@@ -120,12 +121,8 @@ def run(
     config = resolve_run_config(config)
     if not setup_checked:
         check_run_setup(config)
-    engine = config.engine
-    if engine.name == "vllm" or (engine.name == "auto" and engine.ocr_engine == "vllm"):
-        from .engines.vllm_checks import check_topology
-
-        for warning in check_topology(config):
-            log.warning("%s", warning)
+    for warning in engine_kind(config.engine).warnings(config):
+        log.warning("%s", warning)
     suffix = shard_suffix(config.num_shards, config.shard_index)
     check_layout(config.output_dir, config.num_shards)
     try:
@@ -293,8 +290,8 @@ def resolve_engines_per_gpu(config: RunConfig) -> tuple[RunConfig, EnginesPerGpu
     with K > 1 on a GPU of known memory, each engine's KV budget too."""
     given = config.engines_per_gpu
     engine = config.engine
-    uses_vllm = engine.name == "vllm" or (engine.name == "auto" and engine.ocr_engine == "vllm")
-    if not config.gpus or not uses_vllm or engine.tensor_parallel_size > 1:
+    planned = engine_kind(engine).gpu_use(engine) == "planned"  # its memory is known
+    if not config.gpus or not planned or engine.tensor_parallel_size > 1:
         choice = EnginesPerGpu(given or 1, "given" if given else "one engine per GPU")
     else:
         known = gpu_inventory()
@@ -442,15 +439,15 @@ def _summary(
     run_id: str,
 ) -> dict[str, Any]:
     counts = ledger.counts()
-    engine = config.engine.name
+    kind = engine_kind(config.engine)
     return {
         "ocrfleet_version": __version__,
         "run_id": run_id,
         "output_dir": str(config.output_dir),
         "shard": {"index": config.shard_index, "count": config.num_shards},
         "engine": config.engine.name,
-        "ocr_engine": config.engine.ocr_engine if config.engine.name == "auto" else None,
-        "model": config.engine.model if "vllm" in (engine, config.engine.ocr_engine) else None,
+        "ocr_engine": kind.ocr_engine(config.engine),
+        "model": config.engine.model if kind.uses_model(config.engine) else None,
         "documents": {k: v for k, v in counts.documents.items() if k != "assembling"},
         "pages": counts.pages,
         "this_run": stats.summary(),

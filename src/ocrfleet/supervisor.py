@@ -24,7 +24,7 @@ import socket
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from multiprocessing.connection import Connection, wait
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -33,7 +33,7 @@ from .config import RunConfig
 from .diskfull import EXIT_DISK_FULL, DiskFull, LogFileHandler, is_disk_full
 from .diskfull import detail as disk_full_detail
 from .engine_slots import WorkerSpec
-from .engines import create_engine
+from .engines import create_engine, engine_kind
 from .errors import EngineDead
 from .gpu_telemetry import start_gpu_sampler
 from .handover import ShmFiles
@@ -88,18 +88,8 @@ def _worker_main(config_json: str, spec: WorkerSpec, conn: Connection, db_path: 
     if spec.gpus:
         os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(str(g) for g in spec.gpus)
     config = RunConfig.from_json(config_json)
-    if spec.memory_fraction is not None:
-        from dataclasses import replace
-
-        extra = dict(config.engine.extra_args)
-        if spec.kv_cache_bytes is not None:
-            extra.setdefault("kv_cache_memory_bytes", spec.kv_cache_bytes)
-        config = replace(
-            config,
-            engine=replace(
-                config.engine, gpu_memory_utilization=spec.memory_fraction, extra_args=extra
-            ),
-        )
+    engine_config = engine_kind(config.engine).per_slot_config(config.engine, spec)
+    config = replace(config, engine=engine_config)  # its share of the GPU, if shared
     _setup_worker_logging(config, spec)
     me = worker_id(spec.slot, os.getpid())
     ledger = Ledger(Path(db_path))
@@ -160,8 +150,7 @@ async def _serve(
             log.error("disk full: %s", exc)
             return EXIT_DISK_FULL
         log.exception("worker failed: %s", exc)
-        started = getattr(worker.engine, "started", True)
-        return EXIT_ERROR if started else EXIT_ENGINE_START
+        return EXIT_ERROR if worker.engine_started else EXIT_ENGINE_START
     finally:
         with contextlib.suppress(Exception):
             loop.remove_reader(conn.fileno())

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from ocrfleet.deepseek.modes import MODES, page_image_tokens
+from ocrfleet.deepseek.packing import pack_page, unpack
 from ocrfleet.testing import samples
-from ocrfleet.vllm_plugin.modes import MODES, page_image_tokens
-from ocrfleet.vllm_plugin.packing import pack_page, unpack
 from tests.vllm.conftest import cpu_engine_config
 
 pytestmark = pytest.mark.vllm

@@ -27,9 +27,9 @@ from vllm.v1.sample.logits_processor import (  # noqa: E402
     MoveDirectionality,
 )
 
-from ocrfleet.vllm_plugin.ngram import (  # noqa: E402
+from ocrfleet.vllm_plugin.ngram import BatchedNGramLogitsProcessor  # noqa: E402
+from ocrfleet.vllm_plugin.ngram_rule import (  # noqa: E402
     DEFAULT_WINDOW_SIZE,
-    BatchedNGramLogitsProcessor,
     NGramParams,
     banned_token_mask,
     build_windows,

@@ -1,13 +1,29 @@
-"""OCR engines behind one protocol (base.OcrEngine); `create_engine` picks one by name."""
+"""OCR engines behind one protocol (base.OcrEngine); `create_engine` picks one by name, and
+`engine_kind` answers what the parent process asks of an engine (kinds.py).
+
+config.py imports engines.names while it loads: nothing here imports config at run time.
+"""
 
 from __future__ import annotations
 
 import importlib
+from typing import TYPE_CHECKING
 
-from ..config import EngineConfig
-from .base import EngineNeeds, OcrEngine, OcrRequest, OcrResult
+from .base import EngineKind, EngineNeeds, OcrEngine, OcrRequest, OcrResult
+from .kinds import engine_kind
 
-__all__ = ["EngineNeeds", "OcrEngine", "OcrRequest", "OcrResult", "create_engine"]
+if TYPE_CHECKING:
+    from ..config import EngineConfig
+
+__all__ = [
+    "EngineKind",
+    "EngineNeeds",
+    "OcrEngine",
+    "OcrRequest",
+    "OcrResult",
+    "create_engine",
+    "engine_kind",
+]
 
 
 def create_engine(config: EngineConfig) -> OcrEngine:

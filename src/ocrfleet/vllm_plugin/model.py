@@ -4,7 +4,7 @@ Registered by the plugin (vllm_plugin.register) as an architecture of its own, s
 `hf_overrides={"architectures": [ARCHITECTURE]}`; vLLM's files are not touched. It differs
 from vLLM's DeepseekOCRForCausalLM in three places only:
 - the processor takes the resolution mode from `mm_processor_kwargs` (engine or request);
-- a packed page (packing.py, prepared in a render process) skips all pixel work in the
+- a packed page (deepseek/packing.py, prepared in a render process) skips all pixel work in the
   frontend: its uint8 arrays become the model inputs as they are;
 - the model normalises uint8 inputs on its own device ((x/255 − 0.5)/0.5, as ToTensor and
   Normalize do on the CPU), then casts to the model dtype, as the frontend cast would have —
@@ -32,8 +32,8 @@ from vllm.multimodal.parse import ImageEmbeddingItems, ImageProcessorItems, Imag
 from vllm.multimodal.processing import PromptReplacement
 from vllm.transformers_utils.processors.deepseek_ocr import DeepseekOCRProcessor
 
-from .modes import RESOLUTION_KWARG, Mode, image_tokens, mode, page_image_tokens
-from .packing import is_packed, unpack
+from ..deepseek.modes import RESOLUTION_KWARG, Mode, image_tokens, mode, page_image_tokens
+from ..deepseek.packing import is_packed, unpack
 
 
 class OcrfleetDeepseekOCRProcessor(DeepseekOCRProcessor):  # type: ignore[misc]
