@@ -37,4 +37,4 @@ def test_each_start_gets_its_own_copy() -> None:
     first = engine_kwargs(EngineConfig(name="vllm"), on_cuda=True)
     first["compilation_config"]["encoder_cudagraph_token_budgets"].append(1)
     second = engine_kwargs(EngineConfig(name="vllm"), on_cuda=True)
-    assert second["compilation_config"]["encoder_cudagraph_token_budgets"] == [2400]
+    assert second["compilation_config"]["encoder_cudagraph_token_budgets"] == [1200]

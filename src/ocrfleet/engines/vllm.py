@@ -54,14 +54,16 @@ def ngram_extra_args(config: EngineConfig) -> dict[str, Any]:
 # the SAM and CLIP towers run batched and replayed from graphs instead of page by page,
 # kernel by kernel, from the engine core's one CPU thread (half its time on an H200,
 # issue 12). vLLM's graphs assume 1024-px global views and 640-px tiles: Gundam and Base.
-# Budgets: at most 4 global views (4 x 272 tokens) and 24 tiles (~4 A4 pages) per replay;
-# larger steps are split into several replays. The graph pool stays small (activations of
-# 4 global views: SAM's attention bias is 0.4 GB a view) next to the engines' KV caches.
+# Budgets: at most 2 pages (2 global views, 12 tiles) per replay; a larger step is split into
+# several replays. vLLM's own budgets go up to 30 views a replay (SAM's attention bias alone
+# is 0.4 GB a view) in every engine's graph pool. With 4 pages a replay, one of four engines
+# on an H200 failed at start (cause not kept); with 2, all four started and ran, 8 % to 22 %
+# faster than without graphs (2026-12-02, benchmarks/results/gpu-engines-h200-2026-12-02b.json).
 ENCODER_GRAPH_MODES = frozenset({"gundam", "base"})
 ENCODER_GRAPH_SETTINGS: dict[str, Any] = {
     "cudagraph_mm_encoder": True,
-    "encoder_cudagraph_token_budgets": [2400],
-    "encoder_cudagraph_max_vision_items_per_batch": 4,
+    "encoder_cudagraph_token_budgets": [1200],
+    "encoder_cudagraph_max_vision_items_per_batch": 2,
 }
 
 
