@@ -247,6 +247,17 @@ class RunConfig:
             raise ConfigError("give an s3:// output or sync_to (--sync-to), not two different ones")
         return cls(inputs=inputs, output_dir=work_dir, sync_to=text, **kw)
 
+    @staticmethod
+    def layer_kwargs(layers: dict[str, dict[str, Any]]) -> dict[str, Any]:
+        """RunConfig keyword arguments from values by layer and field (options.layer_values)."""
+        kw: dict[str, Any] = {}
+        for name, values in layers.items():
+            if name == "engine":
+                kw["engine"] = EngineConfig(**values)
+            else:
+                kw.update(values)
+        return kw
+
     @classmethod
     def from_json(cls, text: str) -> RunConfig:
         data = json.loads(text)
