@@ -7,7 +7,7 @@ import dataclasses
 
 from ocrfleet.cli import build_parser
 from ocrfleet.cli_run import config_from_args
-from ocrfleet.config import EngineConfig, RunConfig
+from ocrfleet.config import LAYERS, RunConfig
 from ocrfleet.options import COMMAND, RUN_OPTIONS, Option
 from ocrfleet.options_doc import options_table, run_parser
 
@@ -32,7 +32,7 @@ def test_an_option_added_to_the_description_is_in_help_config_and_readme() -> No
         ["run", "in/", "-o", "out", "--max-image-side", "4000", "--dpi", "200"]
     )
     config = config_from_args(args, options)
-    assert config.max_image_side == 4000 and config.dpi == 200
+    assert config.render.max_image_side == 4000 and config.render.dpi == 200
     assert config_from_args(build_parser(options).parse_args(["run", "x", "-o", "o"]), options)
     table = options_table(run_parser(options))
     assert "| `--max-image-side MAX_IMAGE_SIDE` | `10000` | longest side in pixels" in table
@@ -41,13 +41,8 @@ def test_an_option_added_to_the_description_is_in_help_config_and_readme() -> No
 
 
 def test_every_option_names_a_field_of_its_layer() -> None:
-    layer_fields = {
-        "engine": {f.name for f in dataclasses.fields(EngineConfig)},
-        **{
-            layer: {f.name for f in dataclasses.fields(RunConfig)}
-            for layer in ("run", "render", "policy", "fleet", "sync")
-        },
-    }
+    layer_fields = {name: {f.name for f in dataclasses.fields(c)} for name, c in LAYERS.items()}
+    layer_fields["run"] = {f.name for f in dataclasses.fields(RunConfig)} - set(LAYERS)
     wrong = [
         (option.flags, option.layer, option.target)
         for option in RUN_OPTIONS
@@ -62,11 +57,12 @@ def test_parsed_values_reach_their_fields() -> None:
     argv += ["--engines-per-gpu", "2", "--ocr-engine", "tesseract"]
     config = config_from_args(build_parser().parse_args(argv))
     assert config.inputs == ("d", "a.pdf")
-    assert config.gpus == (0, 2) and config.engines_per_gpu == 2 and config.progress is False
-    assert config.redo_flags == ("repetition_loop",)
+    assert config.fleet.gpus == (0, 2) and config.fleet.engines_per_gpu == 2
+    assert config.progress is False and config.policy.redo_flags == ("repetition_loop",)
     assert config.engine.extra_args == {"swap_space": 4} and config.engine.ngram_impl == "off"
     assert config.engine.ocr_engine == "tesseract"
     default = config_from_args(build_parser().parse_args(["run", "x", "-o", "o"]))
-    assert default.gpus == () and default.engines_per_gpu is None and default.progress is None
+    assert default.fleet.gpus == () and default.fleet.engines_per_gpu is None
+    assert default.progress is None
     assert default.engine.ocr_engine == "default"
     assert default == RunConfig(inputs=("x",), output_dir=default.output_dir)

@@ -54,21 +54,21 @@ class AttemptLog:
 
 def pages_in_flight(config: RunConfig, engine: OcrEngine, render_workers: int) -> int:
     """How many pages a worker keeps between claim and finish."""
-    return config.batch_pages or (engine.max_concurrency + 2 * render_workers)
+    return config.fleet.batch_pages or (engine.max_concurrency + 2 * render_workers)
 
 
 def render_settings(config: RunConfig, engine: OcrEngine, render_workers: int) -> RenderSettings:
     needs = engine.needs
-    keep_pixels = needs.image or config.mode == "clean"
+    keep_pixels = needs.image or config.render.mode == "clean"
     # Enough shared buffers for a render process's share of the pages in flight (each page
     # holds its pixels and a prepared array), so they rarely fall back to a file each.
     per_page = int(keep_pixels) + int(needs.prepare is not None)
     share = -(-pages_in_flight(config, engine, render_workers) // max(1, render_workers))
     return RenderSettings(
-        dpi=max(config.dpi, needs.min_dpi),
-        max_pixels=config.max_image_pixels,
-        max_side=config.max_image_side,
-        cache_dir=config.image_cache,
+        dpi=max(config.render.dpi, needs.min_dpi),
+        max_pixels=config.render.max_image_pixels,
+        max_side=config.render.max_image_side,
+        cache_dir=config.render.image_cache,
         want_text=needs.text_layer,
         prepare=needs.prepare,
         keep_pixels=keep_pixels,
@@ -121,9 +121,9 @@ class PageWorker:
         self.pool = RenderPool(
             render_workers,
             render_settings(config, engine, render_workers),
-            render_timeout=config.render_timeout,
+            render_timeout=config.render.render_timeout,
         )
-        self.guard = SourceGuard(ledger, config.num_shards, config.shard_index)
+        self.guard = SourceGuard(ledger, config.fleet.num_shards, config.fleet.shard_index)
         self.load_failures = LoadFailures(ledger)
         self.on_event = on_event or (lambda _event: None)
         self.render_workers = render_workers
@@ -176,10 +176,10 @@ class PageWorker:
         self._changed.set()
 
     async def _heartbeat(self) -> None:
-        interval = max(0.5, self.config.lease_seconds / 4)
+        interval = max(0.5, self.config.fleet.lease_seconds / 4)
         while True:
             await asyncio.sleep(interval)
-            self.ledger.heartbeat(self.worker_id, self.config.lease_seconds)
+            self.ledger.heartbeat(self.worker_id, self.config.fleet.lease_seconds)
 
     async def _feed(self) -> None:
         while not self._stopping and self.fatal is None:
@@ -199,14 +199,16 @@ class PageWorker:
     def _claim(self, room: int) -> list[Claim]:
         claims: list[Claim] = []
         if not self._suspects:
-            claims = self.ledger.claim(self.worker_id, 1, self.config.lease_seconds, suspect=True)
+            claims = self.ledger.claim(
+                self.worker_id, 1, self.config.fleet.lease_seconds, suspect=True
+            )
             self._suspects.update((c.doc_id, c.page) for c in claims)
         room -= len(claims)
         if room > 0:
             claims += self.ledger.claim(
                 self.worker_id,
                 room,
-                self.config.lease_seconds,
+                self.config.fleet.lease_seconds,
                 suspect=False,
                 in_flight=len(self._tasks) + len(claims),
             )
@@ -286,7 +288,7 @@ class PageWorker:
                 self.ledger.release(self.worker_id, [key])
                 return
             self.load_failures.loaded(doc.doc_id)
-            if rendered.ink_ratio < self.config.blank_threshold and not rendered.has_text:
+            if rendered.ink_ratio < self.config.policy.blank_threshold and not rendered.has_text:
                 self._finish(doc, claim, rendered, AttemptLog(), claimed_at, blank=True)
                 return
             queued = time.monotonic() - claimed_at
@@ -318,8 +320,8 @@ class PageWorker:
     async def _attempts(self, doc: DocumentRow, claim: Claim, rendered: RenderedPage) -> AttemptLog:
         log_ = AttemptLog()
         key = (claim.doc_id, claim.page)
-        for n in range(1, self.config.max_attempts + 1):
-            prompt_name = prompt_for_attempt(self.config.prompt, n)
+        for n in range(1, self.config.policy.max_attempts + 1):
+            prompt_name = prompt_for_attempt(self.config.policy.prompt, n)
             request = OcrRequest(
                 request_id=f"{doc.doc_id[:16]}-p{claim.page}-a{claim.attempts + n}",
                 page=rendered,
@@ -335,10 +337,10 @@ class PageWorker:
             started = time.monotonic()
             try:
                 result = await asyncio.wait_for(
-                    self.engine.ocr(request), timeout=self.config.timeout_seconds
+                    self.engine.ocr(request), timeout=self.config.policy.timeout_seconds
                 )
             except TimeoutError:
-                reason = f"timed out after {self.config.timeout_seconds:g} s"
+                reason = f"timed out after {self.config.policy.timeout_seconds:g} s"
                 self._close_attempt(key, "timeout", error=reason)
                 log_.errors.append(reason)
                 log.warning("%s page %d attempt %d: %s", doc.source, claim.page, n, reason)
@@ -469,7 +471,7 @@ class PageWorker:
             figures=figures,
             engine_timings={k: round(v, 4) for k, v in result.timings.items()},
         )
-        if self.config.mode == "clean":
+        if self.config.render.mode == "clean":
             record["raw"] = result.text
         if attempts.errors:
             record["attempt_errors"] = attempts.errors
@@ -480,7 +482,7 @@ class PageWorker:
     def _post_process(
         self, doc: DocumentRow, page: int, rendered: RenderedPage | None, raw: str
     ) -> tuple[str, list[str]]:
-        if self.config.mode == "raw":
+        if self.config.render.mode == "raw":
             return raw, []
         layout = self.layout
         cleaned = clean_page(raw, lambda fig: layout.figure_link(doc.rel, page, fig.index))

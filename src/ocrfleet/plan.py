@@ -131,9 +131,9 @@ def _known_primaries(
 
 
 def _siblings(config: RunConfig, ledger: Ledger) -> list[Path]:
-    if config.num_shards == 1:
+    if config.fleet.num_shards == 1:
         return []
-    pattern = f"ocrfleet.shard-*-of-{config.num_shards}.sqlite"
+    pattern = f"ocrfleet.shard-*-of-{config.fleet.num_shards}.sqlite"
     return sorted(p for p in config.output_dir.glob(pattern) if p != ledger.path)
 
 
@@ -164,7 +164,7 @@ def make_plan(config: RunConfig, ledger: Ledger) -> Plan:
     plan = Plan(missing_inputs=missing)
     workers = max(1, min(8, os.cpu_count() or 1))
     probes, stats = probe_sources(ledger, files, workers)
-    limit = config.max_pages_per_document
+    limit = config.policy.max_pages_per_document
     # One document per content id: the first path (in input order) names it.
     stored = {f.path: path_to_text(str(f.path)) for f in files}
     # One document per content id: the path the ledger already reads it from, if listed
@@ -180,8 +180,8 @@ def make_plan(config: RunConfig, ledger: Ledger) -> Plan:
                 f.given,
                 first[probes[f.path].doc_id].given,
             )
-    shard = {d: shard_of(d, config.num_shards) for d in first}
-    mine = {d: f for d, f in first.items() if shard[d] == config.shard_index}
+    shard = {d: shard_of(d, config.fleet.num_shards) for d in first}
+    mine = {d: f for d, f in first.items() if shard[d] == config.fleet.shard_index}
     plan.retired, plan.moved = reconcile(
         ledger,
         {stored[f.path]: probes[f.path].doc_id for f in files},
@@ -228,7 +228,7 @@ def make_plan(config: RunConfig, ledger: Ledger) -> Plan:
     record_listing(
         ledger,
         [(d, f.given, shard[d], probes[f.path].pages) for d, f in first.items()],
-        config.num_shards,
+        config.fleet.num_shards,
     )
     for f in files:
         doc_id = probes[f.path].doc_id

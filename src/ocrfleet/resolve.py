@@ -44,11 +44,12 @@ def resolve_ocr_engine(engine: EngineConfig, gpus: tuple[int, ...]) -> EngineCon
 
 def resolve_run_config(config: RunConfig) -> RunConfig:
     """Fill in what `config` leaves to the machine: idempotent, cheap on a resolved config."""
-    engine = resolve_ocr_engine(config.engine, config.gpus)
-    gpus = config.gpus
+    engine = resolve_ocr_engine(config.engine, config.fleet.gpus)
+    gpus = config.fleet.gpus
     if engine.name in ("text", "tesseract", "auto") and not uses_vllm(engine):
         gpus = ()  # CPU engines: --gpus would only multiply the workers
-    elif not gpus and config.detect_gpus and uses_vllm(engine):
+    elif not gpus and config.fleet.detect_gpus and uses_vllm(engine):
         gpus = tuple(visible_gpus())
     progress = sys.stderr.isatty() if config.progress is None else config.progress
-    return replace(config, engine=engine, gpus=gpus, progress=progress)
+    fleet = replace(config.fleet, gpus=gpus)
+    return replace(config, engine=engine, fleet=fleet, progress=progress)

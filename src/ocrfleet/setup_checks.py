@@ -91,14 +91,14 @@ def vllm_cpu_build() -> bool:
 
 
 def check_gpus_visible(config: RunConfig) -> None:
-    if config.gpus:
+    if config.fleet.gpus:
         # --gpus names physical GPUs (each worker is pinned to its own with
         # CUDA_VISIBLE_DEVICES): a GPU that nvidia-smi does not list cannot be used.
         listed = listed_gpus()
-        absent = [g for g in config.gpus if listed and g not in listed]
+        absent = [g for g in config.fleet.gpus if listed and g not in listed]
         if absent:
             raise ConfigError(
-                f"--gpus {','.join(map(str, config.gpus))}: no GPU "
+                f"--gpus {','.join(map(str, config.fleet.gpus))}: no GPU "
                 f"{', '.join(map(str, absent))} on this machine (nvidia-smi lists "
                 f"{', '.join(map(str, listed))}); name GPUs from that list, or use --gpus auto"
             )

@@ -110,7 +110,7 @@ def _worker_main(config_json: str, spec: WorkerSpec, conn: Connection, db_path: 
         with contextlib.suppress(OSError, BrokenPipeError):
             conn.send(event)
 
-    sampler = start_gpu_sampler(Path(db_path), me, spec.gpus, config.gpu_sample_seconds)
+    sampler = start_gpu_sampler(Path(db_path), me, spec.gpus, config.fleet.gpu_sample_seconds)
     engine = create_engine(config.engine)
     worker = PageWorker(
         config, ledger, engine, me, render_workers=spec.render_workers, on_event=send
@@ -338,7 +338,7 @@ class Supervisor:
         for state in self.slots:
             state.waiting = True
         self._start_waiting()
-        next_health_check = time.monotonic() + self.config.lease_seconds / 2
+        next_health_check = time.monotonic() + self.config.fleet.lease_seconds / 2
         while not all(s.done or s.gave_up for s in self.slots):
             if self._kill:
                 self._kill_all()
@@ -361,7 +361,7 @@ class Supervisor:
                     self._exited(state)
             if time.monotonic() >= next_health_check:
                 self._kill_stale()
-                next_health_check = time.monotonic() + self.config.lease_seconds / 2
+                next_health_check = time.monotonic() + self.config.fleet.lease_seconds / 2
         return SupervisorResult(self.slots, self._stopping)
 
     def _receive(self, state: SlotState) -> None:
@@ -408,7 +408,7 @@ class Supervisor:
             state.done = True
             self._declare_fleet()  # the engines still running share what comes back
             return
-        poisoned = self.ledger.reap_worker(state.worker, self.config.max_page_crashes)
+        poisoned = self.ledger.reap_worker(state.worker, self.config.fleet.max_page_crashes)
         for doc_id, page in poisoned:
             log.error("page %d of %s failed as a poison page", page, doc_id)
             self.on_event({"kind": "page", "status": "failed", "stored": True, "slot": -1})
@@ -417,7 +417,7 @@ class Supervisor:
             return
         state.restarts += 1
         state.last_error = self._cause(state)
-        if state.restarts > self.config.max_worker_restarts:
+        if state.restarts > self.config.fleet.max_worker_restarts:
             log.error(
                 "worker %d (%s) died %d times (last exit %s): giving up on it: %s",
                 state.spec.slot,
@@ -438,7 +438,7 @@ class Supervisor:
             code,
             state.last_error,
             state.restarts,
-            self.config.max_worker_restarts,
+            self.config.fleet.max_worker_restarts,
             delay,
         )
         state.restart_at = time.monotonic() + delay
@@ -461,7 +461,7 @@ class Supervisor:
 
     def _kill_stale(self) -> None:
         """A worker whose heartbeat stopped (hung engine, blocked loop) is killed and reaped."""
-        stale = set(self.ledger.stale_workers(time.time() - 2 * self.config.lease_seconds))
+        stale = set(self.ledger.stale_workers(time.time() - 2 * self.config.fleet.lease_seconds))
         for state in self.slots:
             if state.worker in stale and state.process is not None and state.process.is_alive():
                 log.error("worker %d stopped heartbeating: killing it", state.spec.slot)

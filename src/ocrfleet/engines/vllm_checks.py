@@ -58,7 +58,7 @@ def check_topology(config: RunConfig, argv: list[str] | None = None) -> list[str
     heads = attention_heads(engine.model)
     if heads % tp:
         argv = list(sys.argv) if argv is None else argv
-        gpus = max(tp, len(config.gpus))
+        gpus = max(tp, len(config.fleet.gpus))
         raise ConfigError(
             f"--tensor-parallel-size {tp} cannot work for this model: tensor parallelism must "
             f"divide its {heads} attention heads (valid: "
@@ -75,12 +75,12 @@ def check_topology(config: RunConfig, argv: list[str] | None = None) -> list[str
             "data-parallel vision encoder; vLLM falls back to weights mode"
         )
     if (
-        config.batch_pages is not None
+        config.fleet.batch_pages is not None
         and engine.max_num_seqs is not None
-        and (config.batch_pages < engine.max_num_seqs)
+        and (config.fleet.batch_pages < engine.max_num_seqs)
     ):
         warnings.append(
-            f"--batch-pages {config.batch_pages} keeps fewer pages in flight than "
+            f"--batch-pages {config.fleet.batch_pages} keeps fewer pages in flight than "
             f"--max-num-seqs {engine.max_num_seqs}: the GPU will wait for pages"
         )
     return warnings
