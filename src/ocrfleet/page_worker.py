@@ -13,7 +13,6 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,6 +20,7 @@ from .config import PROMPTS, RunConfig
 from .engines.auto import NEEDS_OCR
 from .engines.base import OcrEngine, OcrRequest, OcrResult
 from .errors import EngineDead, EngineError, LedgerError, RenderError
+from .events import DocumentFinished, EngineReady, EventSink, PageFinished
 from .ledger import AttemptClose, Claim, DocumentRow, Ledger, PageOutcome
 from .ocr_queue import forced_route
 from .page import RenderedPage, RenderRequest, RenderSettings
@@ -36,7 +36,6 @@ log = logging.getLogger(__name__)
 # Shared page buffers a render process may keep (each 8 MiB or more, created as needed).
 MAX_SHARED_BUFFERS = 64
 
-EventSink = Callable[[dict[str, Any]], None]
 PageKey = tuple[str, int]
 
 
@@ -150,9 +149,7 @@ class PageWorker:
             self.pool.close()
             raise
         self.capacity = pages_in_flight(self.config, self.engine, self.render_workers)
-        self.on_event(
-            {"kind": "engine_ready", "capacity": self.capacity, "engine": self.engine.describe()}
-        )
+        self.on_event(EngineReady(self.capacity, self.engine.describe()))
         heartbeat = asyncio.create_task(self._heartbeat())
         try:
             await self._feed()
@@ -388,17 +385,16 @@ class PageWorker:
         self.pages_finished += stored
         record = outcome.record
         self.on_event(
-            {
-                "kind": "page",
-                "status": outcome.status,
-                "stored": stored,
-                "prompt_tokens": record.get("prompt_tokens", 0),
-                "output_tokens": record.get("output_tokens", 0),
-                "render_seconds": record.get("render_seconds", 0.0),
-                "queue_seconds": record.get("queue_seconds", 0.0),
-                "infer_seconds": record.get("infer_seconds", 0.0),
-                "wall_seconds": time.monotonic() - claimed_at,
-            }
+            PageFinished(
+                status=outcome.status,
+                stored=stored,
+                prompt_tokens=record.get("prompt_tokens", 0),
+                output_tokens=record.get("output_tokens", 0),
+                render_seconds=record.get("render_seconds", 0.0),
+                queue_seconds=record.get("queue_seconds", 0.0),
+                infer_seconds=record.get("infer_seconds", 0.0),
+                wall_seconds=time.monotonic() - claimed_at,
+            )
         )
         if outcome.status == "failed":
             log.error("%s page %d failed: %s", doc.source, claim.page, outcome.error)
@@ -409,7 +405,7 @@ class PageWorker:
         doc = self._document(doc_id)
         status, error = assemble_document(self.layout, doc, self.ledger.stored_pages(doc_id))
         self.ledger.finish_document(doc_id, status, error)
-        self.on_event({"kind": "document", "status": status, "source": doc.source})
+        self.on_event(DocumentFinished(status, doc.source))
         if error:
             log.error("%s: %s", doc.source, error)
 

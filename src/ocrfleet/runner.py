@@ -37,6 +37,7 @@ from .engine_slots import (
     plan_workers,
 )
 from .errors import ConfigError
+from .events import PageFinished, WorkerEvent
 from .filemode import apply_to_ledger
 from .gpu_telemetry import GpuReadings
 from .handover import ShmFiles
@@ -331,9 +332,9 @@ def _supervise(
     supervisor: Supervisor
     readings = GpuReadings(db_path, time.time())
 
-    def on_event(event: dict[str, Any]) -> None:
+    def on_event(event: WorkerEvent) -> None:
         stats.add(event)
-        if event.get("kind") == "page" and event.get("stored"):
+        if isinstance(event, PageFinished) and event.stored:
             gpu_util = readings.utilisation() if config.fleet.gpus and config.progress else None
             progress.advance(slot_rates(supervisor.slots), gpu_util)
 

@@ -23,7 +23,6 @@ import signal
 import socket
 import sys
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
 from pathlib import Path
@@ -35,6 +34,7 @@ from .diskfull import detail as disk_full_detail
 from .engine_slots import WorkerSpec
 from .engines import create_engine
 from .errors import EngineDead
+from .events import EngineReady, EventSink, PageFinished, WorkerEvent, decode, encode
 from .gpu_telemetry import start_gpu_sampler
 from .handover import ShmFiles
 from .ledger import Ledger
@@ -105,10 +105,9 @@ def _worker_main(config_json: str, spec: WorkerSpec, conn: Connection, db_path: 
     ledger = Ledger(Path(db_path))
     ledger.register_worker(me, spec.slot, os.getpid(), spec.label, ENGINE_START_GRACE)
 
-    def send(event: dict[str, Any]) -> None:
-        event["slot"] = spec.slot
+    def send(event: WorkerEvent) -> None:
         with contextlib.suppress(OSError, BrokenPipeError):
-            conn.send(event)
+            conn.send(encode(event))
 
     sampler = start_gpu_sampler(Path(db_path), me, spec.gpus, config.fleet.gpu_sample_seconds)
     engine = create_engine(config.engine)
@@ -125,9 +124,7 @@ def _worker_main(config_json: str, spec: WorkerSpec, conn: Connection, db_path: 
     os._exit(code)  # skip interpreter teardown: engine threads can hang it
 
 
-async def _serve(
-    worker: PageWorker, conn: Connection, send: Callable[[dict[str, Any]], None]
-) -> int:
+async def _serve(worker: PageWorker, conn: Connection, send: EventSink) -> int:
     loop = asyncio.get_running_loop()
 
     def on_term() -> None:
@@ -149,7 +146,6 @@ async def _serve(
     loop.add_signal_handler(signal.SIGTERM, on_term)
     loop.add_signal_handler(signal.SIGINT, on_term)
     loop.add_reader(conn.fileno(), on_control)
-    send({"kind": "starting"})
     try:
         await worker.run()
     except EngineDead as exc:
@@ -165,7 +161,6 @@ async def _serve(
     finally:
         with contextlib.suppress(Exception):
             loop.remove_reader(conn.fileno())
-    send({"kind": "finished", "pages": worker.pages_finished})
     return EXIT_OK
 
 
@@ -234,7 +229,7 @@ class Supervisor:
         db_path: Path,
         ledger: Ledger,
         specs: list[WorkerSpec],
-        on_event: Callable[[dict[str, Any]], None],
+        on_event: EventSink,
     ) -> None:
         self.config = config
         self.db_path = db_path
@@ -370,21 +365,25 @@ class Supervisor:
             return
         try:
             while conn.poll():
-                event = conn.recv()
+                try:
+                    event = decode(conn.recv())
+                except ValueError as exc:  # a worker of another ocrfleet version
+                    log.warning("worker %d: %s (ignored)", state.spec.slot, exc)
+                    continue
                 self._count(state, event)
                 self.on_event(event)
         except (EOFError, OSError):
             return
 
-    def _count(self, state: SlotState, event: dict[str, Any]) -> None:
-        if event.get("kind") == "engine_ready":
+    def _count(self, state: SlotState, event: WorkerEvent) -> None:
+        if isinstance(event, EngineReady):
             state.starting, state.start_error = False, None
             if state.ready_at is None:
                 state.ready_at = time.monotonic()
-        if event.get("kind") == "page" and event.get("stored"):
+        if isinstance(event, PageFinished) and event.stored:
             now = time.monotonic()
             state.pages += 1
-            state.output_tokens += int(event.get("output_tokens") or 0)
+            state.output_tokens += event.output_tokens
             state.first_page_at = state.first_page_at or now
             state.last_page_at = now
 
@@ -411,7 +410,7 @@ class Supervisor:
         poisoned = self.ledger.reap_worker(state.worker, self.config.fleet.max_page_crashes)
         for doc_id, page in poisoned:
             log.error("page %d of %s failed as a poison page", page, doc_id)
-            self.on_event({"kind": "page", "status": "failed", "stored": True, "slot": -1})
+            self.on_event(PageFinished(status="failed", stored=True))
         if self._stopping:
             state.done = True
             return
@@ -428,7 +427,6 @@ class Supervisor:
             )
             state.gave_up = True
             self._declare_fleet()
-            self.on_event({"kind": "slot_gave_up", "slot": state.spec.slot})
             return
         delay = min(RESTART_BACKOFF_CAP, 2.0 ** (state.restarts - 1))
         log.warning(
