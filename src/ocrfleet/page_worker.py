@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from .config import PROMPTS, RunConfig
+from .config import PROMPTS, RenderConfig, RunConfig
 from .engines.auto import NEEDS_OCR
 from .engines.base import OcrEngine, OcrRequest, OcrResult
 from .errors import EngineDead, EngineError, LedgerError, RenderError
@@ -51,23 +51,26 @@ class AttemptLog:
     last: AttemptClose | None = None
 
 
-def pages_in_flight(config: RunConfig, engine: OcrEngine, render_workers: int) -> int:
-    """How many pages a worker keeps between claim and finish."""
-    return config.fleet.batch_pages or (engine.max_concurrency + 2 * render_workers)
+def pages_in_flight(batch_pages: int | None, engine: OcrEngine, render_workers: int) -> int:
+    """How many pages a worker keeps between claim and finish (--batch-pages, else the
+    engine's batch and 2 per render process)."""
+    return batch_pages or (engine.max_concurrency + 2 * render_workers)
 
 
-def render_settings(config: RunConfig, engine: OcrEngine, render_workers: int) -> RenderSettings:
+def render_settings(
+    render: RenderConfig, batch_pages: int | None, engine: OcrEngine, render_workers: int
+) -> RenderSettings:
     needs = engine.needs
-    keep_pixels = needs.image or config.render.mode == "clean"
+    keep_pixels = needs.image or render.mode == "clean"
     # Enough shared buffers for a render process's share of the pages in flight (each page
     # holds its pixels and a prepared array), so they rarely fall back to a file each.
     per_page = int(keep_pixels) + int(needs.prepare is not None)
-    share = -(-pages_in_flight(config, engine, render_workers) // max(1, render_workers))
+    share = -(-pages_in_flight(batch_pages, engine, render_workers) // max(1, render_workers))
     return RenderSettings(
-        dpi=max(config.render.dpi, needs.min_dpi),
-        max_pixels=config.render.max_image_pixels,
-        max_side=config.render.max_image_side,
-        cache_dir=config.render.image_cache,
+        dpi=max(render.dpi, needs.min_dpi),
+        max_pixels=render.max_image_pixels,
+        max_side=render.max_image_side,
+        cache_dir=render.image_cache,
         want_text=needs.text_layer,
         prepare=needs.prepare,
         keep_pixels=keep_pixels,
@@ -119,7 +122,7 @@ class PageWorker:
         self.layout = OutputLayout(config.output_dir)
         self.pool = RenderPool(
             render_workers,
-            render_settings(config, engine, render_workers),
+            render_settings(config.render, config.fleet.batch_pages, engine, render_workers),
             render_timeout=config.render.render_timeout,
         )
         self.guard = SourceGuard(ledger, config.fleet.num_shards, config.fleet.shard_index)
@@ -148,7 +151,9 @@ class PageWorker:
         except BaseException:
             self.pool.close()
             raise
-        self.capacity = pages_in_flight(self.config, self.engine, self.render_workers)
+        self.capacity = pages_in_flight(
+            self.config.fleet.batch_pages, self.engine, self.render_workers
+        )
         self.on_event(EngineReady(self.capacity, self.engine.describe()))
         heartbeat = asyncio.create_task(self._heartbeat())
         try:
