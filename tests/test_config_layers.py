@@ -105,3 +105,21 @@ def test_no_setting_name_is_in_two_layers() -> None:
     names = [f.name for layer in LAYERS.values() for f in dataclasses.fields(layer)]
     top = {f.name for f in dataclasses.fields(RunConfig)}
     assert len(names) == len(set(names)) and not top & set(names)
+
+
+def test_the_planner_needs_its_scope_and_the_page_policy_only(tmp_path: Path) -> None:
+    from ocrfleet.ledger import Ledger
+    from ocrfleet.plan import PlanScope, plan_documents
+    from ocrfleet.testing import samples
+
+    samples.text_pdf(tmp_path / "in" / "short.pdf", ["one"])
+    samples.text_pdf(tmp_path / "in" / "long.pdf", ["one", "two", "three"])
+    out = tmp_path / "out"
+    scope = PlanScope((str(tmp_path / "in"),), out / ".ocrfleet-inputs", out)
+    ledger = Ledger(out / "ocrfleet.sqlite")
+    plan = plan_documents(scope, PagePolicy(max_pages_per_document=2), ledger)
+    ledger.close()
+    errors = {Path(d.source).name: d.error for d in plan.documents}
+    assert errors["short.pdf"] is None
+    assert "over --max-pages-per-document 2" in str(errors["long.pdf"])
+    assert scope == PlanScope.of(RunConfig((str(tmp_path / "in"),), out))

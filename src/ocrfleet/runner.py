@@ -338,7 +338,9 @@ def _supervise(
             gpu_util = readings.utilisation() if config.fleet.gpus and config.progress else None
             progress.advance(slot_rates(supervisor.slots), gpu_util)
 
-    supervisor = Supervisor(config, db_path, ledger, specs, on_event)
+    supervisor = Supervisor(
+        config.fleet, config.output_dir, config.to_json(), db_path, ledger, specs, on_event
+    )
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
         if supervisor.stopping:

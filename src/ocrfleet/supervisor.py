@@ -28,7 +28,7 @@ from multiprocessing.connection import Connection, wait
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .config import RunConfig
+from .config import FleetConfig, RunConfig
 from .diskfull import EXIT_DISK_FULL, DiskFull, LogFileHandler, is_disk_full
 from .diskfull import detail as disk_full_detail
 from .engine_slots import WorkerSpec
@@ -225,13 +225,19 @@ class SupervisorResult:
 class Supervisor:
     def __init__(
         self,
-        config: RunConfig,
+        fleet: FleetConfig,
+        output_dir: Path,
+        worker_config: str,
         db_path: Path,
         ledger: Ledger,
         specs: list[WorkerSpec],
         on_event: EventSink,
     ) -> None:
-        self.config = config
+        """`worker_config`: the RunConfig JSON each worker process runs with; the supervisor
+        itself reads only `fleet` and the output directory (worker logs)."""
+        self.fleet = fleet
+        self.output_dir = output_dir
+        self.worker_config = worker_config
         self.db_path = db_path
         self.ledger = ledger
         self.slots = [SlotState(spec) for spec in specs]
@@ -267,7 +273,7 @@ class Supervisor:
         parent, child = self._ctx.Pipe(duplex=True)
         process = self._ctx.Process(
             target=worker_main,
-            args=(self.config.to_json(), state.spec, child, str(self.db_path)),
+            args=(self.worker_config, state.spec, child, str(self.db_path)),
             name=f"ocrfleet-worker-{state.spec.slot}",
         )
         process.start()
@@ -325,7 +331,7 @@ class Supervisor:
             self._kill_all()  # their claims go back to the queue when the run resumes
             if isinstance(exc, DiskFull):
                 raise
-            raise DiskFull(self.config.output_dir, disk_full_detail(exc)) from exc
+            raise DiskFull(self.output_dir, disk_full_detail(exc)) from exc
 
     def _run(self) -> SupervisorResult:
         ShmFiles.sweep_orphans_safely()  # pages in RAM from a run that was killed outright
@@ -333,7 +339,7 @@ class Supervisor:
         for state in self.slots:
             state.waiting = True
         self._start_waiting()
-        next_health_check = time.monotonic() + self.config.fleet.lease_seconds / 2
+        next_health_check = time.monotonic() + self.fleet.lease_seconds / 2
         while not all(s.done or s.gave_up for s in self.slots):
             if self._kill:
                 self._kill_all()
@@ -356,7 +362,7 @@ class Supervisor:
                     self._exited(state)
             if time.monotonic() >= next_health_check:
                 self._kill_stale()
-                next_health_check = time.monotonic() + self.config.fleet.lease_seconds / 2
+                next_health_check = time.monotonic() + self.fleet.lease_seconds / 2
         return SupervisorResult(self.slots, self._stopping)
 
     def _receive(self, state: SlotState) -> None:
@@ -398,7 +404,7 @@ class Supervisor:
             state.conn = None
         state.process = None
         if code == EXIT_DISK_FULL:
-            raise DiskFull(self.config.output_dir, f"worker {state.spec.slot} could not write")
+            raise DiskFull(self.output_dir, f"worker {state.spec.slot} could not write")
         if state.starting and not state.retired:
             state.start_error = self._cause(state)
         state.starting = False
@@ -407,7 +413,7 @@ class Supervisor:
             state.done = True
             self._declare_fleet()  # the engines still running share what comes back
             return
-        poisoned = self.ledger.reap_worker(state.worker, self.config.fleet.max_page_crashes)
+        poisoned = self.ledger.reap_worker(state.worker, self.fleet.max_page_crashes)
         for doc_id, page in poisoned:
             log.error("page %d of %s failed as a poison page", page, doc_id)
             self.on_event(PageFinished(status="failed", stored=True))
@@ -416,7 +422,7 @@ class Supervisor:
             return
         state.restarts += 1
         state.last_error = self._cause(state)
-        if state.restarts > self.config.fleet.max_worker_restarts:
+        if state.restarts > self.fleet.max_worker_restarts:
             log.error(
                 "worker %d (%s) died %d times (last exit %s): giving up on it: %s",
                 state.spec.slot,
@@ -436,17 +442,17 @@ class Supervisor:
             code,
             state.last_error,
             state.restarts,
-            self.config.fleet.max_worker_restarts,
+            self.fleet.max_worker_restarts,
             delay,
         )
         state.restart_at = time.monotonic() + delay
 
     def _cause(self, state: SlotState) -> str:
         """The dead worker's last error line and the file it is in (logs/worker-N.*)."""
-        found = last_worker_error(self.config.output_dir / "logs", state.spec.slot)
+        found = last_worker_error(self.output_dir / "logs", state.spec.slot)
         if found is None:
             return f"no error logged; see logs/worker-{state.spec.slot}.log and .out"
-        return found.describe(self.config.output_dir)
+        return found.describe(self.output_dir)
 
     def _restart_due(self) -> None:
         now = time.monotonic()
@@ -459,7 +465,7 @@ class Supervisor:
 
     def _kill_stale(self) -> None:
         """A worker whose heartbeat stopped (hung engine, blocked loop) is killed and reaped."""
-        stale = set(self.ledger.stale_workers(time.time() - 2 * self.config.fleet.lease_seconds))
+        stale = set(self.ledger.stale_workers(time.time() - 2 * self.fleet.lease_seconds))
         for state in self.slots:
             if state.worker in stale and state.process is not None and state.process.is_alive():
                 log.error("worker %d stopped heartbeating: killing it", state.spec.slot)
