@@ -8,8 +8,9 @@ import dataclasses
 from ocrfleet.cli import build_parser
 from ocrfleet.cli_run import config_from_args
 from ocrfleet.config import LAYERS, RunConfig
-from ocrfleet.options import COMMAND, RUN_OPTIONS, Option
+from ocrfleet.options import COMMAND, Option
 from ocrfleet.options_doc import options_table, run_parser
+from ocrfleet.run_options import RUN_OPTIONS
 
 # max_image_side is a RunConfig field no option sets yet: the synthetic option adds one.
 SYNTHETIC = Option(

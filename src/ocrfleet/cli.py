@@ -15,8 +15,9 @@ from .cli_run import EXIT_STATUSES, add_run, cmd_run
 from .diskfull import DiskFull, is_disk_full
 from .diskfull import detail as disk_detail
 from .errors import ConfigError, LedgerError, OcrfleetError
-from .options import RUN_OPTIONS, Option
+from .options import Option
 from .options_doc import HelpFormatter
+from .run_options import RUN_OPTIONS
 
 EXAMPLES = """\
 examples:

@@ -12,8 +12,9 @@ from typing import Any
 from .config import RunConfig
 from .diskfull import LogFileHandler
 from .errors import ConfigError
-from .options import COMMAND, RUN_OPTIONS, Option, add_options, layer_values
+from .options import COMMAND, Option, add_options, layer_values
 from .options_doc import HelpFormatter
+from .run_options import RUN_OPTIONS
 
 EXIT_STATUSES = """\
 exit status of `ocrfleet run`:

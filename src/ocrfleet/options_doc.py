@@ -1,6 +1,6 @@
 """The README's table of `ocrfleet run` options, and --help's defaults, from one description.
 
-Each option is described once, in options.RUN_OPTIONS (its flags, default and help line);
+Each option is described once, in run_options.RUN_OPTIONS (its flags, default and help line);
 `--help` and the README both show that description, and a test fails when the README's
 table is not the one this module makes. Rewrite it with `python -m ocrfleet.options_doc README.md`.
 """
@@ -70,7 +70,7 @@ def options_table(run_parser: argparse.ArgumentParser) -> str:
 
 
 def run_parser(options: Sequence[Option] | None = None) -> argparse.ArgumentParser:
-    """`ocrfleet run`'s parser, made from `options` (default: options.RUN_OPTIONS)."""
+    """`ocrfleet run`'s parser, made from `options` (default: run_options.RUN_OPTIONS)."""
     from .cli import build_parser
 
     parser = build_parser() if options is None else build_parser(options)
