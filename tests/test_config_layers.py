@@ -123,3 +123,13 @@ def test_the_planner_needs_its_scope_and_the_page_policy_only(tmp_path: Path) ->
     assert errors["short.pdf"] is None
     assert "over --max-pages-per-document 2" in str(errors["long.pdf"])
     assert scope == PlanScope.of(RunConfig((str(tmp_path / "in"),), out))
+
+
+def test_the_layers_are_part_of_the_public_api() -> None:
+    import ocrfleet
+
+    config = ocrfleet.RunConfig(
+        ("scans/",), Path("out"), render=ocrfleet.RenderConfig(dpi=200), max_attempts=3
+    )
+    assert config.render.dpi == 200 and config.policy == ocrfleet.PagePolicy(max_attempts=3)
+    assert {"RenderConfig", "PagePolicy", "FleetConfig", "SyncConfig"} <= set(ocrfleet.__all__)

@@ -1,7 +1,11 @@
-"""Run and engine settings: plain dataclasses, validated on construction.
+"""Run settings by layer: plain dataclasses, each validated on construction.
 
-Every option of `ocrfleet run` lands here; nothing else reads argv. A ConfigError raised here
-stops the run before any PDF is opened or any model is loaded.
+`RunConfig` holds the inputs, the output directory and one object per layer: `RenderConfig`
+(the render pool), `PagePolicy` (planner and page worker), `FleetConfig` (the supervisor and
+its workers), `SyncConfig` (s3:// copy and staging) and `EngineConfig` (the engines); each
+consumer is handed its layer. Every option of `ocrfleet run` lands here (run_options.py says
+where); nothing else reads argv. A ConfigError raised here stops the run before any PDF is
+opened or any model is loaded.
 """
 
 from __future__ import annotations
