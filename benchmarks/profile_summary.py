@@ -22,7 +22,10 @@ STAGES = [
     ("model forward (language model)", ("_model_forward", "CUDAGraphWrapper", "execute_model")),
     ("scheduler", ("Scheduler.schedule", "update_from_output")),
     ("input preparation", ("_prepare_inputs", "_update_states", "_gather_mm_embeddings")),
-    ("output processing / IPC", ("process_output_sockets", "process_input_sockets", "serial_utils")),
+    (
+        "output processing / IPC",
+        ("process_output_sockets", "process_input_sockets", "serial_utils"),
+    ),
 ]
 
 

@@ -80,13 +80,13 @@ def test_a_wrong_setup_is_refused_before_anything_is_written(tmp_path: Path) -> 
 
 def test_an_s3_output_is_written_locally_first(tmp_path: Path) -> None:
     config = RunConfig.for_output(("in/",), "s3://bucket/out", work_dir=tmp_path / "w")
-    assert config.output_dir == tmp_path / "w" and config.sync_to == "s3://bucket/out"
+    assert config.output_dir == tmp_path / "w" and config.sync.sync_to == "s3://bucket/out"
     default = RunConfig.for_output(("in/",), "s3://bucket/out")
     assert default.output_dir.parent == Path.home() / ".cache" / "ocrfleet" / "runs"
     with pytest.raises(ConfigError, match="not two different ones"):
         RunConfig.for_output(("in/",), "s3://bucket/out", sync_to="s3://bucket/other")
     local = RunConfig.for_output(("in/",), tmp_path / "o")
-    assert local.output_dir == tmp_path / "o" and local.sync_to is None
+    assert local.output_dir == tmp_path / "o" and local.sync.sync_to is None
 
 
 def test_the_public_names() -> None:

@@ -21,7 +21,7 @@ from ocrfleet.page import RenderRequest, RenderSettings
 from ocrfleet.render import DocumentCache, render_page
 from ocrfleet.testing import samples
 
-DEFAULT_THRESHOLD = RunConfig(inputs=("x",), output_dir=Path("x")).blank_threshold
+DEFAULT_THRESHOLD = RunConfig(inputs=("x",), output_dir=Path("x")).policy.blank_threshold
 LINE = "Faint words on a page: Λέξεις 2026, page 7"
 
 

@@ -63,7 +63,7 @@ def test_slots_that_share_nothing_keep_the_engine_config() -> None:
 def test_the_engine_kind_decides_which_gpus_a_run_uses(tmp_path: Path) -> None:
     def gpus(engine: EngineConfig, given: tuple[int, ...]) -> tuple[int, ...]:
         config = RunConfig(inputs=("x.pdf",), output_dir=tmp_path, engine=engine, gpus=given)
-        return resolve_run_config(config).gpus
+        return resolve_run_config(config).fleet.gpus
 
     assert gpus(EngineConfig(name="text"), (0, 1)) == ()  # a CPU engine drops --gpus
     assert gpus(EngineConfig(name="auto", ocr_engine="none"), (0,)) == ()

@@ -199,16 +199,15 @@ def test_prepared_arrays_share_buffers_too_and_held_ones_stay_intact(tmp_path: P
 
 
 def test_render_processes_get_buffers_for_their_share_of_the_pages_in_flight() -> None:
-    from ocrfleet.config import EngineConfig, RunConfig
+    from ocrfleet.config import EngineConfig, RenderConfig
     from ocrfleet.page_worker import MAX_SHARED_BUFFERS, render_settings
     from tests.fakes import ScriptedEngine
 
     engine = ScriptedEngine(EngineConfig(name="tests.fakes:scripted"))
-    config = RunConfig(inputs=("x.pdf",), output_dir=Path("out"))
     in_flight = engine.max_concurrency + 2 * 2
-    assert render_settings(config, engine, 2).shared_buffers == -(-in_flight // 2) + 2
-    huge_batches = RunConfig(inputs=("x.pdf",), output_dir=Path("out"), batch_pages=4000)
-    assert render_settings(huge_batches, engine, 1).shared_buffers == MAX_SHARED_BUFFERS
+    assert render_settings(RenderConfig(), None, engine, 2).shared_buffers == -(-in_flight // 2) + 2
+    huge_batches = render_settings(RenderConfig(), 4000, engine, 1)
+    assert huge_batches.shared_buffers == MAX_SHARED_BUFFERS
 
 
 def test_a_small_dev_shm_still_gets_shared_buffers_then_the_pipe(tmp_path: Path) -> None:

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from ocrfleet.config import EngineConfig, RunConfig
+from ocrfleet.events import PageFinished, WorkerEvent
 from ocrfleet.ledger import Ledger
 from ocrfleet.page_worker import PageWorker
 from ocrfleet.plan import ledger_path, make_plan
@@ -31,14 +32,14 @@ def run_worker(
     ledger = Ledger(ledger_path(config.output_dir, 1, 0))
     make_plan(config, ledger)
     engine = ScriptedEngine(engine_config)
-    events: list[dict[str, Any]] = []
+    events: list[WorkerEvent] = []
     worker = PageWorker(config, ledger, engine, "w", render_workers=1, on_event=events.append)
     asyncio.run(worker.run())
     records = [
         json.loads(line)
         for line in (config.output_dir / "pages" / "doc.jsonl").read_text("utf-8").splitlines()
     ]
-    assert sum(1 for e in events if e["kind"] == "page") == len(pages)
+    assert sum(1 for e in events if isinstance(e, PageFinished)) == len(pages)
     return {r["page"]: r for r in records}, engine, config.output_dir
 
 

@@ -16,7 +16,14 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from .config import EngineConfig, RunConfig
+from .config import (
+    EngineConfig,
+    FleetConfig,
+    PagePolicy,
+    RenderConfig,
+    RunConfig,
+    SyncConfig,
+)
 from .errors import (
     ConfigError,
     EngineDead,
@@ -37,12 +44,16 @@ __all__ = [
     "EngineConfig",
     "EngineDead",
     "EngineError",
+    "FleetConfig",
     "InputError",
     "LedgerError",
     "OcrfleetError",
+    "PagePolicy",
+    "RenderConfig",
     "RenderError",
     "RunConfig",
     "RunResult",
+    "SyncConfig",
     "__version__",
     "run",
 ]

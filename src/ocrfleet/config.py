@@ -1,14 +1,18 @@
-"""Run and engine settings: plain dataclasses, validated on construction.
+"""Run settings by layer: plain dataclasses, each validated on construction.
 
-Every option of `ocrfleet run` lands here; nothing else reads argv. A ConfigError raised here
-stops the run before any PDF is opened or any model is loaded.
+`RunConfig` holds the inputs, the output directory and one object per layer: `RenderConfig`
+(the render pool), `PagePolicy` (planner and page worker), `FleetConfig` (the supervisor and
+its workers), `SyncConfig` (s3:// copy and staging) and `EngineConfig` (the engines); each
+consumer is handed its layer. Every option of `ocrfleet run` lands here (run_options.py says
+where); nothing else reads argv. A ConfigError raised here stops the run before any PDF is
+opened or any model is loaded.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -95,56 +99,175 @@ class EngineConfig:
 
 
 @dataclass(frozen=True)
-class RunConfig:
-    """One `ocrfleet run`: what to read, where to write, how to process."""
+class RenderConfig:
+    """How pages become images (the render pool) and what becomes of the model's output."""
 
-    inputs: tuple[str, ...]
-    output_dir: Path
-    engine: EngineConfig = field(default_factory=EngineConfig)
     mode: Mode = "clean"
-    prompt: PromptName = "markdown"
     dpi: int = 144
     max_image_pixels: int = 25_000_000
     max_image_side: int = 10_000
     image_cache: Path | None = None
     render_workers: int | None = None
-    batch_pages: int | None = None
+    # Seconds one page may take to render before its render process is killed.
+    render_timeout: float = 300.0
+
+    def __post_init__(self) -> None:
+        if not 36 <= self.dpi <= 600:
+            raise ConfigError("--dpi must be between 36 and 600")
+        if self.max_image_pixels < 250_000 or self.max_image_side < 500:
+            raise ConfigError("the image cap is too small to OCR anything")
+        if self.mode not in ("clean", "raw"):
+            raise ConfigError("--mode must be clean or raw")
+        if not self.render_timeout > 0:
+            raise ConfigError("--render-timeout must be positive")
+
+
+@dataclass(frozen=True)
+class PagePolicy:
+    """What is done with each page and document: planning limits, blank pages, prompts,
+    attempts, timeouts, which finished pages are redone."""
+
+    prompt: PromptName = "markdown"
     timeout_seconds: float = 600.0
     max_attempts: int = 2
-    num_shards: int = 1
-    shard_index: int = 0
     retry_failed: bool = False
-    # Multi-worker: one engine worker per GPU, or N CPU workers.
+    blank_threshold: float = 0.00002
+    # A document with more pages fails at planning with one reason (None: no limit).
+    max_pages_per_document: int | None = None
+    # Finished pages carrying one of these quality flags are sent to OCR again.
+    redo_flags: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.max_attempts < 1:
+            raise ConfigError("--max-attempts must be at least 1")
+        if self.timeout_seconds <= 0:
+            raise ConfigError("--timeout-seconds must be positive")
+        if self.prompt not in PROMPTS:
+            raise ConfigError("--prompt must be markdown or free")
+        if self.max_pages_per_document is not None and self.max_pages_per_document < 1:
+            raise ConfigError("--max-pages-per-document must be at least 1")
+
+
+@dataclass(frozen=True)
+class FleetConfig:
+    """The workers of a node and the shard it works: GPUs, engines per GPU, restarts, leases."""
+
     # Empty with detect_gpus: the run uses every visible GPU when its engine is vLLM
     # (resolve.resolve_run_config); (0, 1): those GPUs, one worker pinned to each.
     gpus: tuple[int, ...] = ()
     detect_gpus: bool = True
+    # Multi-worker without GPUs: N CPU workers.
     workers: int = 1
     # None: auto (engine_slots.choose_engines_per_gpu), resolved by the runner before workers.
     engines_per_gpu: int | None = None
     max_worker_restarts: int = 5
     max_page_crashes: int = 2
     lease_seconds: float = 120.0
-    blank_threshold: float = 0.00002
-    # None: a progress bar when stderr is a terminal.
-    progress: bool | None = None
-    log_level: str = "INFO"
+    # Seconds between NVML samples of each GPU worker (0: none).
+    gpu_sample_seconds: float = 5.0
+    # Pages in flight per engine worker (None: the engine's batch + 2 per render process).
+    batch_pages: int | None = None
+    num_shards: int = 1
+    shard_index: int = 0
+
+    def __post_init__(self) -> None:
+        if self.num_shards < 1 or not 0 <= self.shard_index < self.num_shards:
+            raise ConfigError(
+                f"--shard-index {self.shard_index} is outside 0..{self.num_shards - 1}"
+            )
+        if self.batch_pages is not None and self.batch_pages < 1:
+            raise ConfigError("--batch-pages must be at least 1")
+        if self.workers < 1 or (self.engines_per_gpu is not None and self.engines_per_gpu < 1):
+            raise ConfigError("--workers and --engines-per-gpu must be at least 1")
+        if self.gpu_sample_seconds < 0:
+            raise ConfigError("--gpu-sample-seconds must be 0 (off) or positive")
+
+
+@dataclass(frozen=True)
+class SyncConfig:
+    """An s3:// copy of the outputs and where s3:// inputs are staged."""
+
     # s3://bucket/prefix: outputs are written to output_dir (local) and uploaded there, with
     # the ledger checkpointed every sync_interval seconds and at the end.
     sync_to: str | None = None
     sync_interval: float = 300.0
     # Where s3:// inputs are staged (default OUT/.ocrfleet-inputs).
     stage_dir: Path | None = None
-    # A document with more pages fails at planning with one reason (None: no limit).
-    max_pages_per_document: int | None = None
-    # Seconds between NVML samples of each GPU worker (0: none).
-    gpu_sample_seconds: float = 5.0
+
+    def __post_init__(self) -> None:
+        if self.sync_to is not None and not self.sync_to.startswith("s3://"):
+            raise ConfigError(f"outputs can be uploaded to s3:// only, not {self.sync_to!r}")
+
+
+LAYERS: dict[str, type[Any]] = {
+    "engine": EngineConfig,
+    "render": RenderConfig,
+    "policy": PagePolicy,
+    "fleet": FleetConfig,
+    "sync": SyncConfig,
+}
+_LAYER_OF_FIELD = {f.name: layer for layer, cls in LAYERS.items() for f in fields(cls)}
+
+
+@dataclass(frozen=True, init=False)
+class RunConfig:
+    """One `ocrfleet run`: what to read, where to write, and one settings object per layer.
+
+    A layer's setting may also be given by its own name, `RunConfig(inputs, out, dpi=200)`
+    being `RunConfig(inputs, out, render=RenderConfig(dpi=200))`.
+    """
+
+    inputs: tuple[str, ...]
+    output_dir: Path
+    engine: EngineConfig
+    render: RenderConfig
+    policy: PagePolicy
+    fleet: FleetConfig
+    sync: SyncConfig
+    # None: a progress bar when stderr is a terminal.
+    progress: bool | None
+    log_level: str
     # An empty or unreadable ledger is moved aside and a new one started (else: refused).
-    fresh_ledger: bool = False
-    # Seconds one page may take to render before its render process is killed.
-    render_timeout: float = 300.0
-    # Finished pages carrying one of these quality flags are sent to OCR again.
-    redo_flags: tuple[str, ...] = ()
+    fresh_ledger: bool
+
+    def __init__(
+        self,
+        inputs: tuple[str, ...],
+        output_dir: Path,
+        engine: EngineConfig | None = None,
+        render: RenderConfig | None = None,
+        policy: PagePolicy | None = None,
+        fleet: FleetConfig | None = None,
+        sync: SyncConfig | None = None,
+        progress: bool | None = None,
+        log_level: str = "INFO",
+        fresh_ledger: bool = False,
+        **settings: Any,
+    ) -> None:
+        given: dict[str, Any] = {
+            "engine": engine or EngineConfig(),
+            "render": render or RenderConfig(),
+            "policy": policy or PagePolicy(),
+            "fleet": fleet or FleetConfig(),
+            "sync": sync or SyncConfig(),
+        }
+        by_layer: dict[str, dict[str, Any]] = {}
+        for name, value in settings.items():
+            if name not in _LAYER_OF_FIELD:
+                raise TypeError(f"RunConfig got an unknown setting {name!r}")
+            by_layer.setdefault(_LAYER_OF_FIELD[name], {})[name] = value
+        for layer, values in by_layer.items():
+            given[layer] = replace(given[layer], **values)
+        for name, value in (
+            ("inputs", inputs),
+            ("output_dir", output_dir),
+            *given.items(),
+            ("progress", progress),
+            ("log_level", log_level),
+            ("fresh_ledger", fresh_ledger),
+        ):
+            object.__setattr__(self, name, value)
+        self.__post_init__()
 
     @property
     def ocr_capable(self) -> bool:
@@ -153,64 +276,32 @@ class RunConfig:
 
     @property
     def staging_dir(self) -> Path:
-        return self.stage_dir or self.output_dir / ".ocrfleet-inputs"
+        return self.sync.stage_dir or self.output_dir / ".ocrfleet-inputs"
 
     def __post_init__(self) -> None:
         if not self.inputs:
             raise ConfigError("no input given: name PDF files, directories, globs or list files")
-        if not 36 <= self.dpi <= 600:
-            raise ConfigError("--dpi must be between 36 and 600")
-        if self.max_image_pixels < 250_000 or self.max_image_side < 500:
-            raise ConfigError("the image cap is too small to OCR anything")
-        if self.num_shards < 1 or not 0 <= self.shard_index < self.num_shards:
-            raise ConfigError(
-                f"--shard-index {self.shard_index} is outside 0..{self.num_shards - 1}"
-            )
-        if self.max_attempts < 1:
-            raise ConfigError("--max-attempts must be at least 1")
-        if self.timeout_seconds <= 0:
-            raise ConfigError("--timeout-seconds must be positive")
-        if self.batch_pages is not None and self.batch_pages < 1:
-            raise ConfigError("--batch-pages must be at least 1")
-        if self.workers < 1 or (self.engines_per_gpu is not None and self.engines_per_gpu < 1):
-            raise ConfigError("--workers and --engines-per-gpu must be at least 1")
-        if self.mode not in ("clean", "raw"):
-            raise ConfigError("--mode must be clean or raw")
-        if self.prompt not in PROMPTS:
-            raise ConfigError("--prompt must be markdown or free")
-        if self.gpu_sample_seconds < 0:
-            raise ConfigError("--gpu-sample-seconds must be 0 (off) or positive")
-        if self.max_pages_per_document is not None and self.max_pages_per_document < 1:
-            raise ConfigError("--max-pages-per-document must be at least 1")
-        if self.sync_to is not None and not self.sync_to.startswith("s3://"):
-            raise ConfigError(f"outputs can be uploaded to s3:// only, not {self.sync_to!r}")
         self._check_s3_uris()
-        if not self.render_timeout > 0:
-            raise ConfigError("--render-timeout must be positive")
 
     def _check_s3_uris(self) -> None:
         """A malformed s3:// URI fails here, at once, not after retries as if transient."""
         from .s3uri import is_remote, split_uri
 
-        for uri in (self.sync_to, *self.inputs):
+        for uri in (self.sync.sync_to, *self.inputs):
             if uri is not None and is_remote(uri):
                 split_uri(uri)
 
     @property
     def worker_count(self) -> int:
         """Engine worker processes this run starts."""
-        if self.gpus:
-            per_gpu = self.engines_per_gpu or 1
-            return len(self.gpus) * per_gpu // max(1, self.engine.tensor_parallel_size)
-        return self.workers
+        if self.fleet.gpus:
+            per_gpu = self.fleet.engines_per_gpu or 1
+            return len(self.fleet.gpus) * per_gpu // max(1, self.engine.tensor_parallel_size)
+        return self.fleet.workers
 
     def to_json(self) -> str:
-        """Serialise for worker processes and the run summary."""
-        data = asdict(self)
-        data["output_dir"] = str(self.output_dir)
-        data["image_cache"] = str(self.image_cache) if self.image_cache else None
-        data["stage_dir"] = str(self.stage_dir) if self.stage_dir else None
-        return json.dumps(data, sort_keys=True)
+        """Serialise for worker processes and the run summary (paths as strings)."""
+        return json.dumps(asdict(self), sort_keys=True, default=str)
 
     @classmethod
     def for_output(
@@ -225,20 +316,60 @@ class RunConfig:
         if work_dir is None:
             digest = hashlib.sha256(text.encode()).hexdigest()[:16]
             work_dir = Path.home() / ".cache" / "ocrfleet" / "runs" / digest
-        sync_to = kw.pop("sync_to", None)
+        sync: SyncConfig = kw.pop("sync", None) or SyncConfig()
+        sync_to = kw.pop("sync_to", None) or sync.sync_to
         if sync_to and sync_to != text:
             raise ConfigError("give an s3:// output or sync_to (--sync-to), not two different ones")
-        return cls(inputs=inputs, output_dir=work_dir, sync_to=text, **kw)
+        return cls(inputs=inputs, output_dir=work_dir, sync=replace(sync, sync_to=text), **kw)
+
+    @staticmethod
+    def layer_kwargs(layers: dict[str, dict[str, Any]]) -> dict[str, Any]:
+        """RunConfig keyword arguments from values by layer and field (options.layer_values):
+        one object per layer, the run's own settings ("run") as they are."""
+        kw: dict[str, Any] = dict(layers.get("run", {}))
+        for name, values in layers.items():
+            if name != "run":
+                kw[name] = LAYERS[name](**values)
+        return kw
 
     @classmethod
     def from_json(cls, text: str) -> RunConfig:
+        """The config `to_json` wrote, or the flat one of ledgers written before the layers
+        (every layer's setting at the top, next to `engine`)."""
         data = json.loads(text)
-        engine = data.pop("engine")
-        engine["ngram_whitelist"] = tuple(engine["ngram_whitelist"])
-        data["inputs"] = tuple(data["inputs"])
-        data["redo_flags"] = tuple(data.get("redo_flags", ()))
-        data["gpus"] = tuple(data["gpus"])
-        data["output_dir"] = Path(data["output_dir"])
-        data["image_cache"] = Path(data["image_cache"]) if data["image_cache"] else None
-        data["stage_dir"] = Path(data["stage_dir"]) if data["stage_dir"] else None
-        return cls(engine=EngineConfig(**engine), **data)
+        flat: dict[str, dict[str, Any]] = {}
+        for name in [k for k in data if k in _LAYER_OF_FIELD]:
+            flat.setdefault(_LAYER_OF_FIELD[name], {})[name] = data.pop(name)
+        layers = {
+            name: _layer_from_dict(layer, data.get(name) or flat.get(name, {}))
+            for name, layer in LAYERS.items()
+        }
+        return cls(
+            inputs=tuple(data["inputs"]),
+            output_dir=Path(data["output_dir"]),
+            progress=data.get("progress"),
+            log_level=data.get("log_level", "INFO"),
+            fresh_ledger=data.get("fresh_ledger", False),
+            **layers,
+        )
+
+
+def stored_setting(data: dict[str, Any], name: str) -> Any:
+    """A layer's setting in a stored config (`to_json`'s, or an older flat one)."""
+    layer = data.get(_LAYER_OF_FIELD[name])
+    return layer.get(name) if isinstance(layer, dict) else data.get(name)
+
+
+def _layer_from_dict(layer: type[Any], data: dict[str, Any]) -> Any:
+    """A layer from its JSON: lists back to tuples, paths back to Path; settings this
+    version no longer has are left out."""
+    kw: dict[str, Any] = {}
+    for f in fields(layer):
+        if f.name in data:
+            value = data[f.name]
+            if isinstance(value, list):
+                value = tuple(value)
+            elif value is not None and "Path" in str(f.type):
+                value = Path(value)
+            kw[f.name] = value
+    return layer(**kw)

@@ -181,18 +181,18 @@ def plan_workers(
     count = config.worker_count
     # Render capacity follows the CPU count, split between engines; past 16 processes per
     # engine, more only costs memory (a GPU engine consumes 10–40 pages/s).
-    render = config.render_workers or max(1, min(16, cpu_count // max(1, count)))
-    if not config.gpus:
+    render = config.render.render_workers or max(1, min(16, cpu_count // max(1, count)))
+    if not config.fleet.gpus:
         return [WorkerSpec(slot, (), render) for slot in range(count)]
     tp = config.engine.tensor_parallel_size
     specs: list[WorkerSpec] = []
     if tp > 1:
-        groups = [config.gpus[i : i + tp] for i in range(0, len(config.gpus), tp)]
+        groups = [config.fleet.gpus[i : i + tp] for i in range(0, len(config.fleet.gpus), tp)]
         for slot, group in enumerate(g for g in groups if len(g) == tp):
             specs.append(WorkerSpec(slot, tuple(group), render))
         return specs
-    per_gpu = config.engines_per_gpu or 1
-    for gpu in config.gpus:
+    per_gpu = config.fleet.engines_per_gpu or 1
+    for gpu in config.fleet.gpus:
         for _ in range(per_gpu):
             specs.append(WorkerSpec(len(specs), (gpu,), render, per_gpu, kv_cache_bytes))
     return specs

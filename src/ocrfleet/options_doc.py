@@ -1,15 +1,20 @@
-"""The README's table of `ocrfleet run` options, made from the CLI's own option definitions.
+"""The README's table of `ocrfleet run` options, and --help's defaults, from one description.
 
-Each option is described once, in cli.py (its flags, default and help line); `--help` and
-the README both show that description, and a test fails when the README's table is not the
-one this module makes. Rewrite it with `python -m ocrfleet.options_doc README.md`.
+Each option is described once, in run_options.RUN_OPTIONS (its flags, default and help line);
+`--help` and the README both show that description, and a test fails when the README's
+table is not the one this module makes. Rewrite it with `python -m ocrfleet.options_doc README.md`.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .options import Option
 
 BEGIN = "<!-- options: made by `python -m ocrfleet.options_doc README.md` from cli.py -->"
 END = "<!-- options: end -->"
@@ -23,6 +28,18 @@ def shown_default(action: argparse.Action) -> str:
     if default is None or default is False or default == [] or not action.option_strings:
         return ""
     return "" if default == argparse.SUPPRESS else str(default)
+
+
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Defaults that say something in option help (not None, off or []), the epilog
+    (examples, exit statuses) kept as written."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        shown = shown_default(action)
+        if "%(default)" in text or not shown or shown == "required":
+            return text
+        return f"{text} (default: %(default)s)"
 
 
 def _cell(text: str) -> str:
@@ -52,10 +69,11 @@ def options_table(run_parser: argparse.ArgumentParser) -> str:
     return "\n".join(out).rstrip() + "\n"
 
 
-def run_parser() -> argparse.ArgumentParser:
+def run_parser(options: Sequence[Option] | None = None) -> argparse.ArgumentParser:
+    """`ocrfleet run`'s parser, made from `options` (default: run_options.RUN_OPTIONS)."""
     from .cli import build_parser
 
-    parser = build_parser()
+    parser = build_parser() if options is None else build_parser(options)
     for action in parser._actions:
         if isinstance(action, argparse._SubParsersAction):
             found: argparse.ArgumentParser = action.choices["run"]
@@ -63,13 +81,13 @@ def run_parser() -> argparse.ArgumentParser:
     raise LookupError("ocrfleet has no run command")
 
 
-def readme_with_table(readme: str) -> str:
-    """The README with its options table replaced by the one made from cli.py."""
+def readme_with_table(readme: str, options: Sequence[Option] | None = None) -> str:
+    """The README with its options table replaced by the one made from the options."""
     head, sep, rest = readme.partition(BEGIN)
     _, sep2, tail = rest.partition(END)
     if not sep or not sep2:
         raise ValueError(f"the README has no {BEGIN!r} … {END!r} block")
-    return f"{head}{BEGIN}\n\n{options_table(run_parser())}\n{END}{tail}"
+    return f"{head}{BEGIN}\n\n{options_table(run_parser(options))}\n{END}{tail}"
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -13,15 +13,15 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from .config import RunConfig
+from .config import RenderConfig, RunConfig
 from .deepseek.prompts import PROMPTS
 from .engines.auto import NEEDS_OCR
 from .engines.base import OcrEngine, OcrRequest, OcrResult
 from .errors import EngineDead, EngineError, LedgerError, RenderError
+from .events import DocumentFinished, EngineReady, EventSink, PageFinished
 from .ledger import AttemptClose, Claim, DocumentRow, Ledger, PageOutcome
 from .ocr_queue import forced_route
 from .page import RenderedPage, RenderRequest, RenderSettings
@@ -37,7 +37,6 @@ log = logging.getLogger(__name__)
 # Shared page buffers a render process may keep (each 8 MiB or more, created as needed).
 MAX_SHARED_BUFFERS = 64
 
-EventSink = Callable[[dict[str, Any]], None]
 PageKey = tuple[str, int]
 
 
@@ -53,23 +52,26 @@ class AttemptLog:
     last: AttemptClose | None = None
 
 
-def pages_in_flight(config: RunConfig, engine: OcrEngine, render_workers: int) -> int:
-    """How many pages a worker keeps between claim and finish."""
-    return config.batch_pages or (engine.max_concurrency + 2 * render_workers)
+def pages_in_flight(batch_pages: int | None, engine: OcrEngine, render_workers: int) -> int:
+    """How many pages a worker keeps between claim and finish (--batch-pages, else the
+    engine's batch and 2 per render process)."""
+    return batch_pages or (engine.max_concurrency + 2 * render_workers)
 
 
-def render_settings(config: RunConfig, engine: OcrEngine, render_workers: int) -> RenderSettings:
+def render_settings(
+    render: RenderConfig, batch_pages: int | None, engine: OcrEngine, render_workers: int
+) -> RenderSettings:
     needs = engine.needs
-    keep_pixels = needs.image or config.mode == "clean"
+    keep_pixels = needs.image or render.mode == "clean"
     # Enough shared buffers for a render process's share of the pages in flight (each page
     # holds its pixels and a prepared array), so they rarely fall back to a file each.
     per_page = int(keep_pixels) + int(needs.prepare is not None)
-    share = -(-pages_in_flight(config, engine, render_workers) // max(1, render_workers))
+    share = -(-pages_in_flight(batch_pages, engine, render_workers) // max(1, render_workers))
     return RenderSettings(
-        dpi=max(config.dpi, needs.min_dpi),
-        max_pixels=config.max_image_pixels,
-        max_side=config.max_image_side,
-        cache_dir=config.image_cache,
+        dpi=max(render.dpi, needs.min_dpi),
+        max_pixels=render.max_image_pixels,
+        max_side=render.max_image_side,
+        cache_dir=render.image_cache,
         want_text=needs.text_layer,
         prepare=needs.prepare,
         keep_pixels=keep_pixels,
@@ -121,10 +123,10 @@ class PageWorker:
         self.layout = OutputLayout(config.output_dir)
         self.pool = RenderPool(
             render_workers,
-            render_settings(config, engine, render_workers),
-            render_timeout=config.render_timeout,
+            render_settings(config.render, config.fleet.batch_pages, engine, render_workers),
+            render_timeout=config.render.render_timeout,
         )
-        self.guard = SourceGuard(ledger, config.num_shards, config.shard_index)
+        self.guard = SourceGuard(ledger, config.fleet.num_shards, config.fleet.shard_index)
         self.load_failures = LoadFailures(ledger)
         self.on_event = on_event or (lambda _event: None)
         self.render_workers = render_workers
@@ -152,10 +154,10 @@ class PageWorker:
             self.pool.close()
             raise
         self.engine_started = True
-        self.capacity = pages_in_flight(self.config, self.engine, self.render_workers)
-        self.on_event(
-            {"kind": "engine_ready", "capacity": self.capacity, "engine": self.engine.describe()}
+        self.capacity = pages_in_flight(
+            self.config.fleet.batch_pages, self.engine, self.render_workers
         )
+        self.on_event(EngineReady(self.capacity, self.engine.describe()))
         heartbeat = asyncio.create_task(self._heartbeat())
         try:
             await self._feed()
@@ -179,10 +181,10 @@ class PageWorker:
         self._changed.set()
 
     async def _heartbeat(self) -> None:
-        interval = max(0.5, self.config.lease_seconds / 4)
+        interval = max(0.5, self.config.fleet.lease_seconds / 4)
         while True:
             await asyncio.sleep(interval)
-            self.ledger.heartbeat(self.worker_id, self.config.lease_seconds)
+            self.ledger.heartbeat(self.worker_id, self.config.fleet.lease_seconds)
 
     async def _feed(self) -> None:
         while not self._stopping and self.fatal is None:
@@ -202,14 +204,16 @@ class PageWorker:
     def _claim(self, room: int) -> list[Claim]:
         claims: list[Claim] = []
         if not self._suspects:
-            claims = self.ledger.claim(self.worker_id, 1, self.config.lease_seconds, suspect=True)
+            claims = self.ledger.claim(
+                self.worker_id, 1, self.config.fleet.lease_seconds, suspect=True
+            )
             self._suspects.update((c.doc_id, c.page) for c in claims)
         room -= len(claims)
         if room > 0:
             claims += self.ledger.claim(
                 self.worker_id,
                 room,
-                self.config.lease_seconds,
+                self.config.fleet.lease_seconds,
                 suspect=False,
                 in_flight=len(self._tasks) + len(claims),
             )
@@ -289,7 +293,7 @@ class PageWorker:
                 self.ledger.release(self.worker_id, [key])
                 return
             self.load_failures.loaded(doc.doc_id)
-            if rendered.ink_ratio < self.config.blank_threshold and not rendered.has_text:
+            if rendered.ink_ratio < self.config.policy.blank_threshold and not rendered.has_text:
                 self._finish(doc, claim, rendered, AttemptLog(), claimed_at, blank=True)
                 return
             queued = time.monotonic() - claimed_at
@@ -321,8 +325,8 @@ class PageWorker:
     async def _attempts(self, doc: DocumentRow, claim: Claim, rendered: RenderedPage) -> AttemptLog:
         log_ = AttemptLog()
         key = (claim.doc_id, claim.page)
-        for n in range(1, self.config.max_attempts + 1):
-            prompt_name = prompt_for_attempt(self.config.prompt, n)
+        for n in range(1, self.config.policy.max_attempts + 1):
+            prompt_name = prompt_for_attempt(self.config.policy.prompt, n)
             request = OcrRequest(
                 request_id=f"{doc.doc_id[:16]}-p{claim.page}-a{claim.attempts + n}",
                 page=rendered,
@@ -338,10 +342,10 @@ class PageWorker:
             started = time.monotonic()
             try:
                 result = await asyncio.wait_for(
-                    self.engine.ocr(request), timeout=self.config.timeout_seconds
+                    self.engine.ocr(request), timeout=self.config.policy.timeout_seconds
                 )
             except TimeoutError:
-                reason = f"timed out after {self.config.timeout_seconds:g} s"
+                reason = f"timed out after {self.config.policy.timeout_seconds:g} s"
                 self._close_attempt(key, "timeout", error=reason)
                 log_.errors.append(reason)
                 log.warning("%s page %d attempt %d: %s", doc.source, claim.page, n, reason)
@@ -389,17 +393,16 @@ class PageWorker:
         self.pages_finished += stored
         record = outcome.record
         self.on_event(
-            {
-                "kind": "page",
-                "status": outcome.status,
-                "stored": stored,
-                "prompt_tokens": record.get("prompt_tokens", 0),
-                "output_tokens": record.get("output_tokens", 0),
-                "render_seconds": record.get("render_seconds", 0.0),
-                "queue_seconds": record.get("queue_seconds", 0.0),
-                "infer_seconds": record.get("infer_seconds", 0.0),
-                "wall_seconds": time.monotonic() - claimed_at,
-            }
+            PageFinished(
+                status=outcome.status,
+                stored=stored,
+                prompt_tokens=record.get("prompt_tokens", 0),
+                output_tokens=record.get("output_tokens", 0),
+                render_seconds=record.get("render_seconds", 0.0),
+                queue_seconds=record.get("queue_seconds", 0.0),
+                infer_seconds=record.get("infer_seconds", 0.0),
+                wall_seconds=time.monotonic() - claimed_at,
+            )
         )
         if outcome.status == "failed":
             log.error("%s page %d failed: %s", doc.source, claim.page, outcome.error)
@@ -410,7 +413,7 @@ class PageWorker:
         doc = self._document(doc_id)
         status, error = assemble_document(self.layout, doc, self.ledger.stored_pages(doc_id))
         self.ledger.finish_document(doc_id, status, error)
-        self.on_event({"kind": "document", "status": status, "source": doc.source})
+        self.on_event(DocumentFinished(status, doc.source))
         if error:
             log.error("%s: %s", doc.source, error)
 
@@ -472,7 +475,7 @@ class PageWorker:
             figures=figures,
             engine_timings={k: round(v, 4) for k, v in result.timings.items()},
         )
-        if self.config.mode == "clean":
+        if self.config.render.mode == "clean":
             record["raw"] = result.text
         if attempts.errors:
             record["attempt_errors"] = attempts.errors
@@ -483,7 +486,7 @@ class PageWorker:
     def _post_process(
         self, doc: DocumentRow, page: int, rendered: RenderedPage | None, raw: str
     ) -> tuple[str, list[str]]:
-        if self.config.mode == "raw":
+        if self.config.render.mode == "raw":
             return raw, []
         layout = self.layout
         cleaned = clean_page(raw, lambda fig: layout.figure_link(doc.rel, page, fig.index))

@@ -27,7 +27,7 @@ from .catalog import (
     store_probes,
     taken_names,
 )
-from .config import RunConfig
+from .config import PagePolicy, RunConfig
 from .ledger import Ledger, NewDocument
 from .names import assign_names, short_hash
 from .shards import shard_of
@@ -130,11 +130,34 @@ def _known_primaries(
     return primaries
 
 
-def _siblings(config: RunConfig, ledger: Ledger) -> list[Path]:
-    if config.num_shards == 1:
+@dataclass(frozen=True)
+class PlanScope:
+    """What the planner reads besides the page policy: the inputs, where staged s3:// inputs
+    sit, the output directory (the other shards' ledgers) and this run's shard."""
+
+    inputs: tuple[str, ...]
+    staging_dir: Path
+    output_dir: Path
+    num_shards: int = 1
+    shard_index: int = 0
+
+    @classmethod
+    def of(cls, config: RunConfig) -> PlanScope:
+        fleet = config.fleet
+        return cls(
+            config.inputs,
+            config.staging_dir,
+            config.output_dir,
+            fleet.num_shards,
+            fleet.shard_index,
+        )
+
+
+def _siblings(scope: PlanScope, ledger: Ledger) -> list[Path]:
+    if scope.num_shards == 1:
         return []
-    pattern = f"ocrfleet.shard-*-of-{config.num_shards}.sqlite"
-    return sorted(p for p in config.output_dir.glob(pattern) if p != ledger.path)
+    pattern = f"ocrfleet.shard-*-of-{scope.num_shards}.sqlite"
+    return sorted(p for p in scope.output_dir.glob(pattern) if p != ledger.path)
 
 
 def page_limit_error(probe: Probe, limit: int | None) -> str | None:
@@ -159,12 +182,17 @@ def label_staged(files: list[SourceFile], stage_dir: Path) -> list[SourceFile]:
 
 
 def make_plan(config: RunConfig, ledger: Ledger) -> Plan:
-    files, missing = discover(config.inputs)
-    files = label_staged(files, config.staging_dir)
+    """Register this shard's documents of a run's inputs in its ledger."""
+    return plan_documents(PlanScope.of(config), config.policy, ledger)
+
+
+def plan_documents(scope: PlanScope, policy: PagePolicy, ledger: Ledger) -> Plan:
+    files, missing = discover(scope.inputs)
+    files = label_staged(files, scope.staging_dir)
     plan = Plan(missing_inputs=missing)
     workers = max(1, min(8, os.cpu_count() or 1))
     probes, stats = probe_sources(ledger, files, workers)
-    limit = config.max_pages_per_document
+    limit = policy.max_pages_per_document
     # One document per content id: the first path (in input order) names it.
     stored = {f.path: path_to_text(str(f.path)) for f in files}
     # One document per content id: the path the ledger already reads it from, if listed
@@ -180,8 +208,8 @@ def make_plan(config: RunConfig, ledger: Ledger) -> Plan:
                 f.given,
                 first[probes[f.path].doc_id].given,
             )
-    shard = {d: shard_of(d, config.num_shards) for d in first}
-    mine = {d: f for d, f in first.items() if shard[d] == config.shard_index}
+    shard = {d: shard_of(d, scope.num_shards) for d in first}
+    mine = {d: f for d, f in first.items() if shard[d] == scope.shard_index}
     plan.retired, plan.moved = reconcile(
         ledger,
         {stored[f.path]: probes[f.path].doc_id for f in files},
@@ -199,7 +227,7 @@ def make_plan(config: RunConfig, ledger: Ledger) -> Plan:
     names = assign_names(
         [(d, f.rel) for d, f in first.items()]
         + [(dup_key[f.path], f.rel) for f in files if f.path in dup_key],
-        {**sibling_names(_siblings(config, ledger)), **taken_names(ledger)},
+        {**sibling_names(_siblings(scope, ledger)), **taken_names(ledger)},
     )
     plan.corpus_documents = len(first)
     for doc_id, f in mine.items():
@@ -228,7 +256,7 @@ def make_plan(config: RunConfig, ledger: Ledger) -> Plan:
     record_listing(
         ledger,
         [(d, f.given, shard[d], probes[f.path].pages) for d, f in first.items()],
-        config.num_shards,
+        scope.num_shards,
     )
     for f in files:
         doc_id = probes[f.path].doc_id

@@ -87,7 +87,7 @@ def require_ray() -> None:
 
 def output_uri(config: RunConfig) -> str:
     """Where the job's outputs end up: the s3:// URI, or the (shared) local directory."""
-    return config.sync_to or str(config.output_dir)
+    return config.sync.sync_to or str(config.output_dir)
 
 
 def shard_work_dir(
@@ -156,22 +156,23 @@ def run_shard(config: RunConfig, work_root: Path, board: Any) -> dict[str, Any]:
 
     node_id = ray.get_runtime_context().get_node_id()
     work_dir = shard_work_dir(
-        work_root, output_uri(config), node_id, config.num_shards, config.shard_index
+        work_root, output_uri(config), node_id, config.fleet.num_shards, config.fleet.shard_index
     )
-    if config.sync_to is not None:
+    if config.sync.sync_to is not None:
         # Inputs staged once per node, shared by the shards that land there, at the same
         # path on every node: the ledger records where each PDF was staged, and a shard
         # resumed on another node re-stages them there.
-        stage = config.stage_dir or work_root / "inputs"
-        config = replace(config, output_dir=work_dir, stage_dir=stage)
+        stage = config.sync.stage_dir or work_root / "inputs"
+        config = replace(config, output_dir=work_dir, sync=replace(config.sync, stage_dir=stage))
     gpus: tuple[int, ...] = ()
     if may_use_gpu(config.engine):  # the shard's own GPUs, as Ray assigned them
         gpus = tuple(int(g) for g in ray.get_gpu_ids())
-    config = replace(config, gpus=gpus or config.gpus, progress=False)
+    fleet = replace(config.fleet, gpus=gpus or config.fleet.gpus)
+    config = replace(config, fleet=fleet, progress=False)
     handler = _shard_log(config)
-    db_path = ledger_path(config.output_dir, config.num_shards, config.shard_index)
-    report = ShardReport(config.shard_index, node_id, "starting", 0, 0, time.time())
-    log.info("shard %d of %d on node %s, in %s", config.shard_index, config.num_shards,
+    db_path = ledger_path(config.output_dir, config.fleet.num_shards, config.fleet.shard_index)
+    report = ShardReport(config.fleet.shard_index, node_id, "starting", 0, 0, time.time())
+    log.info("shard %d of %d on node %s, in %s", config.fleet.shard_index, config.fleet.num_shards,
              node_id[:12], config.output_dir)  # fmt: skip
     try:
         with _Reporter(board, report, db_path) as reporter:
@@ -187,7 +188,7 @@ def _shard_log(config: RunConfig) -> logging.Handler:
     """The shard's own log file (uploaded with its outputs), next to the driver's console."""
     logs = config.output_dir / "logs"
     logs.mkdir(parents=True, exist_ok=True)
-    name = f"shard-{config.shard_index}-of-{config.num_shards}.log"
+    name = f"shard-{config.fleet.shard_index}-of-{config.fleet.num_shards}.log"
     handler = logging.FileHandler(logs / name, encoding="utf-8")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S"))
     root = logging.getLogger()
@@ -302,9 +303,7 @@ def run_on_ray(config: RunConfig, options: RayOptions) -> RayRunResult:
             out,
         )
         refs = {
-            task.remote(
-                replace(config, num_shards=options.num_shards, shard_index=i), work_root, board
-            ): i
+            task.remote(_shard_config(config, options.num_shards, i), work_root, board): i
             for i in range(options.num_shards)
         }
         results = _wait(refs, board, options)
@@ -351,3 +350,7 @@ def _wait(refs: dict[Any, int], board: Any, options: RayOptions) -> dict[int, di
             log.info("%s", line)
             last_line = time.monotonic()
     return results
+
+
+def _shard_config(config: RunConfig, num_shards: int, index: int) -> RunConfig:
+    return replace(config, fleet=replace(config.fleet, num_shards=num_shards, shard_index=index))

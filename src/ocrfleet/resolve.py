@@ -31,12 +31,13 @@ def resolve_run_config(config: RunConfig) -> RunConfig:
     The engine's kind decides auto's OCR engine (vLLM when a GPU and vLLM are there, else
     Tesseract when installed, else none) and checks Tesseract, so a missing binary or language
     stops the run before it starts; then whether the run's GPUs are detected or dropped."""
-    engine = engine_kind(config.engine).resolve(config.engine, config.gpus, visible_gpus)
+    engine = engine_kind(config.engine).resolve(config.engine, config.fleet.gpus, visible_gpus)
     use = engine_kind(engine).gpu_use(engine)
-    gpus = config.gpus
+    gpus = config.fleet.gpus
     if use == "none":
         gpus = ()  # CPU engines: --gpus would only multiply the workers
-    elif not gpus and config.detect_gpus and use == "planned":
+    elif not gpus and config.fleet.detect_gpus and use == "planned":
         gpus = tuple(visible_gpus())
     progress = sys.stderr.isatty() if config.progress is None else config.progress
-    return replace(config, engine=engine, gpus=gpus, progress=progress)
+    fleet = replace(config.fleet, gpus=gpus)
+    return replace(config, engine=engine, fleet=fleet, progress=progress)

@@ -25,7 +25,7 @@ from types import FrameType
 from typing import Any, TextIO
 
 from . import __version__
-from .config import RunConfig
+from .config import RunConfig, stored_setting
 from .diskfull import DiskFull, is_disk_full
 from .diskfull import detail as disk_full_detail
 from .engine_slots import (
@@ -38,6 +38,7 @@ from .engine_slots import (
 )
 from .engines import engine_kind
 from .errors import ConfigError
+from .events import PageFinished, WorkerEvent
 from .filemode import apply_to_ledger
 from .gpu_telemetry import GpuReadings
 from .handover import ShmFiles
@@ -123,8 +124,8 @@ def run(
         check_run_setup(config)
     for warning in engine_kind(config.engine).warnings(config):
         log.warning("%s", warning)
-    suffix = shard_suffix(config.num_shards, config.shard_index)
-    check_layout(config.output_dir, config.num_shards)
+    suffix = shard_suffix(config.fleet.num_shards, config.fleet.shard_index)
+    check_layout(config.output_dir, config.fleet.num_shards)
     try:
         with run_lock(config.output_dir, suffix):
             return _run_locked(config, suffix, handle_signals)
@@ -182,8 +183,8 @@ class PeriodicSync:
 
 
 def _run_locked(config: RunConfig, suffix: str, handle_signals: bool) -> RunResult:
-    db_path = ledger_path(config.output_dir, config.num_shards, config.shard_index)
-    sync = OutputSync(config.output_dir, config.sync_to) if config.sync_to else None
+    db_path = ledger_path(config.output_dir, config.fleet.num_shards, config.fleet.shard_index)
+    sync = OutputSync(config.output_dir, config.sync.sync_to) if config.sync.sync_to else None
     if sync is not None and not db_path.exists() and sync.restore_ledger(db_path):
         log.info("resuming from the ledger checkpoint in %s", sync.remote)
     if any(is_remote(uri) for uri in config.inputs):
@@ -218,7 +219,7 @@ def _run_locked(config: RunConfig, suffix: str, handle_signals: bool) -> RunResu
                 "no PDF found in %s (directories are searched recursively for *.pdf)",
                 ", ".join(config.inputs),
             )
-        if config.retry_failed:
+        if config.policy.retry_failed:
             log.info("--retry-failed: %d failed page(s) back in the queue", ledger.retry_failed())
         _requeue_for_ocr(config, ledger)
         finalize_ready_documents(ledger, layout, f"supervisor:{os.getpid()}")
@@ -234,7 +235,7 @@ def _run_locked(config: RunConfig, suffix: str, handle_signals: bool) -> RunResu
         config, engines_per_gpu = resolve_engines_per_gpu(config)
         interrupted, killed = False, False
         slots: list[dict[str, Any]] = []
-        periodic = PeriodicSync(sync, db_path, config.sync_interval)
+        periodic = PeriodicSync(sync, db_path, config.sync.sync_interval)
         if counts.pages["pending"]:
             with periodic:
                 interrupted, killed, slots = _supervise(
@@ -275,7 +276,7 @@ def _run_locked(config: RunConfig, suffix: str, handle_signals: bool) -> RunResu
             log.error(
                 "the final upload to %s failed: the outputs are complete in %s; run the "
                 "same command again to upload them",
-                config.sync_to,
+                config.sync.sync_to,
                 config.output_dir,
             )
             code = summary["exit_code"] = EXIT_INCOMPLETE
@@ -288,27 +289,27 @@ def _run_locked(config: RunConfig, suffix: str, handle_signals: bool) -> RunResu
 def resolve_engines_per_gpu(config: RunConfig) -> tuple[RunConfig, EnginesPerGpu]:
     """`--engines-per-gpu auto`: K from the GPU's memory, the weights and the cores per GPU;
     with K > 1 on a GPU of known memory, each engine's KV budget too."""
-    given = config.engines_per_gpu
+    given = config.fleet.engines_per_gpu
     engine = config.engine
     planned = engine_kind(engine).gpu_use(engine) == "planned"  # its memory is known
-    if not config.gpus or not planned or engine.tensor_parallel_size > 1:
+    if not config.fleet.gpus or not planned or engine.tensor_parallel_size > 1:
         choice = EnginesPerGpu(given or 1, "given" if given else "one engine per GPU")
     else:
         known = gpu_inventory()
-        listed = [known[g] for g in config.gpus if g < len(known)]
+        listed = [known[g] for g in config.fleet.gpus if g < len(known)]
         if not listed:
             choice = EnginesPerGpu(given or 1, "given" if given else "GPU memory unknown")
         else:
             choice = choose_engines_per_gpu(
                 min(listed, key=lambda g: g.memory_bytes),
-                gpus=len(config.gpus),
+                gpus=len(config.fleet.gpus),
                 cpu_cores=available_cores(),
                 weights_bytes=model_weight_bytes(config.engine.model),
                 gpu_memory_utilization=config.engine.gpu_memory_utilization,
                 given=given,
             )
     log.info("engines per GPU: %d (%s)", choice.engines, choice.rule)
-    return replace(config, engines_per_gpu=choice.engines), choice
+    return replace(config, fleet=replace(config.fleet, engines_per_gpu=choice.engines)), choice
 
 
 def _supervise(
@@ -328,13 +329,15 @@ def _supervise(
     supervisor: Supervisor
     readings = GpuReadings(db_path, time.time())
 
-    def on_event(event: dict[str, Any]) -> None:
+    def on_event(event: WorkerEvent) -> None:
         stats.add(event)
-        if event.get("kind") == "page" and event.get("stored"):
-            gpu_util = readings.utilisation() if config.gpus and config.progress else None
+        if isinstance(event, PageFinished) and event.stored:
+            gpu_util = readings.utilisation() if config.fleet.gpus and config.progress else None
             progress.advance(slot_rates(supervisor.slots), gpu_util)
 
-    supervisor = Supervisor(config, db_path, ledger, specs, on_event)
+    supervisor = Supervisor(
+        config.fleet, config.output_dir, config.to_json(), db_path, ledger, specs, on_event
+    )
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
         if supervisor.stopping:
@@ -404,7 +407,7 @@ def _warn_changed_options(previous: str | None, config: RunConfig) -> None:
     before = json.loads(previous)
     now = json.loads(config.to_json())
     keys = ("mode", "prompt", "dpi")
-    changed = [k for k in keys if before.get(k) != now.get(k)]
+    changed = [k for k in keys if stored_setting(before, k) != stored_setting(now, k)]
     if before.get("engine", {}).get("name") != now["engine"]["name"]:
         changed.append("engine")
     if changed:
@@ -420,13 +423,13 @@ def _requeue_for_ocr(config: RunConfig, ledger: Ledger) -> None:
     finished pages carrying the flag) go back in the queue; nothing else is redone."""
     if not config.ocr_capable:
         return
-    needs, flagged = requeue_for_ocr(ledger, config.redo_flags)
+    needs, flagged = requeue_for_ocr(ledger, config.policy.redo_flags)
     if needs or flagged:
         log.info(
             "back in the queue for OCR: %d page(s) left as needs_ocr, %d with --redo-flag %s",
             needs,
             flagged,
-            ",".join(config.redo_flags) or "-",
+            ",".join(config.policy.redo_flags) or "-",
         )
 
 
@@ -444,14 +447,14 @@ def _summary(
         "ocrfleet_version": __version__,
         "run_id": run_id,
         "output_dir": str(config.output_dir),
-        "shard": {"index": config.shard_index, "count": config.num_shards},
+        "shard": {"index": config.fleet.shard_index, "count": config.fleet.num_shards},
         "engine": config.engine.name,
         "ocr_engine": kind.ocr_engine(config.engine),
         "model": config.engine.model if kind.uses_model(config.engine) else None,
         "documents": {k: v for k, v in counts.documents.items() if k != "assembling"},
         "pages": counts.pages,
         "this_run": stats.summary(),
-        "synced_to": config.sync_to,
+        "synced_to": config.sync.sync_to,
         "workers": slots,
         "failed_documents": ledger.failed_documents(),
         "missing_inputs": missing,

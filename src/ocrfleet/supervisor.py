@@ -23,18 +23,18 @@ import signal
 import socket
 import sys
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, replace
 from multiprocessing.connection import Connection, wait
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .config import RunConfig
+from .config import FleetConfig, RunConfig
 from .diskfull import EXIT_DISK_FULL, DiskFull, LogFileHandler, is_disk_full
 from .diskfull import detail as disk_full_detail
 from .engine_slots import WorkerSpec
 from .engines import create_engine, engine_kind
 from .errors import EngineDead
+from .events import EngineReady, EventSink, PageFinished, WorkerEvent, decode, encode
 from .gpu_telemetry import start_gpu_sampler
 from .handover import ShmFiles
 from .ledger import Ledger
@@ -95,12 +95,11 @@ def _worker_main(config_json: str, spec: WorkerSpec, conn: Connection, db_path: 
     ledger = Ledger(Path(db_path))
     ledger.register_worker(me, spec.slot, os.getpid(), spec.label, ENGINE_START_GRACE)
 
-    def send(event: dict[str, Any]) -> None:
-        event["slot"] = spec.slot
+    def send(event: WorkerEvent) -> None:
         with contextlib.suppress(OSError, BrokenPipeError):
-            conn.send(event)
+            conn.send(encode(event))
 
-    sampler = start_gpu_sampler(Path(db_path), me, spec.gpus, config.gpu_sample_seconds)
+    sampler = start_gpu_sampler(Path(db_path), me, spec.gpus, config.fleet.gpu_sample_seconds)
     engine = create_engine(config.engine)
     worker = PageWorker(
         config, ledger, engine, me, render_workers=spec.render_workers, on_event=send
@@ -115,9 +114,7 @@ def _worker_main(config_json: str, spec: WorkerSpec, conn: Connection, db_path: 
     os._exit(code)  # skip interpreter teardown: engine threads can hang it
 
 
-async def _serve(
-    worker: PageWorker, conn: Connection, send: Callable[[dict[str, Any]], None]
-) -> int:
+async def _serve(worker: PageWorker, conn: Connection, send: EventSink) -> int:
     loop = asyncio.get_running_loop()
 
     def on_term() -> None:
@@ -139,7 +136,6 @@ async def _serve(
     loop.add_signal_handler(signal.SIGTERM, on_term)
     loop.add_signal_handler(signal.SIGINT, on_term)
     loop.add_reader(conn.fileno(), on_control)
-    send({"kind": "starting"})
     try:
         await worker.run()
     except EngineDead as exc:
@@ -154,7 +150,6 @@ async def _serve(
     finally:
         with contextlib.suppress(Exception):
             loop.remove_reader(conn.fileno())
-    send({"kind": "finished", "pages": worker.pages_finished})
     return EXIT_OK
 
 
@@ -219,13 +214,19 @@ class SupervisorResult:
 class Supervisor:
     def __init__(
         self,
-        config: RunConfig,
+        fleet: FleetConfig,
+        output_dir: Path,
+        worker_config: str,
         db_path: Path,
         ledger: Ledger,
         specs: list[WorkerSpec],
-        on_event: Callable[[dict[str, Any]], None],
+        on_event: EventSink,
     ) -> None:
-        self.config = config
+        """`worker_config`: the RunConfig JSON each worker process runs with; the supervisor
+        itself reads only `fleet` and the output directory (worker logs)."""
+        self.fleet = fleet
+        self.output_dir = output_dir
+        self.worker_config = worker_config
         self.db_path = db_path
         self.ledger = ledger
         self.slots = [SlotState(spec) for spec in specs]
@@ -261,7 +262,7 @@ class Supervisor:
         parent, child = self._ctx.Pipe(duplex=True)
         process = self._ctx.Process(
             target=worker_main,
-            args=(self.config.to_json(), state.spec, child, str(self.db_path)),
+            args=(self.worker_config, state.spec, child, str(self.db_path)),
             name=f"ocrfleet-worker-{state.spec.slot}",
         )
         process.start()
@@ -319,7 +320,7 @@ class Supervisor:
             self._kill_all()  # their claims go back to the queue when the run resumes
             if isinstance(exc, DiskFull):
                 raise
-            raise DiskFull(self.config.output_dir, disk_full_detail(exc)) from exc
+            raise DiskFull(self.output_dir, disk_full_detail(exc)) from exc
 
     def _run(self) -> SupervisorResult:
         ShmFiles.sweep_orphans_safely()  # pages in RAM from a run that was killed outright
@@ -327,7 +328,7 @@ class Supervisor:
         for state in self.slots:
             state.waiting = True
         self._start_waiting()
-        next_health_check = time.monotonic() + self.config.lease_seconds / 2
+        next_health_check = time.monotonic() + self.fleet.lease_seconds / 2
         while not all(s.done or s.gave_up for s in self.slots):
             if self._kill:
                 self._kill_all()
@@ -350,7 +351,7 @@ class Supervisor:
                     self._exited(state)
             if time.monotonic() >= next_health_check:
                 self._kill_stale()
-                next_health_check = time.monotonic() + self.config.lease_seconds / 2
+                next_health_check = time.monotonic() + self.fleet.lease_seconds / 2
         return SupervisorResult(self.slots, self._stopping)
 
     def _receive(self, state: SlotState) -> None:
@@ -359,21 +360,25 @@ class Supervisor:
             return
         try:
             while conn.poll():
-                event = conn.recv()
+                try:
+                    event = decode(conn.recv())
+                except ValueError as exc:  # a worker of another ocrfleet version
+                    log.warning("worker %d: %s (ignored)", state.spec.slot, exc)
+                    continue
                 self._count(state, event)
                 self.on_event(event)
         except (EOFError, OSError):
             return
 
-    def _count(self, state: SlotState, event: dict[str, Any]) -> None:
-        if event.get("kind") == "engine_ready":
+    def _count(self, state: SlotState, event: WorkerEvent) -> None:
+        if isinstance(event, EngineReady):
             state.starting, state.start_error = False, None
             if state.ready_at is None:
                 state.ready_at = time.monotonic()
-        if event.get("kind") == "page" and event.get("stored"):
+        if isinstance(event, PageFinished) and event.stored:
             now = time.monotonic()
             state.pages += 1
-            state.output_tokens += int(event.get("output_tokens") or 0)
+            state.output_tokens += event.output_tokens
             state.first_page_at = state.first_page_at or now
             state.last_page_at = now
 
@@ -388,7 +393,7 @@ class Supervisor:
             state.conn = None
         state.process = None
         if code == EXIT_DISK_FULL:
-            raise DiskFull(self.config.output_dir, f"worker {state.spec.slot} could not write")
+            raise DiskFull(self.output_dir, f"worker {state.spec.slot} could not write")
         if state.starting and not state.retired:
             state.start_error = self._cause(state)
         state.starting = False
@@ -397,16 +402,16 @@ class Supervisor:
             state.done = True
             self._declare_fleet()  # the engines still running share what comes back
             return
-        poisoned = self.ledger.reap_worker(state.worker, self.config.max_page_crashes)
+        poisoned = self.ledger.reap_worker(state.worker, self.fleet.max_page_crashes)
         for doc_id, page in poisoned:
             log.error("page %d of %s failed as a poison page", page, doc_id)
-            self.on_event({"kind": "page", "status": "failed", "stored": True, "slot": -1})
+            self.on_event(PageFinished(status="failed", stored=True))
         if self._stopping:
             state.done = True
             return
         state.restarts += 1
         state.last_error = self._cause(state)
-        if state.restarts > self.config.max_worker_restarts:
+        if state.restarts > self.fleet.max_worker_restarts:
             log.error(
                 "worker %d (%s) died %d times (last exit %s): giving up on it: %s",
                 state.spec.slot,
@@ -417,7 +422,6 @@ class Supervisor:
             )
             state.gave_up = True
             self._declare_fleet()
-            self.on_event({"kind": "slot_gave_up", "slot": state.spec.slot})
             return
         delay = min(RESTART_BACKOFF_CAP, 2.0 ** (state.restarts - 1))
         log.warning(
@@ -427,17 +431,17 @@ class Supervisor:
             code,
             state.last_error,
             state.restarts,
-            self.config.max_worker_restarts,
+            self.fleet.max_worker_restarts,
             delay,
         )
         state.restart_at = time.monotonic() + delay
 
     def _cause(self, state: SlotState) -> str:
         """The dead worker's last error line and the file it is in (logs/worker-N.*)."""
-        found = last_worker_error(self.config.output_dir / "logs", state.spec.slot)
+        found = last_worker_error(self.output_dir / "logs", state.spec.slot)
         if found is None:
             return f"no error logged; see logs/worker-{state.spec.slot}.log and .out"
-        return found.describe(self.config.output_dir)
+        return found.describe(self.output_dir)
 
     def _restart_due(self) -> None:
         now = time.monotonic()
@@ -450,7 +454,7 @@ class Supervisor:
 
     def _kill_stale(self) -> None:
         """A worker whose heartbeat stopped (hung engine, blocked loop) is killed and reaped."""
-        stale = set(self.ledger.stale_workers(time.time() - 2 * self.config.lease_seconds))
+        stale = set(self.ledger.stale_workers(time.time() - 2 * self.fleet.lease_seconds))
         for state in self.slots:
             if state.worker in stale and state.process is not None and state.process.is_alive():
                 log.error("worker %d stopped heartbeating: killing it", state.spec.slot)

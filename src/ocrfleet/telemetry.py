@@ -11,6 +11,8 @@ from typing import Any
 
 from tqdm import tqdm
 
+from .events import DocumentFinished, EngineReady, PageFinished, WorkerEvent
+
 STAGES = ("render_seconds", "queue_seconds", "infer_seconds")
 
 
@@ -29,24 +31,24 @@ class RunStats:
     engine_ready: float | None = None
     engines: list[dict[str, Any]] = field(default_factory=list)
 
-    def add(self, event: dict[str, Any]) -> None:
-        kind = event.get("kind")
-        if kind == "engine_ready":
+    def add(self, event: WorkerEvent) -> None:
+        if isinstance(event, EngineReady):
             self.engine_ready = self.engine_ready or time.monotonic()
             if not self.engines:
-                self.engines.append(event.get("engine") or {})
-        if kind == "document":
-            self.documents[str(event.get("status"))] += 1
-        if kind != "page" or not event.get("stored"):
+                self.engines.append(event.engine)
+        if isinstance(event, DocumentFinished):
+            self.documents[event.status] += 1
+        if not isinstance(event, PageFinished) or not event.stored:
             return
         now = time.monotonic()
         self.first_page = self.first_page or now
         self.last_page = now
-        self.statuses[str(event.get("status"))] += 1
-        self.prompt_tokens += int(event.get("prompt_tokens") or 0)
-        self.output_tokens += int(event.get("output_tokens") or 0)
-        for stage in STAGES:
-            self.stage_seconds[stage] += float(event.get(stage) or 0.0)
+        self.statuses[event.status] += 1
+        self.prompt_tokens += event.prompt_tokens
+        self.output_tokens += event.output_tokens
+        self.stage_seconds["render_seconds"] += event.render_seconds
+        self.stage_seconds["queue_seconds"] += event.queue_seconds
+        self.stage_seconds["infer_seconds"] += event.infer_seconds
 
     @property
     def pages(self) -> int:

@@ -64,7 +64,7 @@ def check_topology(config: RunConfig, argv: list[str] | None = None) -> list[str
     heads = attention_heads(engine.model)
     if heads % tp:
         argv = list(sys.argv) if argv is None else argv
-        gpus = max(tp, len(config.gpus))
+        gpus = max(tp, len(config.fleet.gpus))
         raise ConfigError(
             f"--tensor-parallel-size {tp} cannot work for this model: tensor parallelism must "
             f"divide its {heads} attention heads (valid: "
@@ -81,12 +81,12 @@ def check_topology(config: RunConfig, argv: list[str] | None = None) -> list[str
             "data-parallel vision encoder; vLLM falls back to weights mode"
         )
     if (
-        config.batch_pages is not None
+        config.fleet.batch_pages is not None
         and engine.max_num_seqs is not None
-        and (config.batch_pages < engine.max_num_seqs)
+        and (config.fleet.batch_pages < engine.max_num_seqs)
     ):
         warnings.append(
-            f"--batch-pages {config.batch_pages} keeps fewer pages in flight than "
+            f"--batch-pages {config.fleet.batch_pages} keeps fewer pages in flight than "
             f"--max-num-seqs {engine.max_num_seqs}: the GPU will wait for pages"
         )
     return warnings
@@ -121,14 +121,14 @@ def vllm_cpu_build() -> bool:
 
 
 def check_gpus_visible(config: RunConfig) -> None:
-    if config.gpus:
+    if config.fleet.gpus:
         # --gpus names physical GPUs (each worker is pinned to its own with
         # CUDA_VISIBLE_DEVICES): a GPU that nvidia-smi does not list cannot be used.
         listed = listed_gpus()
-        absent = [g for g in config.gpus if listed and g not in listed]
+        absent = [g for g in config.fleet.gpus if listed and g not in listed]
         if absent:
             raise ConfigError(
-                f"--gpus {','.join(map(str, config.gpus))}: no GPU "
+                f"--gpus {','.join(map(str, config.fleet.gpus))}: no GPU "
                 f"{', '.join(map(str, absent))} on this machine (nvidia-smi lists "
                 f"{', '.join(map(str, listed))}); name GPUs from that list, or use --gpus auto"
             )
