@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from ocrfleet.config import EngineConfig, RunConfig
-from ocrfleet.plan import ledger_path
+from ocrfleet.layout import ledger_path
 from ocrfleet.runner import PeriodicSync, run
 from ocrfleet.storage import OutputSync
 from tests.conftest import Corpus

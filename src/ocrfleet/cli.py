@@ -17,6 +17,7 @@ from .config import RESOLUTIONS, EngineConfig, RunConfig
 from .diskfull import DiskFull, LogFileHandler, is_disk_full
 from .diskfull import detail as disk_detail
 from .errors import ConfigError, LedgerError, OcrfleetError
+from .layout import OutputLayout
 
 EXAMPLES = """\
 examples:
@@ -563,8 +564,9 @@ def _setup_logging(level: str, output_dir: Path | None) -> None:
     console.setFormatter(fmt)
     handlers: list[logging.Handler] = [console]
     if output_dir is not None:
-        (output_dir / "logs").mkdir(parents=True, exist_ok=True)
-        file_handler = LogFileHandler(output_dir / "logs" / "run.log", encoding="utf-8")
+        layout = OutputLayout(output_dir)
+        layout.logs_dir.mkdir(parents=True, exist_ok=True)
+        file_handler = LogFileHandler(layout.run_log, encoding="utf-8")
         file_handler.setFormatter(fmt)
         handlers.append(file_handler)
         # The run's last line in run.log, whatever ended it (not repeated on the console).
@@ -630,7 +632,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
             f"… and {len(s['failed_documents']) - 20} more; see {result.summary_path}",
         )
     print(f"summary: {result.summary_path}")
-    report = result.summary_path.parent / "report.html"
+    report = OutputLayout(result.summary_path.parent).report
     if report.is_file():
         print(f"report: {report}")
     return result.exit_code
@@ -736,12 +738,12 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
-    from .report import REPORT_NAME, write_report
+    from .report import write_report
 
     try:
         print(write_report(args.output_dir, args.output))
     except OSError as exc:
-        target = args.output or args.output_dir / REPORT_NAME
+        target = args.output or OutputLayout(args.output_dir).report
         raise ConfigError(
             f"cannot write {target} ({exc.strerror or exc}); give --output a writable path"
         ) from None

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from .errors import ConfigError
+from .layout import OutputLayout
 
 # "vllm", "text", "tesseract", "auto" (route each page: text layer or OCR engine), or
 # "package.module:factory" for an engine of your own (tests use this).
@@ -170,7 +171,7 @@ class RunConfig:
 
     @property
     def staging_dir(self) -> Path:
-        return self.stage_dir or self.output_dir / ".ocrfleet-inputs"
+        return self.stage_dir or OutputLayout(self.output_dir).staging_dir
 
     def __post_init__(self) -> None:
         if not self.inputs:

@@ -20,9 +20,10 @@ from typing import Any
 from urllib.parse import quote
 
 from .errors import ConfigError
+from .layout import LEDGER_GLOB, REMOTE_LEDGER_DIR
 from .ledger import StoredPage, read_stored_pages
-from .status import LEDGER_GLOB, find_ledgers
-from .storage import LEDGER_PREFIX, is_remote, make_filesystem, split_uri, with_retries
+from .status import find_ledgers
+from .storage import is_remote, make_filesystem, split_uri, with_retries
 
 RETRIES = 5  # transient S3 errors, as for a run's uploads
 
@@ -265,14 +266,14 @@ def _remote_ledgers(output: str, scratch: Path) -> list[LedgerSource]:
     fs = make_filesystem()
     try:
         names = sorted(
-            with_retries(lambda: fs.find(f"{root}/{LEDGER_PREFIX}"), f"list {output}", RETRIES)
+            with_retries(lambda: fs.find(f"{root}/{REMOTE_LEDGER_DIR}"), f"list {output}", RETRIES)
         )
     except FileNotFoundError:
         names = []
     ledgers = [n for n in names if fnmatch(n.rsplit("/", 1)[-1], LEDGER_GLOB)]
     if not ledgers:
         raise ConfigError(
-            f"no ocrfleet ledger checkpoint in {output}/{LEDGER_PREFIX}/ (expected "
+            f"no ocrfleet ledger checkpoint in {output}/{REMOTE_LEDGER_DIR}/ (expected "
             f"{LEDGER_GLOB}, uploaded by `ocrfleet run -o {output}` or --sync-to)"
         )
     scratch.mkdir(parents=True, exist_ok=True)

@@ -21,6 +21,7 @@ from .config import PROMPTS, RunConfig
 from .engines.auto import NEEDS_OCR
 from .engines.base import OcrEngine, OcrRequest, OcrResult
 from .errors import EngineDead, EngineError, LedgerError, RenderError
+from .layout import OutputLayout
 from .ledger import AttemptClose, Claim, DocumentRow, Ledger, PageOutcome
 from .ocr_queue import forced_route
 from .page import RenderedPage, RenderRequest, RenderSettings
@@ -30,7 +31,7 @@ from .quality import assess
 from .render_pool import RenderPool
 from .source_guard import SourceGuard
 from .sources import text_to_path
-from .writers import OutputLayout, assemble_document, save_figures
+from .writers import assemble_document, save_figures
 
 log = logging.getLogger(__name__)
 # Shared page buffers a render process may keep (each 8 MiB or more, created as needed).

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
+from .layout import OutputLayout
 from .redact import redact, secret_values
 
 Runner = Callable[[list[str]], tuple[int, str, str]]
@@ -421,7 +422,7 @@ def smoke_command(pdf: Path, run_dir: Path, model: str, timeout: float, fp8: boo
 
 
 def _first_text_record(run_dir: Path) -> dict[str, Any] | None:
-    for path in sorted(run_dir.glob("pages/**/*.jsonl")):
+    for path in sorted(OutputLayout(run_dir).pages_dir.glob("**/*.jsonl")):
         for line in path.read_text(encoding="utf-8").splitlines():
             try:
                 record = json.loads(line)
@@ -474,7 +475,7 @@ def smoke_check(
         return Check("smoke", False, f"{pdf} does not exist", "pass an existing PDF"), None
     run_dir = base_dir / f"smoke-{time.strftime('%Y%m%dT%H%M%S')}"
     cmd = smoke_command(pdf, run_dir, options.resolved_model(), options.timeout, fp8)
-    rerun = f"see {run_dir / 'logs' / 'run.log'}; rerun by hand: {shlex.join(cmd)}"
+    rerun = f"see {OutputLayout(run_dir).run_log}; rerun by hand: {shlex.join(cmd)}"
     try:
         rc, out, err = runner(cmd)
     except OSError as exc:
@@ -502,7 +503,7 @@ def throughput_check(
     model: str,
 ) -> Check:
     """A baseline from the smoke run's summary, written down with the machine and versions."""
-    summary_path = run_dir / "run-summary.json"
+    summary_path = OutputLayout(run_dir).summary()
     try:
         summary = json.loads(summary_path.read_text(encoding="utf-8"))
         this_run = summary["this_run"]

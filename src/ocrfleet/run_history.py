@@ -5,17 +5,9 @@ no-op re-run does not hide the numbers of the run that did the work.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 from .ledger import Ledger
-
-RUNS_DIR = "runs"
-
-
-def run_history_path(output_dir: Path, run_id: str, shard_suffix: str = "") -> Path:
-    """OUT/runs/<run id><shard>.json: one file a run, never overwritten."""
-    return output_dir / RUNS_DIR / f"{run_id}{shard_suffix}.json"
 
 
 def last_run_with_pages(

@@ -40,21 +40,22 @@ from .errors import ConfigError
 from .filemode import apply_to_ledger
 from .gpu_telemetry import GpuReadings
 from .handover import ShmFiles
+from .layout import OutputLayout, shard_suffix
 from .ledger import Ledger
 from .ledger_file import check_ledger_file
-from .manifest import manifest_path, write_duplicate_outputs, write_manifest
+from .manifest import write_duplicate_outputs, write_manifest
 from .ocr_queue import requeue_for_ocr, route_report
 from .outdir import check_layout
-from .plan import ledger_path, make_plan, shard_suffix
+from .plan import make_plan
 from .redact import redact_obj
 from .report import write_report_after_run
 from .resolve import resolve_run_config
-from .run_history import last_run_with_pages, run_history_path
+from .run_history import last_run_with_pages
 from .setup_checks import check_run_setup
 from .storage import OutputSync, is_remote, stage_inputs
 from .supervisor import SlotState, Supervisor
 from .telemetry import Progress, RunStats
-from .writers import OutputLayout, assemble_document, write_json
+from .writers import assemble_document, write_json
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +76,7 @@ class RunResult:
 def run_lock(output_dir: Path, suffix: str) -> Iterator[None]:
     """One run per ledger at a time; a second one is refused with the holder's pid."""
     output_dir.mkdir(parents=True, exist_ok=True)
-    path = output_dir / f".ocrfleet{suffix}.lock"
+    path = OutputLayout(output_dir).run_lock(suffix)
     handle: TextIO = path.open("a+", encoding="utf-8")
     try:
         try:
@@ -185,7 +186,8 @@ class PeriodicSync:
 
 
 def _run_locked(config: RunConfig, suffix: str, handle_signals: bool) -> RunResult:
-    db_path = ledger_path(config.output_dir, config.num_shards, config.shard_index)
+    layout = OutputLayout(config.output_dir)
+    db_path = layout.ledger(config.num_shards, config.shard_index)
     sync = OutputSync(config.output_dir, config.sync_to) if config.sync_to else None
     if sync is not None and not db_path.exists() and sync.restore_ledger(db_path):
         log.info("resuming from the ledger checkpoint in %s", sync.remote)
@@ -199,7 +201,6 @@ def _run_locked(config: RunConfig, suffix: str, handle_signals: bool) -> RunResu
     ledger = Ledger(db_path)
     if new_ledger:
         apply_to_ledger(db_path)  # sqlite3 makes 0644 whatever the umask
-    layout = OutputLayout(config.output_dir)
     run_id = time.strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:8]
     run_started = time.time()
     try:
@@ -252,7 +253,7 @@ def _run_locked(config: RunConfig, suffix: str, handle_signals: bool) -> RunResu
         finalize_ready_documents(ledger, layout, f"supervisor:{os.getpid()}")
         write_duplicate_outputs(ledger, layout)
         inputs = write_manifest(
-            manifest_path(config.output_dir, suffix),
+            layout.manifest(suffix),
             ledger,
             layout,
             plan.entries,
@@ -270,7 +271,7 @@ def _run_locked(config: RunConfig, suffix: str, handle_signals: bool) -> RunResu
         summary_path = layout.summary(suffix)
         ledger.end_run(run_id, summary)
         write_json(summary_path, summary)
-        write_json(run_history_path(config.output_dir, run_id, suffix), summary)
+        write_json(layout.history(run_id, suffix), summary)
         write_report_after_run(config.output_dir)
         if not periodic.now() and code != EXIT_KILLED:
             # Nothing is lost (the outputs and the ledger are here), but the bucket lacks

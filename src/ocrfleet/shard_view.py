@@ -7,7 +7,6 @@ Pure functions over plain data (no Ray here), so the view is tested without a cl
 from __future__ import annotations
 
 import json
-import re
 import tempfile
 import time
 from collections.abc import Mapping
@@ -16,13 +15,15 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError
-from .storage import LEDGER_PREFIX, is_remote, make_filesystem, split_uri
+from .layout import (
+    JOB_FILE,
+    LEDGER_SUFFIX,
+    REMOTE_LEDGER_DIR,
+    SHARD_LEDGER_NAME,
+    UNSHARDED_LEDGER,
+)
+from .storage import is_remote, make_filesystem, split_uri
 from .writers import write_json
-
-# Written to OUT by the Ray driver before any shard starts: how many shards the job has, so
-# that status can show the ones that have not started.
-JOB_FILE = "ray-job.json"
-_SHARD_LEDGER = re.compile(r"^ocrfleet\.shard-(\d+)-of-(\d+)\.sqlite$")
 
 
 @dataclass(frozen=True)
@@ -178,9 +179,9 @@ def fetch_remote_ledgers(output: str, into: Path) -> None:
     """Download the ledger checkpoints of an s3:// output into a local directory."""
     fs = make_filesystem()
     bucket, key = split_uri(output)
-    prefix = f"{bucket}/{key}/{LEDGER_PREFIX}" if key else f"{bucket}/{LEDGER_PREFIX}"
+    prefix = f"{bucket}/{key}/{REMOTE_LEDGER_DIR}" if key else f"{bucket}/{REMOTE_LEDGER_DIR}"
     try:
-        names = [n for n in fs.ls(prefix, detail=False) if n.endswith(".sqlite")]
+        names = [n for n in fs.ls(prefix, detail=False) if n.endswith(LEDGER_SUFFIX)]
     except FileNotFoundError:
         names = []
     for name in names:
@@ -191,8 +192,8 @@ def shard_states(status: Mapping[str, Any], num_shards: int | None) -> list[dict
     """Each shard's state from the ledgers status found: not started, in progress, finished."""
     seen: dict[int, dict[str, Any]] = {}
     for shard in status["shards"]:
-        match = _SHARD_LEDGER.match(shard["ledger"])
-        if match is None and shard["ledger"] != "ocrfleet.sqlite":
+        match = SHARD_LEDGER_NAME.match(shard["ledger"])
+        if match is None and shard["ledger"] != UNSHARDED_LEDGER:
             continue
         index = int(match.group(1)) if match else 0  # one shard: the plain ledger name
         num_shards = num_shards or (int(match.group(2)) if match else 1)

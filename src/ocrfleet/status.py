@@ -11,15 +11,14 @@ from typing import Any
 
 from .corpus_view import CorpusClaims
 from .errors import ConfigError, LedgerError
+from .layout import LEDGER_GLOB, OutputLayout
 from .ledger import DOC_STATUSES, PAGE_STATUSES, Ledger
 from .ledger_file import ledger_problem
 from .ocr_queue import route_report
 
-LEDGER_GLOB = "ocrfleet*.sqlite"
-
 
 def find_ledgers(output_dir: Path) -> list[Path]:
-    ledgers = sorted(output_dir.glob(LEDGER_GLOB))
+    ledgers = OutputLayout(output_dir).ledgers()
     if not ledgers:
         raise ConfigError(f"no ocrfleet ledger in {output_dir} (expected {LEDGER_GLOB})")
     return ledgers

@@ -41,6 +41,13 @@ from typing import Any, TypeVar
 
 from .errors import ConfigError
 from .filemode import apply_file_mode
+from .layout import (
+    CHECKPOINT_PREFIX,
+    CHECKPOINT_SUFFIX,
+    REMOTE_LEDGER_DIR,
+    OutputLayout,
+    is_ledger_file,
+)
 from .s3uri import SCHEME
 from .s3uri import is_remote as is_remote  # re-exported: callers import it from here
 from .s3uri import split_uri as split_uri
@@ -48,8 +55,6 @@ from .s3uri import split_uri as split_uri
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
-MANIFEST_NAME = ".ocrfleet-upload.json"
-LEDGER_PREFIX = "ledger"
 GLOB_CHARS = frozenset("*?[")
 CONCURRENCY = 8
 # Save the manifest this often during a long upload, so a kill -9 loses little of it.
@@ -279,7 +284,7 @@ class OutputSync:
         self.backoff = backoff
         self.concurrency = max(1, concurrency)
         self._fs = fs
-        self.manifest_path = local_dir / MANIFEST_NAME
+        self.manifest_path = OutputLayout(local_dir).upload_manifest
 
     @property
     def fs(self) -> Any:
@@ -319,7 +324,7 @@ class OutputSync:
             if info.get("type", "file") != "file" or not name.startswith(self._root + "/"):
                 continue
             rel = name[len(self._root) + 1 :]
-            if rel.split("/", 1)[0] == LEDGER_PREFIX:
+            if rel.split("/", 1)[0] == REMOTE_LEDGER_DIR:
                 continue
             files[rel] = {"size": _size(info), "remote_mtime": _mtime(info)}
         return files
@@ -360,7 +365,7 @@ class OutputSync:
                 continue
             if name.startswith(".") and name.endswith((".tmp", ".part")):
                 continue
-            if ".sqlite" in name and name.startswith("ocrfleet"):
+            if is_ledger_file(name):
                 continue
             yield rel.as_posix()
 
@@ -411,7 +416,7 @@ class OutputSync:
         return uploaded
 
     def ledger_uri(self, ledger_path: Path) -> str:
-        return f"{self.remote}/{LEDGER_PREFIX}/{ledger_path.name}"
+        return f"{self.remote}/{REMOTE_LEDGER_DIR}/{ledger_path.name}"
 
     def checkpoint_ledger(self, ledger_path: Path) -> None:
         """Upload a consistent copy of the ledger, taken while workers keep writing to it."""
@@ -428,7 +433,7 @@ class OutputSync:
         if not ledger_path.is_file():
             raise ConfigError(f"no ledger at {ledger_path} to checkpoint")
         fd, tmp = tempfile.mkstemp(
-            dir=ledger_path.parent, prefix=".ocrfleet-checkpoint-", suffix=".sqlite.tmp"
+            dir=ledger_path.parent, prefix=CHECKPOINT_PREFIX, suffix=CHECKPOINT_SUFFIX
         )
         os.close(fd)
         try:
@@ -449,21 +454,21 @@ class OutputSync:
 
     def publish_ledger(self, snapshot: Path, name: str) -> None:
         """Upload a snapshot as the ledger checkpoint `name`."""
-        remote = self._remote_path(f"{LEDGER_PREFIX}/{name}")
+        remote = self._remote_path(f"{REMOTE_LEDGER_DIR}/{name}")
         with_retries(
             lambda: self.fs.put_file(str(snapshot), remote),
             f"checkpoint {name} to {self.remote}",
             self.retries,
             self.backoff,
         )
-        log.info("ledger checkpoint: %s/%s/%s", self.remote, LEDGER_PREFIX, name)
+        log.info("ledger checkpoint: %s/%s/%s", self.remote, REMOTE_LEDGER_DIR, name)
 
     def restore_ledger(self, ledger_path: Path) -> bool:
         """On a fresh instance: fetch the ledger checkpoint when there is no local ledger.
         Returns True when one was restored. A local ledger always wins."""
         if ledger_path.exists():
             return False
-        remote = self._remote_path(f"{LEDGER_PREFIX}/{ledger_path.name}")
+        remote = self._remote_path(f"{REMOTE_LEDGER_DIR}/{ledger_path.name}")
         self.fs.invalidate_cache()
         try:
             info: dict[str, Any] = with_retries(
