@@ -15,7 +15,8 @@ pytest.importorskip("moto")
 pytest.importorskip("s3fs")
 
 from ocrfleet.layout import UPLOAD_MANIFEST
-from ocrfleet.ledger import Ledger, NewDocument
+from ocrfleet.ledger import Ledger
+from ocrfleet.ledger_rows import NewDocument
 from ocrfleet.sources import discover
 from ocrfleet.storage import (
     OutputSync,

@@ -21,7 +21,7 @@ from urllib.parse import quote
 
 from .errors import ConfigError
 from .layout import LEDGER_GLOB, REMOTE_LEDGER_DIR
-from .ledger import StoredPage, read_stored_pages
+from .ledger_rows import StoredPage, read_stored_pages
 from .status import find_ledgers
 from .storage import is_remote, make_filesystem, split_uri, with_retries
 

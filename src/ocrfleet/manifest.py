@@ -16,7 +16,8 @@ from typing import Any
 
 from .catalog import duplicates
 from .layout import OutputLayout
-from .ledger import DocumentRow, Ledger
+from .ledger import Ledger
+from .ledger_rows import DocumentRow
 from .plan import InputEntry
 from .redact import redact_obj
 from .writers import atomic_write_text, document_markdown, document_records

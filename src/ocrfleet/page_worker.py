@@ -22,7 +22,8 @@ from .engines.auto import NEEDS_OCR
 from .engines.base import OcrEngine, OcrRequest, OcrResult
 from .errors import EngineDead, EngineError, LedgerError, RenderError
 from .layout import OutputLayout
-from .ledger import AttemptClose, Claim, DocumentRow, Ledger, PageOutcome
+from .ledger import Ledger
+from .ledger_rows import AttemptClose, Claim, DocumentRow, PageOutcome
 from .ocr_queue import forced_route
 from .page import RenderedPage, RenderRequest, RenderSettings
 from .page_tree import LoadFailures

@@ -29,7 +29,8 @@ from .catalog import (
 )
 from .config import RunConfig
 from .layout import shard_ledger_glob
-from .ledger import Ledger, NewDocument
+from .ledger import Ledger
+from .ledger_rows import NewDocument
 from .names import assign_names, short_hash
 from .shards import shard_of
 from .sources import (

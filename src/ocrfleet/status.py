@@ -12,8 +12,9 @@ from typing import Any
 from .corpus_view import CorpusClaims
 from .errors import ConfigError, LedgerError
 from .layout import LEDGER_GLOB, OutputLayout
-from .ledger import DOC_STATUSES, PAGE_STATUSES, Ledger
+from .ledger import Ledger
 from .ledger_file import ledger_problem
+from .ledger_schema import DOC_STATUSES, PAGE_STATUSES
 from .ocr_queue import route_report
 
 

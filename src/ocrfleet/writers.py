@@ -24,7 +24,7 @@ from .postprocess import Figure, pixel_box
 if TYPE_CHECKING:
     from PIL import Image
 
-    from .ledger import DocumentRow, StoredPage
+    from .ledger_rows import DocumentRow, StoredPage
 
 FIGURE_QUALITY = 90
 
