@@ -17,16 +17,10 @@ pytest.importorskip("s3fs")
 from ocrfleet.layout import UPLOAD_MANIFEST
 from ocrfleet.ledger import Ledger
 from ocrfleet.ledger_rows import NewDocument
+from ocrfleet.output_sync import OutputSync
+from ocrfleet.s3_client import make_filesystem, with_retries
 from ocrfleet.sources import discover
-from ocrfleet.storage import (
-    OutputSync,
-    _safe_rel,
-    is_remote,
-    make_filesystem,
-    split_uri,
-    stage_inputs,
-    with_retries,
-)
+from ocrfleet.storage import _safe_rel, is_remote, split_uri, stage_inputs
 
 GREEK = "Μελέτη με κενά.pdf"
 

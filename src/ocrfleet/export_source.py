@@ -1,7 +1,7 @@
 """What `ocrfleet export` reads: every shard ledger of one or more output directories.
 
 A local OUT holds its ledgers (`ocrfleet*.sqlite`); an s3:// OUT holds the checkpoints the run
-uploads (`<prefix>/ledger/ocrfleet*.sqlite`, see storage.OutputSync), which are downloaded to
+uploads (`<prefix>/ledger/ocrfleet*.sqlite`, see output_sync.OutputSync), which are downloaded to
 a scratch directory first. Each ledger is opened read-only inside one read transaction, so
 an export taken while a run is writing sees one consistent snapshot of every shard, and never
 takes a write lock from the workers.
@@ -22,8 +22,9 @@ from urllib.parse import quote
 from .errors import ConfigError
 from .layout import LEDGER_GLOB, REMOTE_LEDGER_DIR
 from .ledger_rows import StoredPage, read_stored_pages
+from .s3_client import make_filesystem, with_retries
 from .status import find_ledgers
-from .storage import is_remote, make_filesystem, split_uri, with_retries
+from .storage import is_remote, split_uri
 
 RETRIES = 5  # transient S3 errors, as for a run's uploads
 

@@ -46,13 +46,14 @@ from .ledger_file import check_ledger_file
 from .manifest import write_duplicate_outputs, write_manifest
 from .ocr_queue import requeue_for_ocr, route_report
 from .outdir import check_layout
+from .output_sync import OutputSync
 from .plan import make_plan
 from .redact import redact_obj
 from .report import write_report_after_run
 from .resolve import resolve_run_config
 from .run_history import last_run_with_pages
 from .setup_checks import check_run_setup
-from .storage import OutputSync, is_remote, stage_inputs
+from .storage import is_remote, stage_inputs
 from .supervisor import SlotState, Supervisor
 from .telemetry import Progress, RunStats
 from .writers import assemble_document, write_json

@@ -22,7 +22,8 @@ from .layout import (
     SHARD_LEDGER_NAME,
     UNSHARDED_LEDGER,
 )
-from .storage import is_remote, make_filesystem, split_uri
+from .s3_client import make_filesystem
+from .storage import is_remote, split_uri
 from .writers import write_json
 
 
