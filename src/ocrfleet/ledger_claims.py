@@ -4,13 +4,13 @@ pages and documents, dead workers' pages (crashes, poison pages), recovery at st
 
 from __future__ import annotations
 
-import json
 import sqlite3
 import time
 from collections.abc import Iterable
 
 from .ledger_base import LedgerConnection
 from .ledger_rows import AttemptClose, Claim, PageOutcome
+from .page_record import PageRecord, encode_record
 
 
 class LedgerClaims(LedgerConnection):
@@ -196,7 +196,7 @@ class LedgerClaims(LedgerConnection):
                     outcome.page,
                     outcome.text,
                     outcome.raw,
-                    json.dumps(outcome.record, ensure_ascii=False, sort_keys=True),
+                    encode_record(outcome.record),
                 ),
             )
             return True, self._claim_assembly(db, outcome.doc_id, worker)
@@ -270,7 +270,7 @@ class LedgerClaims(LedgerConnection):
                     f"poison page: the engine worker died {max_crashes} times while this page "
                     "was in flight"
                 )
-                record = {"status": "failed", "error": reason, "page": page, "doc_id": doc_id}
+                record = PageRecord.poison(doc_id, page, reason).to_dict()
                 db.execute(
                     "UPDATE pages SET status='failed', error=?, updated_at=? "
                     "WHERE doc_id=? AND page=?",
@@ -279,7 +279,7 @@ class LedgerClaims(LedgerConnection):
                 db.execute(
                     "INSERT OR REPLACE INTO page_text (doc_id, page, text, raw, record) "
                     "VALUES (?, ?, '', NULL, ?)",
-                    (doc_id, page, json.dumps(record, sort_keys=True)),
+                    (doc_id, page, encode_record(record)),
                 )
             db.execute(
                 "UPDATE pages SET claimed_by=NULL, lease_until=NULL WHERE claimed_by=?", (worker,)

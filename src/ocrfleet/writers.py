@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from .filemode import apply_file_mode
 from .layout import OutputLayout
+from .page_record import encode_record, output_record
 from .postprocess import Figure, pixel_box
 
 if TYPE_CHECKING:
@@ -88,23 +89,7 @@ def document_markdown(pages: int, stored: Sequence[StoredPage]) -> str:
 
 
 def document_records(doc: DocumentRow, stored: Sequence[StoredPage]) -> str:
-    lines: list[str] = []
-    for page in stored:
-        record: dict[str, Any] = dict(page.record or {})
-        # Document-level fields come from the ledger, so every record agrees with it.
-        record.update(
-            doc_id=doc.doc_id,
-            source=doc.source,
-            output=f"{doc.rel}.md",
-            page=page.page,
-            pages=doc.pages,
-            status=page.status,
-        )
-        record.setdefault("text", page.text or "")
-        if page.error:
-            record["error"] = page.error
-        lines.append(json.dumps(record, ensure_ascii=False, sort_keys=True))
-    return "\n".join(lines) + "\n"
+    return "\n".join(encode_record(output_record(doc, page)) for page in stored) + "\n"
 
 
 def document_verdict(stored: Sequence[StoredPage]) -> tuple[str, str | None]:
