@@ -608,28 +608,28 @@ def _cmd_run(args: argparse.Namespace) -> int:
         raise
     end.info("run ended: exit %d (%s)", result.exit_code, result.summary_path)
     s = result.summary
-    pages, docs, this_run = s["pages"], s["documents"], s["this_run"]
+    pages, docs, this_run = s.pages, s.documents, s.this_run
     # Results go to stdout (a script can keep them); logs and progress go to stderr.
     print(
         f"documents: {docs.get('done', 0)} done, {docs.get('failed', 0)} failed, "
         f"{docs.get('pending', 0)} pending | pages: "
         + ", ".join(f"{v} {k}" for k, v in pages.items())
-        + f" | this run: {this_run['pages_processed']} pages in {this_run['wall_seconds']:.1f} s"
-        f" ({this_run['pages_per_second']:.2f} pages/s)",
+        + f" | this run: {this_run.pages_processed} pages in {this_run.wall_seconds:.1f} s"
+        f" ({this_run.pages_per_second:.2f} pages/s)",
     )
-    if {"text", "ocr"} & set(s.get("routes", {})):
-        print("routes: " + ", ".join(f"{v} {k}" for k, v in s["routes"].items()), file=sys.stderr)
+    if {"text", "ocr"} & set(s.routes):
+        print("routes: " + ", ".join(f"{v} {k}" for k, v in s.routes.items()), file=sys.stderr)
     if pages.get("needs_ocr"):
         print(
             f"{pages['needs_ocr']} page(s) need OCR and no OCR engine ran: re-run with "
             "--ocr-engine tesseract (CPU) or vllm (GPU) to do exactly those",
             file=sys.stderr,
         )
-    for failed in s["failed_documents"][:20]:
-        print(f"failed: {failed['source']}: {failed['reason']}")
-    if len(s["failed_documents"]) > 20:
+    for failed in s.failed_documents[:20]:
+        print(f"failed: {failed.source}: {failed.reason}")
+    if len(s.failed_documents) > 20:
         print(
-            f"… and {len(s['failed_documents']) - 20} more; see {result.summary_path}",
+            f"… and {len(s.failed_documents) - 20} more; see {result.summary_path}",
         )
     print(f"summary: {result.summary_path}")
     report = OutputLayout(result.summary_path.parent).report

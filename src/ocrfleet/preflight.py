@@ -29,6 +29,7 @@ from typing import Any
 from . import __version__
 from .layout import OutputLayout
 from .redact import redact, secret_values
+from .run_summary import ThisRun
 
 Runner = Callable[[list[str]], tuple[int, str, str]]
 
@@ -506,7 +507,7 @@ def throughput_check(
     summary_path = OutputLayout(run_dir).summary()
     try:
         summary = json.loads(summary_path.read_text(encoding="utf-8"))
-        this_run = summary["this_run"]
+        this_run = ThisRun.from_json(summary["this_run"])
     except (OSError, ValueError, KeyError, TypeError) as exc:
         return Check(
             "throughput",
@@ -514,9 +515,9 @@ def throughput_check(
             f"no run summary to read ({type(exc).__name__}: {exc})",
             f"check {summary_path}",
         )
-    pages = int(this_run.get("pages_processed") or 0)
-    wall = float(this_run.get("wall_seconds") or 0.0)
-    rate = this_run.get("pages_per_second_after_engine_start")
+    pages = int(this_run.pages_processed or 0)
+    wall = float(this_run.wall_seconds or 0.0)
+    rate = this_run.pages_per_second_after_engine_start
     basis = "after engine start"
     if not rate and pages and wall > 0:
         rate, basis = pages / wall, "over the whole run, engine start included"
@@ -547,7 +548,7 @@ def throughput_check(
         "pages": pages,
         "pages_per_second": round(float(rate), 4),
         "pages_per_second_basis": basis,
-        "engine_start_seconds": this_run.get("engine_start_seconds"),
+        "engine_start_seconds": this_run.engine_start_seconds,
         "wall_seconds": wall,
         "run_summary": str(summary_path),
     }

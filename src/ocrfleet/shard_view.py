@@ -10,7 +10,7 @@ import json
 import tempfile
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +22,7 @@ from .layout import (
     SHARD_LEDGER_NAME,
     UNSHARDED_LEDGER,
 )
+from .run_summary import RunSummary
 from .s3_client import make_filesystem
 from .storage import is_remote, split_uri
 from .writers import write_json
@@ -105,26 +106,28 @@ def merge_summaries(
     wall = 0.0
     for index in range(num_shards):
         result = results.get(index, {"error": "no result"})
-        summary: Mapping[str, Any] = result.get("summary") or {}
-        for key, value in (summary.get("documents") or {}).items():
-            documents[key] = documents.get(key, 0) + int(value)
-        for key, value in (summary.get("pages") or {}).items():
-            pages[key] = pages.get(key, 0) + int(value)
-        run = summary.get("this_run") or {}
-        for key in this_run:
-            this_run[key] += run.get(key) or 0
-        wall = max(wall, float(run.get("wall_seconds") or 0.0))
-        failed += summary.get("failed_documents") or []
-        missing.update(summary.get("missing_inputs") or [])
+        summary: RunSummary | None = result.get("summary")
+        if summary is not None:
+            for key, value in summary.documents.items():
+                documents[key] = documents.get(key, 0) + int(value)
+            for key, value in summary.pages.items():
+                pages[key] = pages.get(key, 0) + int(value)
+            run = summary.this_run
+            this_run["pages_processed"] += run.pages_processed
+            this_run["output_tokens"] += run.output_tokens
+            this_run["prompt_tokens"] += run.prompt_tokens
+            wall = max(wall, run.wall_seconds)
+            failed += [asdict(d) for d in summary.failed_documents]
+            missing.update(summary.missing_inputs)
         shards.append(
             {
                 "shard": index,
                 "exit_code": result.get("exit_code"),
                 "error": result.get("error"),
                 "nodes": nodes.get(index, []),
-                "pages": summary.get("pages"),
-                "pages_processed": run.get("pages_processed", 0),
-                "wall_seconds": run.get("wall_seconds"),
+                "pages": summary.pages if summary else None,
+                "pages_processed": summary.this_run.pages_processed if summary else 0,
+                "wall_seconds": summary.this_run.wall_seconds if summary else None,
             }
         )
     this_run["wall_seconds"] = round(wall, 3)
