@@ -22,7 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from ocrfleet import __version__
-from ocrfleet.ledger import Ledger, NewDocument
+from ocrfleet.ledger import Ledger
+from ocrfleet.ledger_rows import NewDocument
 
 
 def build(path: Path, pages: int, per_doc: int) -> Ledger:

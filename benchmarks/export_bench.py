@@ -25,7 +25,8 @@ import pyarrow
 
 from ocrfleet import __version__
 from ocrfleet.export import ExportOptions, ExportResult, export
-from ocrfleet.ledger import Ledger, NewDocument
+from ocrfleet.ledger import Ledger
+from ocrfleet.ledger_rows import NewDocument
 from ocrfleet.testing.samples import paragraph
 
 

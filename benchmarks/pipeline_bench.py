@@ -164,8 +164,10 @@ def pipeline(pdf: Path, out: Path, render_workers: int, dpi: int) -> dict[str, A
 
 def ledger_and_writers(pages: int, work: Path) -> dict[str, float]:
     """The bookkeeping a worker does per page, without rendering or OCR."""
-    from ocrfleet.ledger import Ledger, NewDocument, PageOutcome
-    from ocrfleet.writers import OutputLayout, assemble_document
+    from ocrfleet.layout import OutputLayout
+    from ocrfleet.ledger import Ledger
+    from ocrfleet.ledger_rows import NewDocument, PageOutcome
+    from ocrfleet.writers import assemble_document
 
     ledger = Ledger(work / "bench.sqlite")
     per_doc = 50

@@ -80,7 +80,7 @@ def s3_endpoint() -> Iterator[str]:
 
 @pytest.fixture
 def bucket(s3_endpoint: str) -> str:
-    from ocrfleet.storage import make_filesystem
+    from ocrfleet.s3_client import make_filesystem
 
     name = f"ocrfleet-{uuid.uuid4().hex[:12]}"
     make_filesystem().mkdir(name)

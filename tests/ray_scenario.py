@@ -142,8 +142,8 @@ def main(result_path: Path, work: Path) -> None:
     from ocrfleet.config import EngineConfig, RunConfig
     from ocrfleet.ray_run import RayOptions, run_on_ray, shard_work_dir
     from ocrfleet.runner import run
+    from ocrfleet.s3_client import make_filesystem
     from ocrfleet.shard_view import job_status
-    from ocrfleet.storage import make_filesystem
     from tests.conftest import run_cli
 
     logging.getLogger("werkzeug").setLevel(logging.ERROR)  # moto's access log

@@ -41,7 +41,7 @@ def test_the_api_and_the_cli_write_identical_outputs(tmp_path: Path) -> None:
         )
     )
     assert result.exit_code == 0
-    assert result.summary["pages"]["done"] == 5
+    assert result.summary.pages["done"] == 5
     api_out = outputs_without_timings(tmp_path / "api")
     assert api_out == outputs_without_timings(tmp_path / "cli")
     assert len(api_out["markdown"]) == 2

@@ -157,9 +157,10 @@ def run_pdfs(root: Path, pdfs: list[Path]) -> list[dict[str, object]]:
     import json
 
     from ocrfleet.config import EngineConfig
+    from ocrfleet.layout import ledger_path
     from ocrfleet.ledger import Ledger
     from ocrfleet.page_worker import PageWorker
-    from ocrfleet.plan import ledger_path, make_plan
+    from ocrfleet.plan import make_plan
     from tests.fakes import ScriptedEngine
 
     engine_config = EngineConfig(name="tests.fakes:scripted")

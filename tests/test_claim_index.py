@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ocrfleet.ledger import Ledger, NewDocument
+from ocrfleet.ledger import Ledger
+from ocrfleet.ledger_rows import NewDocument
 
 
 def test_the_suspects_claim_uses_an_index_not_a_scan_of_every_pending_page(

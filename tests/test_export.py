@@ -222,7 +222,7 @@ def test_two_shards_are_one_export(greek_corpus: Corpus, tmp_path: Path) -> None
 
 
 def test_export_from_an_s3_output(bucket: str, tmp_path: Path) -> None:
-    from ocrfleet.storage import make_filesystem
+    from ocrfleet.s3_client import make_filesystem
 
     inputs = tmp_path / "in"
     samples.text_pdf(inputs / "a" / "έκθεση.pdf", [samples.paragraph(0), samples.paragraph(1)])

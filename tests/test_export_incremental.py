@@ -21,7 +21,8 @@ import pytest
 
 from ocrfleet.errors import ConfigError
 from ocrfleet.export import ExportOptions, export
-from ocrfleet.ledger import Ledger, NewDocument, PageOutcome
+from ocrfleet.ledger import Ledger
+from ocrfleet.ledger_rows import NewDocument, PageOutcome
 from tests.conftest import cli_env
 
 

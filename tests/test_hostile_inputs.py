@@ -244,7 +244,8 @@ def test_a_file_unreadable_for_a_moment_keeps_its_document_and_pages(tmp_path: P
     """A read error at planning (NFS hiccup, permissions) says nothing about the bytes: the
     document and its finished pages stay, and the failed probe is not cached."""
     from ocrfleet.catalog import reconcile
-    from ocrfleet.ledger import Ledger, NewDocument
+    from ocrfleet.ledger import Ledger
+    from ocrfleet.ledger_rows import NewDocument
     from ocrfleet.sources import path_id
 
     ledger = Ledger(tmp_path / "ocrfleet.sqlite")
@@ -257,7 +258,8 @@ def test_a_file_unreadable_for_a_moment_keeps_its_document_and_pages(tmp_path: P
 
 
 def test_failing_a_broken_page_tree_leaves_pages_a_worker_holds(tmp_path: Path) -> None:
-    from ocrfleet.ledger import Ledger, NewDocument
+    from ocrfleet.ledger import Ledger
+    from ocrfleet.ledger_rows import NewDocument
     from ocrfleet.page_tree import fail_after
 
     ledger = Ledger(tmp_path / "ocrfleet.sqlite")

@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from ocrfleet.errors import LedgerError
-from ocrfleet.ledger import Ledger, NewDocument, PageOutcome
+from ocrfleet.ledger import Ledger
+from ocrfleet.ledger_rows import NewDocument, PageOutcome
 
 
 def doc(n: int, pages: int = 3, error: str | None = None) -> NewDocument:

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from ocrfleet.ledger import Ledger, NewDocument
+from ocrfleet.ledger import Ledger
+from ocrfleet.ledger_rows import NewDocument
 from ocrfleet.testing import samples
 from tests.conftest import run_cli
 

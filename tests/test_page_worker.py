@@ -10,9 +10,10 @@ from typing import Any
 
 from ocrfleet.config import EngineConfig, RunConfig
 from ocrfleet.events import PageFinished, WorkerEvent
+from ocrfleet.layout import ledger_path
 from ocrfleet.ledger import Ledger
 from ocrfleet.page_worker import PageWorker
-from ocrfleet.plan import ledger_path, make_plan
+from ocrfleet.plan import make_plan
 from ocrfleet.testing import samples
 from tests.fakes import ScriptedEngine
 

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from ocrfleet.ledger import Ledger, NewDocument, PageOutcome
+from ocrfleet.ledger import Ledger
+from ocrfleet.ledger_rows import NewDocument, PageOutcome
 from ocrfleet.ocr_queue import forced_route, requeue_for_ocr, route_report
 
 OLD_PAGES = """

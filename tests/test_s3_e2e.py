@@ -16,7 +16,7 @@ pytest.importorskip("s3fs")
 
 
 def test_s3_in_s3_out_and_resume_on_a_new_instance(bucket: str, tmp_path: Path) -> None:
-    from ocrfleet.storage import make_filesystem
+    from ocrfleet.s3_client import make_filesystem
 
     fs = make_filesystem()
     local = tmp_path / "corpus"
@@ -55,7 +55,7 @@ def test_s3_in_s3_out_and_resume_on_a_new_instance(bucket: str, tmp_path: Path) 
 def test_a_failed_final_upload_is_not_a_success(s3_endpoint: str, tmp_path: Path) -> None:
     """Everything is done locally but the bucket never got it: exit 3 (a Ray shard is run
     again), one line that says how to finish, and the same command uploads it later."""
-    from ocrfleet.storage import make_filesystem
+    from ocrfleet.s3_client import make_filesystem
 
     samples.text_pdf(tmp_path / "in" / "a.pdf", [samples.paragraph(0)])
     bucket = "ocrfleet-not-yet-created"
@@ -76,7 +76,7 @@ def test_a_copys_outputs_are_written_on_a_node_that_resumed_from_the_checkpoint(
 ) -> None:
     """The node that finished a document is gone before its copy's files reached the bucket:
     the replacement, with only the ledger checkpoint, writes them from the ledger."""
-    from ocrfleet.storage import make_filesystem
+    from ocrfleet.s3_client import make_filesystem
 
     fs = make_filesystem()
     local = tmp_path / "corpus"

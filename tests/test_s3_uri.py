@@ -10,7 +10,8 @@ import pytest
 
 from ocrfleet.config import RunConfig
 from ocrfleet.errors import ConfigError
-from ocrfleet.storage import _is_transient, split_uri, with_retries
+from ocrfleet.s3_client import _is_transient, with_retries
+from ocrfleet.storage import split_uri
 from ocrfleet.testing import samples
 from tests.conftest import run_cli
 

@@ -237,8 +237,10 @@ def test_plan_wrapper_is_executable_and_finds_the_project_environment() -> None:
 
 
 def test_the_cause_is_taken_from_the_out_file_when_vllm_printed_it(tmp_path: Path) -> None:
+    from ocrfleet.layout import OutputLayout
     from ocrfleet.worker_logs import last_worker_error
 
+    layout = OutputLayout(tmp_path)
     logs = tmp_path / "logs"
     logs.mkdir()
     (logs / "worker-1.log").write_text("2026-12-02 10:00:00 INFO starting the engine\n", "utf-8")
@@ -248,13 +250,13 @@ def test_the_cause_is_taken_from_the_out_file_when_vllm_printed_it(tmp_path: Pat
         "INFO shutting down\n",
         "utf-8",
     )
-    found = last_worker_error(logs, 1)
+    found = last_worker_error(layout, 1)
     assert found is not None and found.path == logs / "worker-1.out"
     described = found.describe(tmp_path)
     assert described.startswith("RuntimeError: CUDA error: out of memory")
     assert described.endswith("(see logs/worker-1.out)")
     assert "hf_abcdefghijklmnopqrstuvwxyz0123" not in described  # secrets never quoted
-    assert last_worker_error(logs, 7) is None
+    assert last_worker_error(layout, 7) is None
 
 
 def test_a_gpu_that_nvidia_smi_does_not_list_is_refused(pdf_dir: Path, tmp_path: Path) -> None:

@@ -12,9 +12,9 @@ import pytest
 
 from ocrfleet.config import EngineConfig, RunConfig
 from ocrfleet.errors import ConfigError
+from ocrfleet.layout import JOB_FILE
 from ocrfleet.runner import run
 from ocrfleet.shard_view import (
-    JOB_FILE,
     JobRate,
     ShardReport,
     format_progress,

@@ -14,18 +14,13 @@ import pytest
 pytest.importorskip("moto")
 pytest.importorskip("s3fs")
 
-from ocrfleet.ledger import Ledger, NewDocument
+from ocrfleet.layout import UPLOAD_MANIFEST
+from ocrfleet.ledger import Ledger
+from ocrfleet.ledger_rows import NewDocument
+from ocrfleet.output_sync import OutputSync
+from ocrfleet.s3_client import make_filesystem, with_retries
 from ocrfleet.sources import discover
-from ocrfleet.storage import (
-    MANIFEST_NAME,
-    OutputSync,
-    _safe_rel,
-    is_remote,
-    make_filesystem,
-    split_uri,
-    stage_inputs,
-    with_retries,
-)
+from ocrfleet.storage import _safe_rel, is_remote, split_uri, stage_inputs
 
 GREEK = "Μελέτη με κενά.pdf"
 
@@ -178,7 +173,7 @@ def test_upload_a_tree_then_only_changes(bucket: str, tmp_path: Path) -> None:
     assert remote_files(bucket, "runs/r1") == set(expected)
     fs = make_filesystem()
     assert fs.cat(f"{bucket}/runs/r1/markdown/{GREEK[:-4]}.md") == "Μελέτη\n".encode()
-    assert (out / MANIFEST_NAME).is_file()
+    assert (out / UPLOAD_MANIFEST).is_file()
     assert sync.upload() == 0
     (out / "logs" / "run.log").write_text("12:00 INFO start\n12:05 INFO more\n", encoding="utf-8")
     (out / "markdown" / "b.md").write_text("new\n", encoding="utf-8")

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 from ocrfleet.config import EngineConfig, RunConfig
-from ocrfleet.plan import ledger_path
+from ocrfleet.layout import ledger_path
+from ocrfleet.output_sync import OutputSync
 from ocrfleet.runner import PeriodicSync, run
-from ocrfleet.storage import OutputSync
 from tests.conftest import Corpus
 
 pytest.importorskip("moto")
@@ -40,7 +40,7 @@ class FinishingDuringUpload(OutputSync):
 def test_no_checkpoint_calls_a_document_done_before_its_files_are_uploaded(
     bucket: str, greek_corpus: Corpus, tmp_path: Path
 ) -> None:
-    from ocrfleet.storage import make_filesystem
+    from ocrfleet.s3_client import make_filesystem
 
     out = tmp_path / "out"
     config = RunConfig(
@@ -86,7 +86,7 @@ class DyingMidUpload(OutputSync):
 def test_an_upload_cut_short_publishes_no_checkpoint_ahead_of_the_files(
     bucket: str, greek_corpus: Corpus, tmp_path: Path
 ) -> None:
-    from ocrfleet.storage import make_filesystem
+    from ocrfleet.s3_client import make_filesystem
 
     out = tmp_path / "out"
     config = RunConfig(

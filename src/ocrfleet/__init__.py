@@ -5,7 +5,7 @@ The public API is the CLI's, as a library::
     from ocrfleet import RunConfig, run
 
     result = run(RunConfig(inputs=("scans/",), output_dir=Path("out")))
-    print(result.exit_code, result.summary["pages"])
+    print(result.exit_code, result.summary.pages)
 
 `run` decides what the config leaves to the machine (GPUs, the OCR engine behind the default
 `auto` engine, the progress bar), refuses a wrong setup with `ConfigError` before anything is

@@ -15,6 +15,7 @@ from .cli_run import EXIT_STATUSES, add_run, cmd_run
 from .diskfull import DiskFull, is_disk_full
 from .diskfull import detail as disk_detail
 from .errors import ConfigError, LedgerError, OcrfleetError
+from .layout import OutputLayout
 from .options import Option
 from .options_doc import HelpFormatter
 from .run_options import RUN_OPTIONS
@@ -221,12 +222,12 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
-    from .report import REPORT_NAME, write_report
+    from .report import write_report
 
     try:
         print(write_report(args.output_dir, args.output))
     except OSError as exc:
-        target = args.output or args.output_dir / REPORT_NAME
+        target = args.output or OutputLayout(args.output_dir).report
         raise ConfigError(
             f"cannot write {target} ({exc.strerror or exc}); give --output a writable path"
         ) from None

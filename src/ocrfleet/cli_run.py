@@ -12,6 +12,7 @@ from typing import Any
 from .config import RunConfig
 from .diskfull import LogFileHandler
 from .errors import ConfigError
+from .layout import OutputLayout
 from .options import COMMAND, Option, add_options, layer_values
 from .options_doc import HelpFormatter
 from .run_options import RUN_OPTIONS
@@ -62,8 +63,9 @@ def setup_logging(level: str, output_dir: Path | None) -> None:
     console.setFormatter(fmt)
     handlers: list[logging.Handler] = [console]
     if output_dir is not None:
-        (output_dir / "logs").mkdir(parents=True, exist_ok=True)
-        file_handler = LogFileHandler(output_dir / "logs" / "run.log", encoding="utf-8")
+        layout = OutputLayout(output_dir)
+        layout.logs_dir.mkdir(parents=True, exist_ok=True)
+        file_handler = LogFileHandler(layout.run_log, encoding="utf-8")
         file_handler.setFormatter(fmt)
         handlers.append(file_handler)
         # The run's last line in run.log, whatever ended it (not repeated on the console).
@@ -102,31 +104,31 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise
     end.info("run ended: exit %d (%s)", result.exit_code, result.summary_path)
     s = result.summary
-    pages, docs, this_run = s["pages"], s["documents"], s["this_run"]
+    pages, docs, this_run = s.pages, s.documents, s.this_run
     # Results go to stdout (a script can keep them); logs and progress go to stderr.
     print(
         f"documents: {docs.get('done', 0)} done, {docs.get('failed', 0)} failed, "
         f"{docs.get('pending', 0)} pending | pages: "
         + ", ".join(f"{v} {k}" for k, v in pages.items())
-        + f" | this run: {this_run['pages_processed']} pages in {this_run['wall_seconds']:.1f} s"
-        f" ({this_run['pages_per_second']:.2f} pages/s)",
+        + f" | this run: {this_run.pages_processed} pages in {this_run.wall_seconds:.1f} s"
+        f" ({this_run.pages_per_second:.2f} pages/s)",
     )
-    if {"text", "ocr"} & set(s.get("routes", {})):
-        print("routes: " + ", ".join(f"{v} {k}" for k, v in s["routes"].items()), file=sys.stderr)
+    if {"text", "ocr"} & set(s.routes):
+        print("routes: " + ", ".join(f"{v} {k}" for k, v in s.routes.items()), file=sys.stderr)
     if pages.get("needs_ocr"):
         print(
             f"{pages['needs_ocr']} page(s) need OCR and no OCR engine ran: re-run with "
             "--ocr-engine tesseract (CPU) or vllm (GPU) to do exactly those",
             file=sys.stderr,
         )
-    for failed in s["failed_documents"][:20]:
-        print(f"failed: {failed['source']}: {failed['reason']}")
-    if len(s["failed_documents"]) > 20:
+    for failed in s.failed_documents[:20]:
+        print(f"failed: {failed.source}: {failed.reason}")
+    if len(s.failed_documents) > 20:
         print(
-            f"… and {len(s['failed_documents']) - 20} more; see {result.summary_path}",
+            f"… and {len(s.failed_documents) - 20} more; see {result.summary_path}",
         )
     print(f"summary: {result.summary_path}")
-    report = result.summary_path.parent / "report.html"
+    report = OutputLayout(result.summary_path.parent).report
     if report.is_file():
         print(f"report: {report}")
     return result.exit_code

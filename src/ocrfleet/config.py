@@ -19,6 +19,7 @@ from typing import Any, Literal
 from .deepseek.prompts import PROMPTS
 from .engines.names import can_ocr, names_problem
 from .errors import ConfigError
+from .layout import OutputLayout
 
 # "vllm", "text", "tesseract", "auto" (route each page: text layer or OCR engine), or
 # "package.module:factory" for an engine of your own (tests use this).
@@ -276,7 +277,7 @@ class RunConfig:
 
     @property
     def staging_dir(self) -> Path:
-        return self.sync.stage_dir or self.output_dir / ".ocrfleet-inputs"
+        return self.sync.stage_dir or OutputLayout(self.output_dir).staging_dir
 
     def __post_init__(self) -> None:
         if not self.inputs:

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from .errors import ConfigError
+from .layout import OutputLayout
 
 _MARKER = re.compile(r"<!--.*?-->", re.S)
 _TAG = re.compile(r"</?[a-zA-Z][^>]*>")
@@ -121,7 +122,7 @@ def _overall(scores: list[Score]) -> dict[str, Any]:
 
 def evaluate_run(output_dir: Path, truth_dir: Path) -> dict[str, Any]:
     """Every truth file matched to the run's Markdown of the same name (path, else stem)."""
-    markdown = output_dir / "markdown"
+    markdown = OutputLayout(output_dir).markdown_dir
     if not markdown.is_dir():
         raise ConfigError(f"{output_dir} has no markdown/ directory: is it an ocrfleet output?")
     if not truth_dir.is_dir():

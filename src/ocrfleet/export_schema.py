@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     import pyarrow as pa
 
     from .export_source import DocMeta, LedgerSource
-    from .ledger import StoredPage
+    from .ledger_rows import StoredPage
 
 EXPORT_SCHEMA_VERSION = 1
 PAGE_COUNTED = ("done", "blank", "truncated", "failed")

@@ -1,7 +1,7 @@
 """What `ocrfleet export` reads: every shard ledger of one or more output directories.
 
 A local OUT holds its ledgers (`ocrfleet*.sqlite`); an s3:// OUT holds the checkpoints the run
-uploads (`<prefix>/ledger/ocrfleet*.sqlite`, see storage.OutputSync), which are downloaded to
+uploads (`<prefix>/ledger/ocrfleet*.sqlite`, see output_sync.OutputSync), which are downloaded to
 a scratch directory first. Each ledger is opened read-only inside one read transaction, so
 an export taken while a run is writing sees one consistent snapshot of every shard, and never
 takes a write lock from the workers.
@@ -20,9 +20,11 @@ from typing import Any
 from urllib.parse import quote
 
 from .errors import ConfigError
-from .ledger import StoredPage, read_stored_pages
-from .status import LEDGER_GLOB, find_ledgers
-from .storage import LEDGER_PREFIX, is_remote, make_filesystem, split_uri, with_retries
+from .layout import LEDGER_GLOB, REMOTE_LEDGER_DIR
+from .ledger_rows import StoredPage, read_stored_pages
+from .s3_client import make_filesystem, with_retries
+from .status import find_ledgers
+from .storage import is_remote, split_uri
 
 RETRIES = 5  # transient S3 errors, as for a run's uploads
 
@@ -265,14 +267,14 @@ def _remote_ledgers(output: str, scratch: Path) -> list[LedgerSource]:
     fs = make_filesystem()
     try:
         names = sorted(
-            with_retries(lambda: fs.find(f"{root}/{LEDGER_PREFIX}"), f"list {output}", RETRIES)
+            with_retries(lambda: fs.find(f"{root}/{REMOTE_LEDGER_DIR}"), f"list {output}", RETRIES)
         )
     except FileNotFoundError:
         names = []
     ledgers = [n for n in names if fnmatch(n.rsplit("/", 1)[-1], LEDGER_GLOB)]
     if not ledgers:
         raise ConfigError(
-            f"no ocrfleet ledger checkpoint in {output}/{LEDGER_PREFIX}/ (expected "
+            f"no ocrfleet ledger checkpoint in {output}/{REMOTE_LEDGER_DIR}/ (expected "
             f"{LEDGER_GLOB}, uploaded by `ocrfleet run -o {output}` or --sync-to)"
         )
     scratch.mkdir(parents=True, exist_ok=True)

@@ -15,10 +15,12 @@ from pathlib import Path
 from typing import Any
 
 from .catalog import duplicates
-from .ledger import DocumentRow, Ledger
+from .layout import OutputLayout
+from .ledger import Ledger
+from .ledger_rows import DocumentRow
 from .plan import InputEntry
 from .redact import redact_obj
-from .writers import OutputLayout, atomic_write_text, document_markdown, document_records
+from .writers import atomic_write_text, document_markdown, document_records
 
 
 def write_duplicate_outputs(ledger: Ledger, layout: OutputLayout) -> int:
@@ -50,10 +52,6 @@ def write_duplicate_outputs(ledger: Ledger, layout: OutputLayout) -> int:
         atomic_write_text(target, "\n".join(lines) + "\n")
         written += 1
     return written
-
-
-def manifest_path(output_dir: Path, shard_suffix: str) -> Path:
-    return output_dir / f"manifest{shard_suffix}.jsonl"
 
 
 def _status(doc: DocumentRow | None) -> str:

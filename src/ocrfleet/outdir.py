@@ -11,13 +11,10 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
-import re
 from pathlib import Path
 
 from .errors import ConfigError
-
-MARKER = ".ocrfleet-layout.json"
-LEDGER_NAME = re.compile(r"^ocrfleet(?:\.shard-(\d+)-of-(\d+))?\.sqlite$")
+from .layout import LEDGER_NAME, OutputLayout
 
 
 def describe(num_shards: int) -> str:
@@ -27,7 +24,7 @@ def describe(num_shards: int) -> str:
 def ledger_layouts(output_dir: Path) -> set[int]:
     """Shard counts of the ledgers already in OUT (1 for an unsharded one)."""
     counts: set[int] = set()
-    for path in output_dir.glob("ocrfleet*.sqlite"):
+    for path in OutputLayout(output_dir).ledgers():
         match = LEDGER_NAME.match(path.name)
         if match:
             counts.add(int(match.group(2) or 1))
@@ -46,8 +43,9 @@ def check_layout(output_dir: Path, num_shards: int) -> None:
 
 def _check_layout(output_dir: Path, num_shards: int) -> None:
     output_dir.mkdir(parents=True, exist_ok=True)
-    marker = output_dir / MARKER
-    with (output_dir / ".ocrfleet-layout.lock").open("a+", encoding="utf-8") as lock:
+    layout = OutputLayout(output_dir)
+    marker = layout.layout_marker
+    with layout.layout_lock.open("a+", encoding="utf-8") as lock:
         # Held for a moment only: two shards starting together agree on one layout.
         fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
         layouts = ledger_layouts(output_dir)

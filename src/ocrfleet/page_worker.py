@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from .config import RenderConfig, RunConfig
@@ -22,16 +22,19 @@ from .engines.auto import NEEDS_OCR
 from .engines.base import OcrEngine, OcrRequest, OcrResult
 from .errors import EngineDead, EngineError, LedgerError, RenderError
 from .events import DocumentFinished, EngineReady, EventSink, PageFinished
-from .ledger import AttemptClose, Claim, DocumentRow, Ledger, PageOutcome
+from .layout import OutputLayout
+from .ledger import Ledger
+from .ledger_rows import AttemptClose, Claim, DocumentRow, PageOutcome
 from .ocr_queue import forced_route
 from .page import RenderedPage, RenderRequest, RenderSettings
+from .page_record import OcrFacts, PageRecord, RenderFacts, WorkFacts
 from .page_tree import LoadFailures
 from .postprocess import clean_page
 from .quality import assess
 from .render_pool import RenderPool
 from .source_guard import SourceGuard
 from .sources import text_to_path
-from .writers import OutputLayout, assemble_document, save_figures
+from .writers import assemble_document, save_figures
 
 log = logging.getLogger(__name__)
 # Shared page buffers a render process may keep (each 8 MiB or more, created as needed).
@@ -426,61 +429,60 @@ class PageWorker:
         blank: bool,
         queue_seconds: float,
     ) -> PageOutcome:
-        record: dict[str, Any] = {
-            "engine": self.engine.name,
-            "attempts": claim.attempts + attempts.started,
-            "render_seconds": round(rendered.render_seconds, 4) if rendered else 0.0,
-            "queue_seconds": round(max(0.0, queue_seconds), 4),
-            "infer_seconds": round(attempts.infer_seconds, 4),
-        }
-        if rendered is not None:
-            record.update(
-                width=rendered.width,
-                height=rendered.height,
-                dpi=rendered.effective_dpi,
-                ink_ratio=round(rendered.ink_ratio, 6),
-                scaled_down=rendered.scaled_down,
-            )
+        work = WorkFacts(
+            engine=self.engine.name,
+            attempts=claim.attempts + attempts.started,
+            render_seconds=round(rendered.render_seconds, 4) if rendered else 0.0,
+            queue_seconds=round(max(0.0, queue_seconds), 4),
+            infer_seconds=round(attempts.infer_seconds, 4),
+        )
+        render = RenderFacts.of(rendered)
         if blank:
-            record.update(status="blank", text="", quality_flags=["blank"])
+            record = PageRecord.blank(work, render).to_dict()
             return PageOutcome(doc.doc_id, claim.page, "blank", "", None, record, 0)
         chosen = pick_result(attempts.results)
         if chosen is None:
             error = "; ".join(attempts.errors) or "no output"
-            record.update(status="failed", text="", error=error, quality_flags=[])
-            return PageOutcome(
-                doc.doc_id, claim.page, "failed", "", None, record, attempts.started, error
-            )
+            record = PageRecord.failed(error, work, render).to_dict()
+            started = attempts.started
+            return PageOutcome(doc.doc_id, claim.page, "failed", "", None, record, started, error)
         prompt_name, result = chosen
         status = "truncated" if result.finish_reason == "length" else "done"
         page_error: str | None = None
+        route = None
         if rendered is not None and rendered.route is not None:  # the auto engine's verdict
-            record.update(rendered.route.record())
+            route = rendered.route.record()
             if result.finish_reason == NEEDS_OCR:
                 status = NEEDS_OCR
                 page_error = "needs OCR (" + ", ".join(rendered.route.reasons) + "): no OCR engine"
         if result.engine:
-            record["engine"] = result.engine
+            work = replace(work, engine=result.engine)
         text, figures = self._post_process(doc, claim.page, rendered, result.text)
         quality = assess(text, finish_reason=result.finish_reason, raw=result.text)
-        record.update(
-            status=status,
-            text=text,
+        ocr = OcrFacts(
             prompt=prompt_name,
             finish_reason=result.finish_reason,
             prompt_tokens=result.prompt_tokens,
             output_tokens=result.output_tokens,
-            quality_flags=list(quality.flags),
             quality=quality.metrics,
             figures=figures,
             engine_timings={k: round(v, 4) for k, v in result.timings.items()},
         )
-        if self.config.render.mode == "clean":
-            record["raw"] = result.text
-        if attempts.errors:
-            record["attempt_errors"] = attempts.errors
+        finished = PageRecord.finished(
+            status,
+            text,
+            work=work,
+            render=render,
+            route=route,
+            ocr=ocr,
+            quality_flags=list(quality.flags),
+            raw=result.text if self.config.render.mode == "clean" else None,
+            attempt_errors=attempts.errors,
+        )
+        record = finished.to_dict()
+        started = attempts.started
         return PageOutcome(
-            doc.doc_id, claim.page, status, text, result.text, record, attempts.started, page_error
+            doc.doc_id, claim.page, status, text, result.text, record, started, page_error
         )
 
     def _post_process(

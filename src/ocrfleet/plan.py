@@ -28,7 +28,9 @@ from .catalog import (
     taken_names,
 )
 from .config import PagePolicy, RunConfig
-from .ledger import Ledger, NewDocument
+from .layout import shard_ledger_glob
+from .ledger import Ledger
+from .ledger_rows import NewDocument
 from .names import assign_names, short_hash
 from .shards import shard_of
 from .sources import (
@@ -64,16 +66,6 @@ class Plan:
     entries: list[InputEntry] = field(default_factory=list)  # this shard's input paths
     retired: int = 0
     moved: int = 0
-
-
-def ledger_path(output_dir: Path, num_shards: int, shard_index: int) -> Path:
-    if num_shards == 1:
-        return output_dir / "ocrfleet.sqlite"
-    return output_dir / f"ocrfleet.shard-{shard_index}-of-{num_shards}.sqlite"
-
-
-def shard_suffix(num_shards: int, shard_index: int) -> str:
-    return "" if num_shards == 1 else f".shard-{shard_index}-of-{num_shards}"
 
 
 def probe_sources(
@@ -156,7 +148,7 @@ class PlanScope:
 def _siblings(scope: PlanScope, ledger: Ledger) -> list[Path]:
     if scope.num_shards == 1:
         return []
-    pattern = f"ocrfleet.shard-*-of-{scope.num_shards}.sqlite"
+    pattern = shard_ledger_glob(scope.num_shards)
     return sorted(p for p in scope.output_dir.glob(pattern) if p != ledger.path)
 
 

@@ -16,7 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
+from .layout import OutputLayout
 from .preflight_checks import Check, GpuInfo, PreflightOptions, Runner, cap_text, tail_lines
+from .run_summary import ThisRun
 
 
 def make_sample_pdf(path: Path) -> Path:
@@ -52,7 +54,7 @@ def smoke_command(pdf: Path, run_dir: Path, model: str, timeout: float, fp8: boo
 
 
 def _first_text_record(run_dir: Path) -> dict[str, Any] | None:
-    for path in sorted(run_dir.glob("pages/**/*.jsonl")):
+    for path in sorted(OutputLayout(run_dir).pages_dir.glob("**/*.jsonl")):
         for line in path.read_text(encoding="utf-8").splitlines():
             try:
                 record = json.loads(line)
@@ -101,7 +103,7 @@ def smoke_check(
         return Check("smoke", False, f"{pdf} does not exist", "pass an existing PDF"), None
     run_dir = base_dir / f"smoke-{time.strftime('%Y%m%dT%H%M%S')}"
     cmd = smoke_command(pdf, run_dir, options.resolved_model(), options.timeout, fp8)
-    rerun = f"see {run_dir / 'logs' / 'run.log'}; rerun by hand: {shlex.join(cmd)}"
+    rerun = f"see {OutputLayout(run_dir).run_log}; rerun by hand: {shlex.join(cmd)}"
     try:
         rc, out, err = runner(cmd)
     except OSError as exc:
@@ -129,10 +131,10 @@ def throughput_check(
     model: str,
 ) -> Check:
     """A baseline from the smoke run's summary, written down with the machine and versions."""
-    summary_path = run_dir / "run-summary.json"
+    summary_path = OutputLayout(run_dir).summary()
     try:
         summary = json.loads(summary_path.read_text(encoding="utf-8"))
-        this_run = summary["this_run"]
+        this_run = ThisRun.from_json(summary["this_run"])
     except (OSError, ValueError, KeyError, TypeError) as exc:
         return Check(
             "throughput",
@@ -140,9 +142,9 @@ def throughput_check(
             f"no run summary to read ({type(exc).__name__}: {exc})",
             f"check {summary_path}",
         )
-    pages = int(this_run.get("pages_processed") or 0)
-    wall = float(this_run.get("wall_seconds") or 0.0)
-    rate = this_run.get("pages_per_second_after_engine_start")
+    pages = int(this_run.pages_processed or 0)
+    wall = float(this_run.wall_seconds or 0.0)
+    rate = this_run.pages_per_second_after_engine_start
     basis = "after engine start"
     if not rate and pages and wall > 0:
         rate, basis = pages / wall, "over the whole run, engine start included"
@@ -173,7 +175,7 @@ def throughput_check(
         "pages": pages,
         "pages_per_second": round(float(rate), 4),
         "pages_per_second_basis": basis,
-        "engine_start_seconds": this_run.get("engine_start_seconds"),
+        "engine_start_seconds": this_run.engine_start_seconds,
         "wall_seconds": wall,
         "run_summary": str(summary_path),
     }

@@ -32,9 +32,8 @@ from typing import Any
 from .config import EngineConfig, RunConfig
 from .engines import engine_kind
 from .errors import ConfigError
-from .plan import ledger_path
+from .layout import JOB_FILE, SUMMARY_NAME, OutputLayout, ledger_path
 from .shard_view import (
-    JOB_FILE,
     JobRate,
     ShardReport,
     format_progress,
@@ -186,10 +185,10 @@ def run_shard(config: RunConfig, work_root: Path, board: Any) -> dict[str, Any]:
 
 def _shard_log(config: RunConfig) -> logging.Handler:
     """The shard's own log file (uploaded with its outputs), next to the driver's console."""
-    logs = config.output_dir / "logs"
-    logs.mkdir(parents=True, exist_ok=True)
-    name = f"shard-{config.fleet.shard_index}-of-{config.fleet.num_shards}.log"
-    handler = logging.FileHandler(logs / name, encoding="utf-8")
+    layout = OutputLayout(config.output_dir)
+    layout.logs_dir.mkdir(parents=True, exist_ok=True)
+    path = layout.shard_log(config.fleet.num_shards, config.fleet.shard_index)
+    handler = logging.FileHandler(path, encoding="utf-8")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S"))
     root = logging.getLogger()
     root.addHandler(handler)
@@ -315,7 +314,7 @@ def run_on_ray(config: RunConfig, options: RayOptions) -> RayRunResult:
     code = merged_exit_code(summary)
     summary["exit_code"] = code
     if options.num_shards > 1:  # one shard writes run-summary.json itself
-        write_output_json(out, "run-summary.json", summary)
+        write_output_json(out, SUMMARY_NAME, summary)
     return RayRunResult(code, summary)
 
 

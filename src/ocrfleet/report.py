@@ -15,12 +15,12 @@ from html import escape
 from pathlib import Path
 
 from . import svg
+from .layout import REPORT_NAME, OutputLayout
 from .report_data import NO_ENGINE, STAGES, PageRef, ReportData, collect_report
 from .writers import atomic_write_text
 
 log = logging.getLogger(__name__)
 
-REPORT_NAME = "report.html"
 THUMB_WIDTH = 220
 TEXT_PREVIEW = 1500
 STYLE = """
@@ -238,7 +238,7 @@ def render_report(data: ReportData) -> str:
 
 def write_report(output_dir: Path, target: Path | None = None) -> Path:
     """Collect, render and write the report atomically; returns its path."""
-    path = target or output_dir / REPORT_NAME
+    path = target or OutputLayout(output_dir).report
     atomic_write_text(path, render_report(collect_report(output_dir)))
     return path
 

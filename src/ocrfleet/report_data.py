@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .run_summary import ThisRun
 from .status import find_ledgers
 
 STAGES = ("render", "queue", "infer")
@@ -167,14 +168,14 @@ def _runs(db: sqlite3.Connection) -> list[RunRow]:
     rows = []
     for r in db.execute("SELECT run_id, started_at, finished_at, summary FROM runs"):
         summary = json.loads(r["summary"]) if r["summary"] else {}
-        this_run = summary.get("this_run") or {}
+        this_run = ThisRun.from_json(summary.get("this_run"))
         rows.append(
             RunRow(
                 r["run_id"],
                 float(r["started_at"]),
                 r["finished_at"],
-                int(this_run.get("pages_processed") or 0),
-                float(this_run.get("pages_per_second") or 0.0),
+                int(this_run.pages_processed or 0),
+                float(this_run.pages_per_second or 0.0),
                 summary.get("exit_code"),
             )
         )

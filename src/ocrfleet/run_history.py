@@ -5,28 +5,16 @@ no-op re-run does not hide the numbers of the run that did the work.
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Any
-
 from .ledger import Ledger
-
-RUNS_DIR = "runs"
-
-
-def run_history_path(output_dir: Path, run_id: str, shard_suffix: str = "") -> Path:
-    """OUT/runs/<run id><shard>.json: one file a run, never overwritten."""
-    return output_dir / RUNS_DIR / f"{run_id}{shard_suffix}.json"
+from .run_summary import LastRun, ThisRun
 
 
-def last_run_with_pages(
-    ledger: Ledger, run_id: str, summary: dict[str, Any]
-) -> dict[str, Any] | None:
+def last_run_with_pages(ledger: Ledger, run_id: str, this_run: ThisRun) -> LastRun | None:
     """This run's numbers if it processed pages, else those of the latest run that did."""
-    this_run = summary.get("this_run") or {}
-    if this_run.get("pages_processed"):
-        return {"run_id": run_id, **this_run}
+    if this_run.pages_processed:
+        return LastRun(run_id, this_run)
     for earlier_id, earlier in ledger.run_summaries():
-        earlier_run = earlier.get("this_run") or {}
-        if earlier_run.get("pages_processed"):
-            return {"run_id": earlier_id, **earlier_run}
+        earlier_run = ThisRun.from_json(earlier.get("this_run"))
+        if earlier_run.pages_processed:
+            return LastRun(earlier_id, earlier_run)
     return None

@@ -24,7 +24,6 @@ from pathlib import Path
 from types import FrameType
 from typing import Any, TextIO
 
-from . import __version__
 from .config import RunConfig, stored_setting
 from .diskfull import DiskFull, is_disk_full
 from .diskfull import detail as disk_full_detail
@@ -42,34 +41,36 @@ from .events import PageFinished, WorkerEvent
 from .filemode import apply_to_ledger
 from .gpu_telemetry import GpuReadings
 from .handover import ShmFiles
+from .layout import OutputLayout, shard_suffix
 from .ledger import Ledger
 from .ledger_file import check_ledger_file
-from .manifest import manifest_path, write_duplicate_outputs, write_manifest
-from .ocr_queue import requeue_for_ocr, route_report
+from .manifest import write_duplicate_outputs, write_manifest
+from .ocr_queue import requeue_for_ocr
 from .outdir import check_layout
-from .plan import ledger_path, make_plan, shard_suffix
+from .output_sync import OutputSync
+from .plan import make_plan
 from .redact import redact_obj
 from .report import write_report_after_run
 from .resolve import resolve_run_config
-from .run_history import last_run_with_pages, run_history_path
+from .run_summary import (
+    RunSummary,
+    SlotSummary,
+    ThisRun,
+)
 from .setup_checks import check_run_setup
-from .storage import OutputSync, is_remote, stage_inputs
+from .storage import is_remote, stage_inputs
+from .summarize import EXIT_INCOMPLETE, EXIT_KILLED, build_summary
 from .supervisor import SlotState, Supervisor
 from .telemetry import Progress, RunStats
-from .writers import OutputLayout, assemble_document, write_json
+from .writers import assemble_document, write_json
 
 log = logging.getLogger(__name__)
-
-EXIT_DONE = 0
-EXIT_FAILED_DOCUMENTS = 1
-EXIT_INCOMPLETE = 3
-EXIT_KILLED = 130
 
 
 @dataclass(frozen=True)
 class RunResult:
     exit_code: int
-    summary: dict[str, Any]
+    summary: RunSummary
     summary_path: Path
 
 
@@ -77,7 +78,7 @@ class RunResult:
 def run_lock(output_dir: Path, suffix: str) -> Iterator[None]:
     """One run per ledger at a time; a second one is refused with the holder's pid."""
     output_dir.mkdir(parents=True, exist_ok=True)
-    path = output_dir / f".ocrfleet{suffix}.lock"
+    path = OutputLayout(output_dir).run_lock(suffix)
     handle: TextIO = path.open("a+", encoding="utf-8")
     try:
         try:
@@ -183,7 +184,8 @@ class PeriodicSync:
 
 
 def _run_locked(config: RunConfig, suffix: str, handle_signals: bool) -> RunResult:
-    db_path = ledger_path(config.output_dir, config.fleet.num_shards, config.fleet.shard_index)
+    layout = OutputLayout(config.output_dir)
+    db_path = layout.ledger(config.fleet.num_shards, config.fleet.shard_index)
     sync = OutputSync(config.output_dir, config.sync.sync_to) if config.sync.sync_to else None
     if sync is not None and not db_path.exists() and sync.restore_ledger(db_path):
         log.info("resuming from the ledger checkpoint in %s", sync.remote)
@@ -197,7 +199,6 @@ def _run_locked(config: RunConfig, suffix: str, handle_signals: bool) -> RunResu
     ledger = Ledger(db_path)
     if new_ledger:
         apply_to_ledger(db_path)  # sqlite3 makes 0644 whatever the umask
-    layout = OutputLayout(config.output_dir)
     run_id = time.strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:8]
     run_started = time.time()
     try:
@@ -233,12 +234,12 @@ def _run_locked(config: RunConfig, suffix: str, handle_signals: bool) -> RunResu
         )
         stats = RunStats()
         config, engines_per_gpu = resolve_engines_per_gpu(config)
-        interrupted, killed = False, False
-        slots: list[dict[str, Any]] = []
+        _interrupted, killed = False, False
+        slots: list[SlotSummary] = []
         periodic = PeriodicSync(sync, db_path, config.sync.sync_interval)
         if counts.pages["pending"]:
             with periodic:
-                interrupted, killed, slots = _supervise(
+                _interrupted, killed, slots = _supervise(
                     config,
                     db_path,
                     ledger,
@@ -250,25 +251,29 @@ def _run_locked(config: RunConfig, suffix: str, handle_signals: bool) -> RunResu
         finalize_ready_documents(ledger, layout, f"supervisor:{os.getpid()}")
         write_duplicate_outputs(ledger, layout)
         inputs = write_manifest(
-            manifest_path(config.output_dir, suffix),
+            layout.manifest(suffix),
             ledger,
             layout,
             plan.entries,
             plan.missing_inputs,
         )
-        summary = _summary(config, ledger, stats, slots, plan.missing_inputs, run_id)
-        summary["engines_per_gpu"] = engines_per_gpu.as_dict()
-        summary["gpus"] = GpuReadings(db_path, run_started).means()  # NVML means, per GPU
-        summary["pdfs_found"] = plan.corpus_documents
-        summary["last_run_with_pages"] = last_run_with_pages(ledger, run_id, summary)
-        summary["inputs"] = inputs
-        code = _exit_code(summary, interrupted, killed)
-        summary["exit_code"] = code
-        summary = redact_obj(summary)
+        summary = build_summary(
+            config,
+            ledger,
+            ThisRun(**stats.summary()),
+            slots,
+            plan,
+            run_id,
+            engines_per_gpu,
+            GpuReadings(db_path, run_started).means(),  # NVML means, per GPU
+            inputs,
+            killed,
+        )
+        code = summary.exit_code
         summary_path = layout.summary(suffix)
-        ledger.end_run(run_id, summary)
-        write_json(summary_path, summary)
-        write_json(run_history_path(config.output_dir, run_id, suffix), summary)
+        ledger.end_run(run_id, summary.to_json())
+        write_json(summary_path, summary.to_json())
+        write_json(layout.history(run_id, suffix), summary.to_json())
         write_report_after_run(config.output_dir)
         if not periodic.now() and code != EXIT_KILLED:
             # Nothing is lost (the outputs and the ledger are here), but the bucket lacks
@@ -279,8 +284,9 @@ def _run_locked(config: RunConfig, suffix: str, handle_signals: bool) -> RunResu
                 config.sync.sync_to,
                 config.output_dir,
             )
-            code = summary["exit_code"] = EXIT_INCOMPLETE
-            write_json(summary_path, summary)
+            code = EXIT_INCOMPLETE
+            summary = replace(summary, exit_code=code)
+            write_json(summary_path, summary.to_json())
         return RunResult(code, summary, summary_path)
     finally:
         ledger.close()
@@ -320,7 +326,7 @@ def _supervise(
     counts: Any,
     kv_cache_bytes: int | None,
     handle_signals: bool,
-) -> tuple[bool, bool, list[dict[str, Any]]]:
+) -> tuple[bool, bool, list[SlotSummary]]:
     specs = plan_workers(config, os.cpu_count() or 1, kv_cache_bytes)
     if not specs:
         raise ConfigError("no engine worker fits the GPUs given; check --gpus and TP size")
@@ -360,18 +366,18 @@ def _supervise(
     if supervisor.killed:
         ledger.recover_interrupted()
     slots = [
-        {
-            "slot": s.spec.slot,
-            "device": s.spec.label,
-            "pages": s.pages,
-            "pages_per_second": round(s.pages_per_second(), 4),
-            "output_tokens": s.output_tokens,
-            "restarts": s.restarts,
-            "gave_up": s.gave_up,
-            "engine_ready": s.ready_at is not None,
-            "start_error": s.start_error,
-            "last_error": s.last_error,
-        }
+        SlotSummary(
+            slot=s.spec.slot,
+            device=s.spec.label,
+            pages=s.pages,
+            pages_per_second=round(s.pages_per_second(), 4),
+            output_tokens=s.output_tokens,
+            restarts=s.restarts,
+            gave_up=s.gave_up,
+            engine_ready=s.ready_at is not None,
+            start_error=s.start_error,
+            last_error=s.last_error,
+        )
         for s in result.slots
     ]
     return result.interrupted, supervisor.killed, slots
@@ -431,43 +437,3 @@ def _requeue_for_ocr(config: RunConfig, ledger: Ledger) -> None:
             flagged,
             ",".join(config.policy.redo_flags) or "-",
         )
-
-
-def _summary(
-    config: RunConfig,
-    ledger: Ledger,
-    stats: RunStats,
-    slots: list[dict[str, Any]],
-    missing: list[str],
-    run_id: str,
-) -> dict[str, Any]:
-    counts = ledger.counts()
-    kind = engine_kind(config.engine)
-    return {
-        "ocrfleet_version": __version__,
-        "run_id": run_id,
-        "output_dir": str(config.output_dir),
-        "shard": {"index": config.fleet.shard_index, "count": config.fleet.num_shards},
-        "engine": config.engine.name,
-        "ocr_engine": kind.ocr_engine(config.engine),
-        "model": config.engine.model if kind.uses_model(config.engine) else None,
-        "documents": {k: v for k, v in counts.documents.items() if k != "assembling"},
-        "pages": counts.pages,
-        "this_run": stats.summary(),
-        "synced_to": config.sync.sync_to,
-        "workers": slots,
-        "failed_documents": ledger.failed_documents(),
-        "missing_inputs": missing,
-        **route_report(ledger),
-    }
-
-
-def _exit_code(summary: dict[str, Any], interrupted: bool, killed: bool) -> int:
-    if killed:
-        return EXIT_KILLED
-    if summary["pages"]["pending"]:
-        return EXIT_INCOMPLETE
-    no_pdfs = summary.get("pdfs_found") == 0  # an empty input directory: say so, exit 1
-    if summary["documents"].get("failed") or summary["missing_inputs"] or no_pdfs:
-        return EXIT_FAILED_DOCUMENTS
-    return EXIT_DONE

@@ -7,22 +7,25 @@ Pure functions over plain data (no Ray here), so the view is tested without a cl
 from __future__ import annotations
 
 import json
-import re
 import tempfile
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError
-from .storage import LEDGER_PREFIX, is_remote, make_filesystem, split_uri
+from .layout import (
+    JOB_FILE,
+    LEDGER_SUFFIX,
+    REMOTE_LEDGER_DIR,
+    SHARD_LEDGER_NAME,
+    UNSHARDED_LEDGER,
+)
+from .run_summary import RunSummary
+from .s3_client import make_filesystem
+from .storage import is_remote, split_uri
 from .writers import write_json
-
-# Written to OUT by the Ray driver before any shard starts: how many shards the job has, so
-# that status can show the ones that have not started.
-JOB_FILE = "ray-job.json"
-_SHARD_LEDGER = re.compile(r"^ocrfleet\.shard-(\d+)-of-(\d+)\.sqlite$")
 
 
 @dataclass(frozen=True)
@@ -103,26 +106,28 @@ def merge_summaries(
     wall = 0.0
     for index in range(num_shards):
         result = results.get(index, {"error": "no result"})
-        summary: Mapping[str, Any] = result.get("summary") or {}
-        for key, value in (summary.get("documents") or {}).items():
-            documents[key] = documents.get(key, 0) + int(value)
-        for key, value in (summary.get("pages") or {}).items():
-            pages[key] = pages.get(key, 0) + int(value)
-        run = summary.get("this_run") or {}
-        for key in this_run:
-            this_run[key] += run.get(key) or 0
-        wall = max(wall, float(run.get("wall_seconds") or 0.0))
-        failed += summary.get("failed_documents") or []
-        missing.update(summary.get("missing_inputs") or [])
+        summary: RunSummary | None = result.get("summary")
+        if summary is not None:
+            for key, value in summary.documents.items():
+                documents[key] = documents.get(key, 0) + int(value)
+            for key, value in summary.pages.items():
+                pages[key] = pages.get(key, 0) + int(value)
+            run = summary.this_run
+            this_run["pages_processed"] += run.pages_processed
+            this_run["output_tokens"] += run.output_tokens
+            this_run["prompt_tokens"] += run.prompt_tokens
+            wall = max(wall, run.wall_seconds)
+            failed += [asdict(d) for d in summary.failed_documents]
+            missing.update(summary.missing_inputs)
         shards.append(
             {
                 "shard": index,
                 "exit_code": result.get("exit_code"),
                 "error": result.get("error"),
                 "nodes": nodes.get(index, []),
-                "pages": summary.get("pages"),
-                "pages_processed": run.get("pages_processed", 0),
-                "wall_seconds": run.get("wall_seconds"),
+                "pages": summary.pages if summary else None,
+                "pages_processed": summary.this_run.pages_processed if summary else 0,
+                "wall_seconds": summary.this_run.wall_seconds if summary else None,
             }
         )
     this_run["wall_seconds"] = round(wall, 3)
@@ -178,9 +183,9 @@ def fetch_remote_ledgers(output: str, into: Path) -> None:
     """Download the ledger checkpoints of an s3:// output into a local directory."""
     fs = make_filesystem()
     bucket, key = split_uri(output)
-    prefix = f"{bucket}/{key}/{LEDGER_PREFIX}" if key else f"{bucket}/{LEDGER_PREFIX}"
+    prefix = f"{bucket}/{key}/{REMOTE_LEDGER_DIR}" if key else f"{bucket}/{REMOTE_LEDGER_DIR}"
     try:
-        names = [n for n in fs.ls(prefix, detail=False) if n.endswith(".sqlite")]
+        names = [n for n in fs.ls(prefix, detail=False) if n.endswith(LEDGER_SUFFIX)]
     except FileNotFoundError:
         names = []
     for name in names:
@@ -191,8 +196,8 @@ def shard_states(status: Mapping[str, Any], num_shards: int | None) -> list[dict
     """Each shard's state from the ledgers status found: not started, in progress, finished."""
     seen: dict[int, dict[str, Any]] = {}
     for shard in status["shards"]:
-        match = _SHARD_LEDGER.match(shard["ledger"])
-        if match is None and shard["ledger"] != "ocrfleet.sqlite":
+        match = SHARD_LEDGER_NAME.match(shard["ledger"])
+        if match is None and shard["ledger"] != UNSHARDED_LEDGER:
             continue
         index = int(match.group(1)) if match else 0  # one shard: the plain ledger name
         num_shards = num_shards or (int(match.group(2)) if match else 1)

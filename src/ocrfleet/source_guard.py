@@ -22,7 +22,8 @@ from .catalog import (
     retire,
     surviving_duplicate,
 )
-from .ledger import DocumentRow, Ledger, NewDocument
+from .ledger import Ledger
+from .ledger_rows import DocumentRow, NewDocument
 from .shards import shard_of
 from .sources import Probe, probe_file, text_to_path
 

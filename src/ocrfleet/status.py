@@ -11,15 +11,15 @@ from typing import Any
 
 from .corpus_view import CorpusClaims
 from .errors import ConfigError, LedgerError
-from .ledger import DOC_STATUSES, PAGE_STATUSES, Ledger
+from .layout import LEDGER_GLOB, OutputLayout
+from .ledger import Ledger
 from .ledger_file import ledger_problem
+from .ledger_schema import DOC_STATUSES, PAGE_STATUSES
 from .ocr_queue import route_report
-
-LEDGER_GLOB = "ocrfleet*.sqlite"
 
 
 def find_ledgers(output_dir: Path) -> list[Path]:
-    ledgers = sorted(output_dir.glob(LEDGER_GLOB))
+    ledgers = OutputLayout(output_dir).ledgers()
     if not ledgers:
         raise ConfigError(f"no ocrfleet ledger in {output_dir} (expected {LEDGER_GLOB})")
     return ledgers

@@ -37,6 +37,7 @@ from .errors import EngineDead
 from .events import EngineReady, EventSink, PageFinished, WorkerEvent, decode, encode
 from .gpu_telemetry import start_gpu_sampler
 from .handover import ShmFiles
+from .layout import OutputLayout
 from .ledger import Ledger
 from .page_worker import PageWorker
 from .redact import install_redaction
@@ -154,16 +155,16 @@ async def _serve(worker: PageWorker, conn: Connection, send: EventSink) -> int:
 
 
 def _setup_worker_logging(config: RunConfig, spec: WorkerSpec) -> None:
-    logs = config.output_dir / "logs"
-    logs.mkdir(parents=True, exist_ok=True)
-    handler = LogFileHandler(logs / f"worker-{spec.slot}.log", encoding="utf-8")
+    layout = OutputLayout(config.output_dir)
+    layout.logs_dir.mkdir(parents=True, exist_ok=True)
+    handler = LogFileHandler(layout.worker_log(spec.slot), encoding="utf-8")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     install_redaction([handler])
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(config.log_level.upper())
     # vLLM logs through its own handlers to stdout/stderr: into the file too, redacted.
-    redirect_output(logs / f"worker-{spec.slot}.out")
+    redirect_output(layout.worker_out(spec.slot))
 
 
 # ---- the supervisor -----------------------------------------------------------------------
@@ -438,9 +439,11 @@ class Supervisor:
 
     def _cause(self, state: SlotState) -> str:
         """The dead worker's last error line and the file it is in (logs/worker-N.*)."""
-        found = last_worker_error(self.output_dir / "logs", state.spec.slot)
+        layout = OutputLayout(self.output_dir)
+        found = last_worker_error(layout, state.spec.slot)
         if found is None:
-            return f"no error logged; see logs/worker-{state.spec.slot}.log and .out"
+            log_file = layout.worker_log(state.spec.slot).relative_to(layout.root)
+            return f"no error logged; see {log_file} and .out"
         return found.describe(self.output_dir)
 
     def _restart_due(self) -> None:

@@ -11,6 +11,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from .layout import OutputLayout
 from .redact import redact
 
 TAIL_BYTES = 256 * 1024
@@ -55,10 +56,10 @@ def last_error_line(lines: list[str]) -> tuple[int, str] | None:
     return None
 
 
-def last_worker_error(logs_dir: Path, slot: int) -> WorkerError | None:
+def last_worker_error(layout: OutputLayout, slot: int) -> WorkerError | None:
     """The most recent error line of worker `slot`, from whichever of its files has one
     (the more recently written file first)."""
-    files = [logs_dir / f"worker-{slot}.log", logs_dir / f"worker-{slot}.out"]
+    files = [layout.worker_log(slot), layout.worker_out(slot)]
     existing = [f for f in files if f.is_file()]
     existing.sort(key=lambda f: f.stat().st_mtime_ns, reverse=True)
     for path in existing:

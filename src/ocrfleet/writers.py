@@ -4,9 +4,7 @@ Every file is written atomically (a temporary file in the same directory, then r
 reader never sees half a file and a crash never leaves one. A document's Markdown and JSONL
 are assembled once, from the ledger, when its last page has landed.
 
-    OUT/markdown/<rel>.md                 the document, with explicit page markers
-    OUT/markdown/<rel>_figures/pNNNN_K.jpg figures cropped from the page (clean mode)
-    OUT/pages/<rel>.jsonl                 one JSON record per page, in page order
+Where each file goes is layout.OutputLayout's to say.
 """
 
 from __future__ import annotations
@@ -16,18 +14,18 @@ import json
 import os
 import tempfile
 from collections.abc import Sequence
-from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import quote
 
 from .filemode import apply_file_mode
+from .layout import OutputLayout
+from .page_record import encode_record, output_record
 from .postprocess import Figure, pixel_box
 
 if TYPE_CHECKING:
     from PIL import Image
 
-    from .ledger import DocumentRow, StoredPage
+    from .ledger_rows import DocumentRow, StoredPage
 
 FIGURE_QUALITY = 90
 
@@ -47,33 +45,6 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
 
 def atomic_write_text(path: Path, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
-
-
-@dataclass(frozen=True)
-class OutputLayout:
-    """Where each output of a document goes, mirroring its place in the input tree."""
-
-    root: Path
-
-    def markdown(self, rel: str) -> Path:
-        return self.root / "markdown" / f"{rel}.md"
-
-    def pages(self, rel: str) -> Path:
-        return self.root / "pages" / f"{rel}.jsonl"
-
-    def figures_dir(self, rel: str) -> Path:
-        return self.root / "markdown" / f"{rel}_figures"
-
-    def figure(self, rel: str, page: int, index: int) -> Path:
-        return self.figures_dir(rel) / f"p{page:04d}_{index}.jpg"
-
-    def figure_link(self, rel: str, page: int, index: int) -> str:
-        """Link from the document's Markdown to a figure: relative, percent-encoded."""
-        name = PurePosixPath(rel).name
-        return quote(f"{name}_figures/p{page:04d}_{index}.jpg")
-
-    def summary(self, shard_suffix: str = "") -> Path:
-        return self.root / f"run-summary{shard_suffix}.json"
 
 
 def save_figures(
@@ -118,23 +89,7 @@ def document_markdown(pages: int, stored: Sequence[StoredPage]) -> str:
 
 
 def document_records(doc: DocumentRow, stored: Sequence[StoredPage]) -> str:
-    lines: list[str] = []
-    for page in stored:
-        record: dict[str, Any] = dict(page.record or {})
-        # Document-level fields come from the ledger, so every record agrees with it.
-        record.update(
-            doc_id=doc.doc_id,
-            source=doc.source,
-            output=f"{doc.rel}.md",
-            page=page.page,
-            pages=doc.pages,
-            status=page.status,
-        )
-        record.setdefault("text", page.text or "")
-        if page.error:
-            record["error"] = page.error
-        lines.append(json.dumps(record, ensure_ascii=False, sort_keys=True))
-    return "\n".join(lines) + "\n"
+    return "\n".join(encode_record(output_record(doc, page)) for page in stored) + "\n"
 
 
 def document_verdict(stored: Sequence[StoredPage]) -> tuple[str, str | None]:
