@@ -19,7 +19,8 @@ from ocrfleet.engines.auto import AutoEngine
 from ocrfleet.engines.base import OcrRequest, OcrResult
 from ocrfleet.ledger import Ledger
 from ocrfleet.page_worker import PageWorker
-from ocrfleet.plan import ledger_path, make_plan
+from ocrfleet.layout import ledger_path
+from ocrfleet.plan import make_plan
 from ocrfleet.resolve import resolve_run_config
 from ocrfleet.supervisor import EXIT_ENGINE_START, EXIT_ERROR, _serve
 from ocrfleet.testing import samples
