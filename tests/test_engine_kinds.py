@@ -17,9 +17,9 @@ from ocrfleet.engine_slots import GIB, WorkerSpec, plan_workers
 from ocrfleet.engines import engine_kind
 from ocrfleet.engines.auto import AutoEngine
 from ocrfleet.engines.base import OcrRequest, OcrResult
+from ocrfleet.layout import ledger_path
 from ocrfleet.ledger import Ledger
 from ocrfleet.page_worker import PageWorker
-from ocrfleet.layout import ledger_path
 from ocrfleet.plan import make_plan
 from ocrfleet.resolve import resolve_run_config
 from ocrfleet.supervisor import EXIT_ENGINE_START, EXIT_ERROR, _serve
