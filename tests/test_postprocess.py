@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ocrfleet.postprocess import (
+from ocrfleet.deepseek.postprocess import (
     Block,
     Figure,
     clean_page,

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from .config import RenderConfig, RunConfig
+from .deepseek.postprocess import clean_page
 from .deepseek.prompts import PROMPTS
 from .engines.auto import NEEDS_OCR
 from .engines.base import OcrEngine, OcrRequest, OcrResult
@@ -29,7 +30,6 @@ from .ocr_queue import forced_route
 from .page import RenderedPage, RenderRequest, RenderSettings
 from .page_record import OcrFacts, PageRecord, RenderFacts, WorkFacts
 from .page_tree import LoadFailures
-from .postprocess import clean_page
 from .quality import assess
 from .render_pool import RenderPool
 from .source_guard import SourceGuard

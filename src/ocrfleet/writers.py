@@ -17,10 +17,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .deepseek.postprocess import Figure, pixel_box
 from .filemode import apply_file_mode
 from .layout import OutputLayout
 from .page_record import encode_record, output_record
-from .postprocess import Figure, pixel_box
 
 if TYPE_CHECKING:
     from PIL import Image
