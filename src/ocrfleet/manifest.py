@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from .catalog import duplicates
+from .figure_links import relinked_pages
 from .ledger import DocumentRow, Ledger
 from .plan import InputEntry
 from .redact import redact_obj
@@ -39,7 +40,8 @@ def write_duplicate_outputs(ledger: Ledger, layout: OutputLayout) -> int:
             not original.exists() or target.stat().st_mtime_ns >= original.stat().st_mtime_ns
         ):
             continue
-        stored = ledger.stored_pages(doc.doc_id)
+        # The copy's own figure folder and links: they resolve from where the copy is.
+        stored = relinked_pages(layout, dup.rel, ledger.stored_pages(doc.doc_id))
         own = replace(doc, source=dup.source, rel=dup.rel)
         lines = []
         for line in document_records(own, stored).splitlines():
