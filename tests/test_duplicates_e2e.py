@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import sqlite3
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
@@ -57,3 +58,82 @@ def test_every_copy_links_figures_that_resolve(tmp_path: Path) -> None:
         assert figures and all((out / f).is_file() for f in figures), (name, figures)
         # The copy's folder is its own: it survives whatever happens to the original's.
         assert all(link.parent == markdown.parent / f"{markdown.stem}_figures" for link in links)
+
+
+def _copies(out: Path) -> dict[str, str]:
+    """The ledger's duplicates: copy path → the path its document is read from."""
+    with sqlite3.connect(out / "ocrfleet.sqlite") as db:
+        rows = db.execute(
+            "SELECT c.path, d.path FROM duplicates c JOIN documents d USING (doc_id)"
+        ).fetchall()
+    return {Path(copy).name: Path(primary).name for copy, primary in rows}
+
+
+def _records(out: Path, output: str) -> list[dict[str, Any]]:
+    jsonl = out / "pages" / Path(output).relative_to("markdown").with_suffix(".jsonl")
+    return [json.loads(line) for line in jsonl.read_text("utf-8").splitlines()]
+
+
+def _check_outputs(out: Path, expected: dict[str, str | None]) -> None:
+    """Each input path (name → the name it is a copy of, or None) has its own current files."""
+    rows = _manifest(out)
+    assert set(rows) == set(expected)
+    for name, primary in expected.items():
+        row = rows[name]
+        assert row["status"] == "done", row
+        assert (row.get("duplicate_of") and Path(row["duplicate_of"]).name == primary) or (
+            primary is None and "duplicate_of" not in row
+        ), row
+        # Its own name: a.pdf → markdown/a.md, sub/c.pdf → markdown/sub/c.md.
+        assert Path(row["output"]).stem == Path(name).stem, row
+        for record in _records(out, row["output"]):
+            assert record["source"] == row["source"], record
+            assert record.get("duplicate_of") == row.get("duplicate_of"), record
+    # Markdown under OUT/markdown is exactly the current outputs: nothing stale left there.
+    outputs = {r["output"] for r in rows.values()}
+    on_disk = {str(p.relative_to(out)) for p in (out / "markdown").rglob("*.md")}
+    assert on_disk == outputs
+
+
+def test_the_duplicates_table_follows_edits_deletes_and_moves(tmp_path: Path) -> None:
+    root, out = tmp_path / "in", tmp_path / "out"
+    original = samples.text_pdf(root / "a.pdf", ["shared text", "shared page two"])
+    shutil.copyfile(original, root / "b.pdf")
+    (root / "sub").mkdir()
+    shutil.copyfile(original, root / "sub" / "c.pdf")
+    _run(root, out)
+    assert _copies(out) == {"b.pdf": "a.pdf", "c.pdf": "a.pdf"}
+    _check_outputs(out, {"a.pdf": None, "b.pdf": "a.pdf", "c.pdf": "a.pdf"})
+
+    # The primary is deleted: a copy becomes the document, under its own name.
+    original.unlink()
+    _run(root, out)
+    assert _copies(out) == {"c.pdf": "b.pdf"}
+    _check_outputs(out, {"b.pdf": None, "c.pdf": "b.pdf"})
+    assert "shared text" in (out / "markdown" / "b.md").read_text("utf-8")
+
+    # A copy is edited: it is no longer a copy, its outputs hold its own new text.
+    samples.text_pdf(root / "sub" / "c.pdf", ["edited c"])
+    _run(root, out)
+    assert _copies(out) == {}
+    _check_outputs(out, {"b.pdf": None, "c.pdf": None})
+    assert "edited c" in (out / "markdown" / "sub" / "c.md").read_text("utf-8")
+    assert "shared text" not in (out / "markdown" / "sub" / "c.md").read_text("utf-8")
+
+    # The primary is moved and a copy appears at a name that sorts first: the first path
+    # in input order names the document now.
+    shutil.move(root / "b.pdf", root / "z.pdf")
+    shutil.copyfile(root / "z.pdf", root / "a.pdf")
+    _run(root, out)
+    assert _copies(out) == {"z.pdf": "a.pdf"}
+    _check_outputs(out, {"a.pdf": None, "c.pdf": None, "z.pdf": "a.pdf"})
+
+    # The primary is edited in place while its copy keeps the old bytes.
+    samples.text_pdf(root / "a.pdf", ["edited a"])
+    _run(root, out)
+    assert _copies(out) == {}
+    _check_outputs(out, {"a.pdf": None, "c.pdf": None, "z.pdf": None})
+    assert "edited a" in (out / "markdown" / "a.md").read_text("utf-8")
+    assert "shared text" in (out / "markdown" / "z.md").read_text("utf-8")
+    # Nothing was deleted: every file set aside is under OUT/retired.
+    assert list((out / "retired").rglob("*.md"))

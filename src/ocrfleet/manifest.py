@@ -3,7 +3,8 @@
 A file whose bytes equal another input's is processed once, under the first path's name,
 but its own path gets its own Markdown and JSONL too (records carry its own `source` and a
 `duplicate_of`). OUT/manifest[.shard-i-of-n].jsonl lists every input path of the run with
-its status, its output and, where it has one, the reason it failed or was not read.
+its status, its output (only once the document is finished: the file holds its current
+text) and, where it has one, the reason it failed or was not read.
 """
 
 from __future__ import annotations
@@ -81,7 +82,10 @@ def manifest_rows(
             doc, role, duplicate_of = own, "document", None
         rel = dup_rel.get(entry.source) if role == "duplicate" else (doc and doc.rel)
         output = None
-        if rel and layout.markdown(rel).exists():
+        # Only a finished document's files are its current output: until then the path may
+        # hold nothing, or (a crash before the stale files were set aside) other text.
+        finished = doc is not None and doc.status in ("done", "failed")
+        if rel and finished and layout.markdown(rel).exists():
             output = str(layout.markdown(rel).relative_to(layout.root))
         row: dict[str, Any] = {
             "source": entry.source,
