@@ -35,6 +35,15 @@ def _image_links(markdown: Path) -> list[Path]:
     return [markdown.parent / unquote(target) for target in IMAGE_LINK.findall(text)]
 
 
+def _check_figure_links(out: Path) -> None:
+    for name, row in _manifest(out).items():
+        markdown = out / row["output"]
+        links = _image_links(markdown)
+        assert links, f"{name}: no figure link in {markdown}"
+        for link in links:
+            assert link.is_file(), f"{name}: {link} does not resolve"
+
+
 def test_every_copy_links_figures_that_resolve(tmp_path: Path) -> None:
     root, out = tmp_path / "in", tmp_path / "out"
     original = samples.mixed_pdf(root / "a.pdf", [("image", "Εικόνα ένα"), ("text", "δύο")])
@@ -58,6 +67,11 @@ def test_every_copy_links_figures_that_resolve(tmp_path: Path) -> None:
         assert figures and all((out / f).is_file() for f in figures), (name, figures)
         # The copy's folder is its own: it survives whatever happens to the original's.
         assert all(link.parent == markdown.parent / f"{markdown.stem}_figures" for link in links)
+    # A copy written without a folder of its own (an older ocrfleet; the folder removed) is
+    # written again by the next run.
+    shutil.rmtree(out / "markdown" / "deep" / "er" / "b_figures")
+    _run(root, out, *FIGURE)
+    _check_figure_links(out)
 
 
 def _copies(out: Path) -> dict[str, str]:
@@ -135,5 +149,13 @@ def test_the_duplicates_table_follows_edits_deletes_and_moves(tmp_path: Path) ->
     _check_outputs(out, {"a.pdf": None, "c.pdf": None, "z.pdf": None})
     assert "edited a" in (out / "markdown" / "a.md").read_text("utf-8")
     assert "shared text" in (out / "markdown" / "z.md").read_text("utf-8")
+
+    # A document's path now holds a copy of another's bytes: it is retired, the path a copy.
+    shutil.copyfile(root / "z.pdf", root / "sub" / "c.pdf")
+    _run(root, out)
+    assert _copies(out) == {"c.pdf": "z.pdf"}
+    _check_outputs(out, {"a.pdf": None, "c.pdf": "z.pdf", "z.pdf": None})
+    assert "edited c" not in (out / "markdown" / "sub" / "c.md").read_text("utf-8")
     # Nothing was deleted: every file set aside is under OUT/retired.
-    assert list((out / "retired").rglob("*.md"))
+    retired = [p.read_text("utf-8") for p in (out / "retired").rglob("*.md")]
+    assert any("edited c" in text for text in retired)

@@ -37,8 +37,15 @@ def write_duplicate_outputs(ledger: Ledger, layout: OutputLayout) -> int:
         # Written from the ledger, so also where the document's own files are not on this
         # disk (a shard resumed on another node from its checkpoint); rewritten when the
         # document's files are newer than its copy's.
-        if target.exists() and (
-            not original.exists() or target.stat().st_mtime_ns >= original.stat().st_mtime_ns
+        # Also when the document has figures and the copy has no folder of its own (written
+        # by an older ocrfleet, whose links pointed at the document's folder).
+        figures_missing = (
+            layout.figures_dir(doc.rel).is_dir() and not layout.figures_dir(dup.rel).is_dir()
+        )
+        if (
+            target.exists()
+            and not figures_missing
+            and (not original.exists() or target.stat().st_mtime_ns >= original.stat().st_mtime_ns)
         ):
             continue
         # The copy's own figure folder and links: they resolve from where the copy is.
