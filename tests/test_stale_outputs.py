@@ -127,3 +127,52 @@ def test_a_renamed_document_takes_its_figures_along(tmp_path: Path) -> None:
     assert not layout.markdown("a").exists() and not layout.figures_dir("a").exists()
     (row,) = _manifest(out)
     assert row["source"] == str(root / "b.pdf") and row["output"] == "markdown/b.md"
+
+
+def _figure(layout: OutputLayout, rel: str, body: str, when: float) -> None:
+    path = layout.figures_dir(rel) / "p0001_1.jpg"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(body, encoding="utf-8")
+    os.utime(path, (when, when))
+
+
+def test_renames_in_a_chain_or_a_swap_never_mix_two_folders(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    layout = OutputLayout(out)
+    ledger = _ledger_with(ledger_path(out, 1, 0), "unrelated")
+    past = time.time() - 60
+    # X a→b while b's old files (a copy of W) are set aside; Y c→d and Z d→c swap names.
+    for rel, body in (("a", "X"), ("b", "W"), ("c", "Y"), ("d", "Z")):
+        _figure(layout, rel, body, past)
+    with ledger.transaction() as db:
+        note_stale(db, "a", "kx", "renamed", figures_to="b")
+        note_stale(db, "b", "kw", "no longer a copy")
+        note_stale(db, "c", "ky", "renamed", figures_to="d")
+        note_stale(db, "d", "kz", "renamed", figures_to="c")
+    set_aside(ledger, out)
+    figure = "p0001_1.jpg"
+    assert (layout.figures_dir("b") / figure).read_text("utf-8") == "X"
+    assert (out / RETIRED_DIR / "kw" / "markdown" / "b_figures" / figure).read_text() == "W"
+    assert "no longer a copy" in (out / RETIRED_DIR / "kw" / "REASON.txt").read_text("utf-8")
+    assert (layout.figures_dir("d") / figure).read_text("utf-8") == "Y"
+    assert (layout.figures_dir("c") / figure).read_text("utf-8") == "Z"
+    assert not layout.figures_dir("a").exists()
+    ledger.close()
+
+
+def test_a_document_moved_over_a_copy_of_another_keeps_its_figures(tmp_path: Path) -> None:
+    root, out = tmp_path / "in", tmp_path / "out"
+    samples.mixed_pdf(root / "a.pdf", [("image", "X " * 200)])
+    other = samples.mixed_pdf(root / "w.pdf", [("image", "W " * 200)])
+    shutil.copyfile(other, root / "b.pdf")
+    assert run_cli("run", str(root), "-o", str(out), *FIGURE).returncode == 0
+    layout = OutputLayout(out)
+    x_figure = (layout.figures_dir("a") / "p0001_1.jpg").read_bytes()
+    assert x_figure != (layout.figures_dir("w") / "p0001_1.jpg").read_bytes()
+    (root / "a.pdf").replace(root / "b.pdf")  # b.pdf, a copy of w.pdf, now holds a's bytes
+    result = run_cli("run", str(root), "-o", str(out), *FIGURE)
+    assert result.returncode == 0, result.stderr
+    assert (layout.figures_dir("b") / "p0001_1.jpg").read_bytes() == x_figure
+    rows = {Path(r["source"]).name: r for r in _manifest(out)}
+    assert rows["b.pdf"]["output"] == "markdown/b.md" and "duplicate_of" not in rows["b.pdf"]
+    assert "![](b_figures/p0001_1.jpg)" in layout.markdown("b").read_text("utf-8")

@@ -21,9 +21,12 @@ import logging
 import sqlite3
 import time
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 
 from .ledger import Ledger
+from .names import short_hash
+from .redact import redact
 from .writers import OutputLayout
 
 log = logging.getLogger(__name__)
@@ -59,10 +62,10 @@ def held_elsewhere(ledger_paths: Iterable[Path]) -> set[str]:
     return held
 
 
-def _move(source: Path, target: Path, before: float) -> bool:
-    """Move `source` to `target` if it was written before `before`."""
+def _move(source: Path, target: Path, before: float | None) -> bool:
+    """Move `source` to `target` if it was written before `before` (None: in any case)."""
     try:
-        if source.stat().st_mtime > before:
+        if before is not None and source.stat().st_mtime > before:
             return False
         target.parent.mkdir(parents=True, exist_ok=True)
         source.replace(target)
@@ -74,23 +77,64 @@ def _move(source: Path, target: Path, before: float) -> bool:
     return True
 
 
-def _set_aside_one(layout: OutputLayout, rel: str, key: str, to: str | None, at: float) -> int:
-    aside = OutputLayout(layout.root / RETIRED_DIR / key)
-    moved = int(_move(layout.markdown(rel), aside.markdown(rel), at))
-    moved += _move(layout.pages(rel), aside.pages(rel), at)
-    folder = layout.figures_dir(rel)
-    if folder.is_dir():
-        for figure in sorted(folder.iterdir()):
-            target = aside.figures_dir(rel) / figure.name
-            if to is not None:
-                kept = layout.figures_dir(to) / figure.name
-                # Not over a figure the document wrote under its new name since.
-                if not (kept.exists() and kept.stat().st_mtime > at):
-                    target = kept
-            moved += _move(figure, target, at)
-        with contextlib.suppress(OSError):  # newer figures of the name's new holder stay
-            folder.rmdir()
-    return moved
+def _files(folder: Path) -> list[Path]:
+    return sorted(folder.iterdir()) if folder.is_dir() else []
+
+
+def _remove_empty(folder: Path) -> None:
+    with contextlib.suppress(OSError):  # newer figures of the name's new holder stay
+        folder.rmdir()
+
+
+@dataclass(frozen=True)
+class _Note:
+    rel: str
+    key: str
+    reason: str
+    figures_to: str | None
+    at: float
+
+
+class _Pass:
+    """The notes of one planning, acted on together: a renamed document's figures are
+    staged first, so a chain of renames (a→b, b→c), or a swap, never mixes two folders."""
+
+    def __init__(self, root: Path, notes: list[_Note]) -> None:
+        self.layout = OutputLayout(root)
+        self.notes = notes
+        self.moved = 0
+
+    def staging(self, note: _Note) -> Path:
+        return self.layout.root / RETIRED_DIR / ".moving" / short_hash(note.rel)
+
+    def aside(self, note: _Note) -> OutputLayout:
+        return OutputLayout(self.layout.root / RETIRED_DIR / note.key)
+
+    def run(self) -> int:
+        renamed = [n for n in self.notes if n.figures_to is not None]
+        for note in renamed:
+            for figure in _files(self.layout.figures_dir(note.rel)):
+                _move(figure, self.staging(note) / figure.name, note.at)
+        for note in self.notes:
+            aside, layout = self.aside(note), self.layout
+            moved = int(_move(layout.markdown(note.rel), aside.markdown(note.rel), note.at))
+            moved += _move(layout.pages(note.rel), aside.pages(note.rel), note.at)
+            for figure in _files(layout.figures_dir(note.rel)):
+                moved += _move(figure, aside.figures_dir(note.rel) / figure.name, note.at)
+            _remove_empty(layout.figures_dir(note.rel))
+            if moved:  # why these files are here, next to them
+                with (aside.root / "REASON.txt").open("a", encoding="utf-8") as handle:
+                    handle.write(redact(f"{note.rel}: {note.reason}") + "\n")
+            self.moved += moved
+        for note in renamed:
+            for figure in _files(self.staging(note)):
+                target = self.layout.figures_dir(note.figures_to or note.rel) / figure.name
+                if target.exists() and target.stat().st_mtime > note.at:
+                    # Not over a figure the document wrote under its new name since.
+                    target = self.aside(note).figures_dir(note.rel) / figure.name
+                self.moved += _move(figure, target, None)
+            _remove_empty(self.staging(note))
+        return self.moved
 
 
 def set_aside(ledger: Ledger, root: Path, siblings: Iterable[Path] = ()) -> int:
@@ -98,18 +142,13 @@ def set_aside(ledger: Ledger, root: Path, siblings: Iterable[Path] = ()) -> int:
     rows = ledger.query("SELECT rel, key, reason, figures_to, at FROM stale_outputs")
     if not rows:
         return 0
+    notes = [_Note(str(r[0]), str(r[1]), str(r[2]), r[3], float(r[4])) for r in rows]
     elsewhere = held_elsewhere(siblings)
-    layout = OutputLayout(root)
-    moved = 0
-    for rel, key, reason, figures_to, at in rows:
-        if str(rel).casefold() not in elsewhere:
-            count = _set_aside_one(layout, str(rel), str(key), figures_to, float(at))
-            if count:
-                log.info(
-                    "%s: %d stale output file(s) moved to %s/%s (%s)",
-                    rel, count, RETIRED_DIR, key, reason,
-                )  # fmt: skip
-            moved += count
-        with ledger.transaction() as db:  # unless noted again meanwhile
-            db.execute("DELETE FROM stale_outputs WHERE rel=? AND at=?", (rel, at))
+    moved = _Pass(root, [n for n in notes if n.rel.casefold() not in elsewhere]).run()
+    if moved:
+        log.info("%d stale output file(s) moved to %s", moved, root / RETIRED_DIR)
+    with ledger.transaction() as db:  # unless noted again meanwhile
+        db.executemany(
+            "DELETE FROM stale_outputs WHERE rel=? AND at=?", [(n.rel, n.at) for n in notes]
+        )
     return moved
