@@ -57,3 +57,18 @@ def test_status_uses_the_newest_listing_of_each_path(tmp_path: Path) -> None:
     status = _status(out)
     assert status["unclaimed_documents"] == [] and status["progress"] == 1.0
     assert status["documents"]["done"] == 4
+
+
+def test_an_empty_newer_listing_still_says_the_files_are_gone(tmp_path: Path) -> None:
+    root, out = tmp_path / "in", tmp_path / "out"
+    _pdf_of_shard(root / "mine.pdf", 0, "shard 0's")
+    theirs = _pdf_of_shard(root / "theirs.pdf", 1, "shard 1's")
+    _shard(root, out, 0)
+    assert [d["source"] for d in _status(out)["unclaimed_documents"]] == [str(theirs)]
+    (root / "mine.pdf").unlink()
+    theirs.unlink()
+    # Shard 1 lists an empty corpus (a run that finds no PDF exits 1): nothing is left for
+    # anyone to claim.
+    empty = run_cli("run", str(root), "-o", str(out), "--engine", "text", *SHARDS, "1")
+    assert empty.returncode == 1 and "no PDF found" in empty.stderr
+    assert _status(out)["unclaimed_documents"] == []

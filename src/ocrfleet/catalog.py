@@ -29,6 +29,7 @@ from .stale_outputs import note_stale
 
 log = logging.getLogger(__name__)
 PROBE_COLUMNS = (("ctime_ns", "INTEGER"), ("inode", "INTEGER"))
+LISTED_AT_KEY = "corpus_listed_at"  # in `meta`: when record_listing last ran
 
 
 @dataclass(frozen=True)
@@ -315,6 +316,10 @@ def record_listing(
     now = time.time()
     with ledger.transaction() as db:
         db.execute("DELETE FROM corpus_listing")
+        # When it was listed, also for an empty listing: it still says what is gone.
+        db.execute(
+            "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (LISTED_AT_KEY, repr(now))
+        )
         db.executemany(
             "INSERT OR REPLACE INTO corpus_listing (doc_id, source, shard, num_shards, pages, "
             "seen_at) VALUES (?, ?, ?, ?, ?, ?)",

@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from .catalog import LISTED_AT_KEY
 from .ledger import Ledger
 
 
@@ -49,12 +50,13 @@ class CorpusClaims:
                 known = self.listed.get(row.source)
                 if known is None or row.seen_at > known.seen_at:
                     self.listed[row.source] = row
-            if rows:
+            listed_at = _listed_at(ledger)
+            if listed_at is None and rows:  # listed by an older ocrfleet
                 # Planning writes the whole listing at one time; rows a worker adds later
                 # (a file rewritten mid-run) are newer, so the oldest row dates the listing.
-                self.listings.append(
-                    (min(r.seen_at for r in rows), frozenset(r.source for r in rows))
-                )
+                listed_at = min(r.seen_at for r in rows)
+            if listed_at is not None:
+                self.listings.append((listed_at, frozenset(r.source for r in rows)))
         if "retired" in tables:
             self.retired.update(r[0] for r in ledger.query("SELECT doc_id FROM retired"))
         self.claimed.update(r[0] for r in ledger.query("SELECT doc_id FROM documents"))
@@ -82,6 +84,14 @@ class CorpusClaims:
             }
             for r in ordered
         ]
+
+
+def _listed_at(ledger: Ledger) -> float | None:
+    rows = ledger.query("SELECT value FROM meta WHERE key=?", [LISTED_AT_KEY])
+    try:
+        return float(rows[0][0]) if rows else None
+    except ValueError:
+        return None
 
 
 def corpus_claims(ledgers: Iterable[Ledger]) -> CorpusClaims:
