@@ -50,7 +50,7 @@ class CorpusClaims:
                 known = self.listed.get(row.source)
                 if known is None or row.seen_at > known.seen_at:
                     self.listed[row.source] = row
-            listed_at = _listed_at(ledger)
+            listed_at = _listed_at(ledger) if "meta" in tables else None
             if listed_at is None and rows:  # listed by an older ocrfleet
                 # Planning writes the whole listing at one time; rows a worker adds later
                 # (a file rewritten mid-run) are newer, so the oldest row dates the listing.
