@@ -45,6 +45,15 @@ UPLOAD_MANIFEST = ".ocrfleet-upload.json"
 REMOTE_LEDGER_DIR = "ledger"  # under an s3:// OUT: the ledger checkpoints
 CHECKPOINT_PREFIX = ".ocrfleet-checkpoint-"
 CHECKPOINT_SUFFIX = ".sqlite.tmp"
+RETIRED_DIR = "retired"  # outputs no input holds any more (stale_outputs.py)
+# A figure link in a document's Markdown: ![alt](<anything>_figures/p0001_2.jpg); the target
+# is percent-encoded, so it has no ( ) or space. Group 3: the figure's file name.
+FIGURE_LINK = re.compile(r"(!\[[^\]]*\]\()([^()\s]*_figures/(p\d{4}_\d+\.jpg))\)")
+
+
+def figures_link_prefix(name: str) -> str:
+    """The relative link prefix of the figures of the document named `name` (its own folder)."""
+    return quote(f"{name}_figures/")
 
 
 def shard_suffix(num_shards: int, shard_index: int) -> str:

@@ -95,6 +95,11 @@ CREATE TABLE IF NOT EXISTS doc_files (
 CREATE TABLE IF NOT EXISTS retired (
     doc_id TEXT PRIMARY KEY, source TEXT NOT NULL, reason TEXT NOT NULL, at REAL NOT NULL
 );
+-- Output names whose files no input holds any more, to be set aside (stale_outputs.py).
+CREATE TABLE IF NOT EXISTS stale_outputs (
+    rel TEXT PRIMARY KEY, key TEXT NOT NULL, reason TEXT NOT NULL, figures_to TEXT,
+    at REAL NOT NULL
+);
 CREATE TABLE IF NOT EXISTS runs (
     run_id TEXT PRIMARY KEY, started_at REAL NOT NULL, finished_at REAL,
     config TEXT NOT NULL, summary TEXT

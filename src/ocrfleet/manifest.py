@@ -3,7 +3,8 @@
 A file whose bytes equal another input's is processed once, under the first path's name,
 but its own path gets its own Markdown and JSONL too (records carry its own `source` and a
 `duplicate_of`). OUT/manifest[.shard-i-of-n].jsonl lists every input path of the run with
-its status, its output and, where it has one, the reason it failed or was not read.
+its status, its output (only once the document is finished: the file holds its current
+text) and, where it has one, the reason it failed or was not read.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from .catalog import duplicates
+from .figure_links import relinked_pages
 from .layout import OutputLayout
 from .ledger import Ledger
 from .ledger_rows import DocumentRow
@@ -37,11 +39,19 @@ def write_duplicate_outputs(ledger: Ledger, layout: OutputLayout) -> int:
         # Written from the ledger, so also where the document's own files are not on this
         # disk (a shard resumed on another node from its checkpoint); rewritten when the
         # document's files are newer than its copy's.
-        if target.exists() and (
-            not original.exists() or target.stat().st_mtime_ns >= original.stat().st_mtime_ns
+        # Also when the document has figures and the copy has no folder of its own (written
+        # by an older ocrfleet, whose links pointed at the document's folder).
+        figures_missing = (
+            layout.figures_dir(doc.rel).is_dir() and not layout.figures_dir(dup.rel).is_dir()
+        )
+        if (
+            target.exists()
+            and not figures_missing
+            and (not original.exists() or target.stat().st_mtime_ns >= original.stat().st_mtime_ns)
         ):
             continue
-        stored = ledger.stored_pages(doc.doc_id)
+        # The copy's own figure folder and links: they resolve from where the copy is.
+        stored = relinked_pages(layout, dup.rel, ledger.stored_pages(doc.doc_id))
         own = replace(doc, source=dup.source, rel=dup.rel)
         lines = []
         for line in document_records(own, stored).splitlines():
@@ -77,7 +87,10 @@ def manifest_rows(
             doc, role, duplicate_of = own, "document", None
         rel = dup_rel.get(entry.source) if role == "duplicate" else (doc and doc.rel)
         output = None
-        if rel and layout.markdown(rel).exists():
+        # Only a finished document's files are its current output: until then the path may
+        # hold nothing, or (a crash before the stale files were set aside) other text.
+        finished = doc is not None and doc.status in ("done", "failed")
+        if rel and finished and layout.markdown(rel).exists():
             output = str(layout.markdown(rel).relative_to(layout.root))
         row: dict[str, Any] = {
             "source": entry.source,

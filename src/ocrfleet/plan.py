@@ -23,6 +23,7 @@ from .catalog import (
     record_duplicates,
     record_files,
     record_listing,
+    rename_documents,
     sibling_names,
     store_probes,
     taken_names,
@@ -42,6 +43,7 @@ from .sources import (
     path_to_text,
     probe_all,
 )
+from .stale_outputs import set_aside
 
 log = logging.getLogger(__name__)
 
@@ -202,10 +204,12 @@ def plan_documents(scope: PlanScope, policy: PagePolicy, ledger: Ledger) -> Plan
             )
     shard = {d: shard_of(d, scope.num_shards) for d in first}
     mine = {d: f for d, f in first.items() if shard[d] == scope.shard_index}
+    moved_ids: list[str] = []
     plan.retired, plan.moved = reconcile(
         ledger,
         {stored[f.path]: probes[f.path].doc_id for f in files},
         {d: (stored[f.path], f.given) for d, f in mine.items()},
+        moved_ids,
     )
     if plan.retired or plan.moved:
         log.info(
@@ -216,10 +220,14 @@ def plan_documents(scope: PlanScope, policy: PagePolicy, ledger: Ledger) -> Plan
     dup_key = {
         f.path: "dup:" + short_hash(f.given) for f in files if first[probes[f.path].doc_id] is not f
     }
+    # A re-pointed document is named again for its new path: its old name is free, for the
+    # new bytes at its old path, say.
+    taken = {**sibling_names(_siblings(scope, ledger)), **taken_names(ledger)}
+    moving = set(moved_ids)
     names = assign_names(
         [(d, f.rel) for d, f in first.items()]
         + [(dup_key[f.path], f.rel) for f in files if f.path in dup_key],
-        {**sibling_names(_siblings(scope, ledger)), **taken_names(ledger)},
+        {name: key for name, key in taken.items() if key not in moving},
     )
     plan.corpus_documents = len(first)
     for doc_id, f in mine.items():
@@ -240,6 +248,7 @@ def plan_documents(scope: PlanScope, policy: PagePolicy, ledger: Ledger) -> Plan
         for f in files
         if f.path in dup_key and probes[f.path].doc_id in mine
     ]
+    rename_documents(ledger, {d: str(names[d]) for d in moved_ids})  # frees their old names
     plan.new_documents = ledger.add_documents(plan.documents)
     record_duplicates(ledger, dups)
     record_files(
@@ -250,6 +259,9 @@ def plan_documents(scope: PlanScope, policy: PagePolicy, ledger: Ledger) -> Plan
         [(d, f.given, shard[d], probes[f.path].pages) for d, f in first.items()],
         scope.num_shards,
     )
+    # Before any page is done: the files of names freed above (and by a crashed run) go to
+    # OUT/retired, so no stale text sits where the current output of an input belongs.
+    set_aside(ledger, scope.output_dir, _siblings(scope, ledger))
     for f in files:
         doc_id = probes[f.path].doc_id
         if doc_id not in mine:

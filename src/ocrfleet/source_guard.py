@@ -26,6 +26,7 @@ from .ledger import Ledger
 from .ledger_rows import DocumentRow, NewDocument
 from .shards import shard_of
 from .sources import Probe, probe_file, text_to_path
+from .stale_outputs import set_aside
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +82,8 @@ class SourceGuard:
                     retire(db, doc.doc_id, f"{doc.source} was rewritten during the run")
                 else:
                     hand_over(db, doc.doc_id, heir)
+            # Before any page of the new bytes is done under the freed name.
+            set_aside(self.ledger, self.ledger.path.parent)
             log.warning(
                 "%s changed during the run (now %d page(s)): its pages are done again from "
                 "the new bytes",

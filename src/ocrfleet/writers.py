@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .deepseek.postprocess import Figure, pixel_box
+from .figure_links import relinked_pages
 from .filemode import apply_file_mode
 from .layout import OutputLayout
 from .page_record import encode_record, output_record
@@ -106,6 +107,8 @@ def assemble_document(
     layout: OutputLayout, doc: DocumentRow, stored: Sequence[StoredPage]
 ) -> tuple[str, str | None]:
     """Write the document's Markdown and JSONL; returns (status, error) for the ledger."""
+    # Pages processed under another name (the document took a copy's name) link there.
+    stored = relinked_pages(layout, doc.rel, stored)
     atomic_write_text(layout.pages(doc.rel), document_records(doc, stored))
     atomic_write_text(layout.markdown(doc.rel), document_markdown(doc.pages, stored))
     return document_verdict(stored)

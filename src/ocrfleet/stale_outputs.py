@@ -1,0 +1,153 @@
+"""Outputs whose text no longer belongs to an input path, moved out of the way.
+
+When planning or a worker re-plans a document, some files under OUT stop being the current
+output of anything: a retired document's (its path now holds other bytes), a copy's that is
+no longer a copy (removed, edited, moved), a document's old name after it took a copy's.
+The ledger notes each such name in the same transaction as the change (`note_stale`), and
+`set_aside` then moves its Markdown, JSONL and figures to OUT/retired/<key>/ (the same
+layout), so no stale text sits where the manifest or a reader expects the current output of
+an input; nothing is deleted. A note left by a crash is acted on at the next planning.
+
+Only files written before the note are moved: a file newer than it was written by whoever
+holds the name now (the new bytes at the same path). A name held in another shard's ledger
+is left alone: that shard writes it. A document that took a copy's name takes its figures
+along (`figures_to`): its stored pages link them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import sqlite3
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from .layout import RETIRED_DIR, OutputLayout
+from .ledger import Ledger
+from .names import short_hash
+from .redact import redact
+
+log = logging.getLogger(__name__)
+
+
+def note_stale(
+    db: sqlite3.Connection, rel: str, key: str, reason: str, figures_to: str | None = None
+) -> None:
+    """Inside the transaction that frees `rel`: its files are to be set aside under `key`."""
+    db.execute(
+        "INSERT OR REPLACE INTO stale_outputs (rel, key, reason, figures_to, at) "
+        "VALUES (?, ?, ?, ?, ?)",
+        (rel, key, reason, figures_to, time.time()),
+    )
+
+
+def held_elsewhere(ledger_paths: Iterable[Path]) -> set[str]:
+    """Output names (casefolded) the other shards' ledgers hold (read-only, best effort)."""
+    held: set[str] = set()
+    for path in ledger_paths:
+        try:
+            db = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=10)
+            try:
+                for table in ("documents", "duplicates"):
+                    held.update(
+                        str(r[0]).casefold() for r in db.execute(f"SELECT rel FROM {table}")
+                    )
+            finally:
+                db.close()
+        except sqlite3.Error as exc:
+            log.warning("cannot read the output names of %s (%s)", path, exc)
+    return held
+
+
+def _move(source: Path, target: Path, before: float | None) -> bool:
+    """Move `source` to `target` if it was written before `before` (None: in any case)."""
+    try:
+        if before is not None and source.stat().st_mtime > before:
+            return False
+        target.parent.mkdir(parents=True, exist_ok=True)
+        source.replace(target)
+    except FileNotFoundError:
+        return False
+    except OSError as exc:
+        log.warning("cannot move %s to %s: %s", source, target, exc)
+        return False
+    return True
+
+
+def _files(folder: Path) -> list[Path]:
+    return sorted(folder.iterdir()) if folder.is_dir() else []
+
+
+def _remove_empty(folder: Path) -> None:
+    with contextlib.suppress(OSError):  # newer figures of the name's new holder stay
+        folder.rmdir()
+
+
+@dataclass(frozen=True)
+class _Note:
+    rel: str
+    key: str
+    reason: str
+    figures_to: str | None
+    at: float
+
+
+class _Pass:
+    """The notes of one planning, acted on together: a renamed document's figures are
+    staged first, so a chain of renames (a→b, b→c), or a swap, never mixes two folders."""
+
+    def __init__(self, root: Path, notes: list[_Note]) -> None:
+        self.layout = OutputLayout(root)
+        self.notes = notes
+        self.moved = 0
+
+    def staging(self, note: _Note) -> Path:
+        return self.layout.root / RETIRED_DIR / ".moving" / short_hash(note.rel)
+
+    def aside(self, note: _Note) -> OutputLayout:
+        return OutputLayout(self.layout.root / RETIRED_DIR / note.key)
+
+    def run(self) -> int:
+        renamed = [n for n in self.notes if n.figures_to is not None]
+        for note in renamed:
+            for figure in _files(self.layout.figures_dir(note.rel)):
+                _move(figure, self.staging(note) / figure.name, note.at)
+        for note in self.notes:
+            aside, layout = self.aside(note), self.layout
+            moved = int(_move(layout.markdown(note.rel), aside.markdown(note.rel), note.at))
+            moved += _move(layout.pages(note.rel), aside.pages(note.rel), note.at)
+            for figure in _files(layout.figures_dir(note.rel)):
+                moved += _move(figure, aside.figures_dir(note.rel) / figure.name, note.at)
+            _remove_empty(layout.figures_dir(note.rel))
+            if moved:  # why these files are here, next to them
+                with (aside.root / "REASON.txt").open("a", encoding="utf-8") as handle:
+                    handle.write(redact(f"{note.rel}: {note.reason}") + "\n")
+            self.moved += moved
+        for note in renamed:
+            for figure in _files(self.staging(note)):
+                target = self.layout.figures_dir(note.figures_to or note.rel) / figure.name
+                if target.exists() and target.stat().st_mtime > note.at:
+                    # Not over a figure the document wrote under its new name since.
+                    target = self.aside(note).figures_dir(note.rel) / figure.name
+                self.moved += _move(figure, target, None)
+            _remove_empty(self.staging(note))
+        return self.moved
+
+
+def set_aside(ledger: Ledger, root: Path, siblings: Iterable[Path] = ()) -> int:
+    """Act on every note: returns how many files were moved."""
+    rows = ledger.query("SELECT rel, key, reason, figures_to, at FROM stale_outputs")
+    if not rows:
+        return 0
+    notes = [_Note(str(r[0]), str(r[1]), str(r[2]), r[3], float(r[4])) for r in rows]
+    elsewhere = held_elsewhere(siblings)
+    moved = _Pass(root, [n for n in notes if n.rel.casefold() not in elsewhere]).run()
+    if moved:
+        log.info("%d stale output file(s) moved to %s", moved, root / RETIRED_DIR)
+    with ledger.transaction() as db:  # unless noted again meanwhile
+        db.executemany(
+            "DELETE FROM stale_outputs WHERE rel=? AND at=?", [(n.rel, n.at) for n in notes]
+        )
+    return moved
