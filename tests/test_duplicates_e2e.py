@@ -159,3 +159,24 @@ def test_the_duplicates_table_follows_edits_deletes_and_moves(tmp_path: Path) ->
     # Nothing was deleted: every file set aside is under OUT/retired.
     retired = [p.read_text("utf-8") for p in (out / "retired").rglob("*.md")]
     assert any("edited c" in text for text in retired)
+
+
+def test_a_copy_shows_its_own_documents_figures_after_the_old_name_was_taken(
+    tmp_path: Path,
+) -> None:
+    """A moved document's records still name its old figure folder; once a new document
+    holds that name (and figures of the same file names), a copy must get the moved
+    document's figures, not the newcomer's (compared byte for byte)."""
+    root, out = tmp_path / "in", tmp_path / "out"
+    samples.mixed_pdf(root / "a.pdf", [("image", "X " * 200)])
+    _run(root, out, *FIGURE)
+    x_figure = (out / "markdown" / "a_figures" / "p0001_1.jpg").read_bytes()
+    shutil.move(root / "a.pdf", root / "b.pdf")
+    samples.mixed_pdf(root / "a.pdf", [("image", "Z " * 200)])
+    _run(root, out, *FIGURE)
+    assert (out / "markdown" / "b_figures" / "p0001_1.jpg").read_bytes() == x_figure
+    assert (out / "markdown" / "a_figures" / "p0001_1.jpg").read_bytes() != x_figure
+    shutil.copyfile(root / "b.pdf", root / "c.pdf")
+    _run(root, out, *FIGURE)
+    assert (out / "markdown" / "c_figures" / "p0001_1.jpg").read_bytes() == x_figure
+    _check_figure_links(out)

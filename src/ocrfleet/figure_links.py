@@ -37,6 +37,8 @@ def relink_text(text: str, name: str) -> str:
 def _place(source: Path, target: Path) -> bool:
     """Make `target` hold the figure at `source` (a hard link, else a copy)."""
     target.parent.mkdir(parents=True, exist_ok=True)
+    if target.is_file() and not os.path.samefile(source, target):
+        target.unlink()  # another figure of the same file name: never keep the wrong one
     try:
         os.link(source, target)
     except FileExistsError:
@@ -50,24 +52,29 @@ def _place(source: Path, target: Path) -> bool:
     return True
 
 
-def _figure_file(root: Path, figures_dir: Path, recorded: object) -> Path | None:
-    """Where the figure a record names is now: the recorded path, or the same file name
-    in `figures_dir` (already moved with its document)."""
+def _figure_file(owner_folder: Path, folder: Path, recorded: object) -> Path | None:
+    """The figure a record names, in the folder of the document that saved it, under that
+    document's current name (its figures move with it), else already in `folder`. The path in
+    the record is not trusted: it holds the name the document had then, which may since
+    belong to another document with figures of the same file names."""
     if not isinstance(recorded, str):
         return None
-    for candidate in (root / recorded, figures_dir / PurePosixPath(recorded).name):
+    name = PurePosixPath(recorded).name
+    for candidate in (owner_folder / name, folder / name):
         if candidate.is_file():
             return candidate
     return None
 
 
 def relinked_pages(
-    layout: OutputLayout, rel: str, stored: Sequence[StoredPage]
+    layout: OutputLayout, rel: str, stored: Sequence[StoredPage], owner_rel: str | None = None
 ) -> list[StoredPage]:
     """The pages as Markdown under `rel` must show them: each figure in `<rel>_figures`
-    (placed there from where it was saved if missing) and every link pointing at it."""
+    (placed there from the figures of `owner_rel`, the document whose pages these are, when
+    `rel` is a copy's name) and every link pointing at it."""
     name = PurePosixPath(rel).name
     folder = layout.figures_dir(rel)
+    owner_folder = layout.figures_dir(owner_rel or rel)
     pages: list[StoredPage] = []
     for page in stored:
         record = dict(page.record) if page.record is not None else None
@@ -75,7 +82,7 @@ def relinked_pages(
         if record is not None and isinstance(figures, list) and figures:
             placed: list[str] = []
             for recorded in figures:
-                source = _figure_file(layout.root, folder, recorded)
+                source = _figure_file(owner_folder, folder, recorded)
                 target = folder / PurePosixPath(str(recorded)).name
                 if source is not None and source != target:
                     _place(source, target)

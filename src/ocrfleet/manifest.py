@@ -51,7 +51,7 @@ def write_duplicate_outputs(ledger: Ledger, layout: OutputLayout) -> int:
         ):
             continue
         # The copy's own figure folder and links: they resolve from where the copy is.
-        stored = relinked_pages(layout, dup.rel, ledger.stored_pages(doc.doc_id))
+        stored = relinked_pages(layout, dup.rel, ledger.stored_pages(doc.doc_id), doc.rel)
         own = replace(doc, source=dup.source, rel=dup.rel)
         lines = []
         for line in document_records(own, stored).splitlines():
