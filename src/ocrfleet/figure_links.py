@@ -37,7 +37,7 @@ def relink_text(text: str, name: str) -> str:
 def _place(source: Path, target: Path) -> bool:
     """Make `target` hold the figure at `source` (a hard link, else a copy)."""
     target.parent.mkdir(parents=True, exist_ok=True)
-    if target.is_file() and not os.path.samefile(source, target):
+    if target.is_file() and not source.samefile(target):
         target.unlink()  # another figure of the same file name: never keep the wrong one
     try:
         os.link(source, target)
