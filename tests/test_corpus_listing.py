@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -59,16 +60,23 @@ def test_status_uses_the_newest_listing_of_each_path(tmp_path: Path) -> None:
     assert status["documents"]["done"] == 4
 
 
-def test_an_empty_newer_listing_still_says_the_files_are_gone(tmp_path: Path) -> None:
+def test_a_listing_that_found_no_pdf_does_not_hide_the_other_shards_documents(
+    tmp_path: Path,
+) -> None:
+    """Node 1 of a SLURM array with the corpus not mounted lists nothing (and exits 1): that
+    listing must not tell `status` that shard 1's document is gone: it was never done."""
     root, out = tmp_path / "in", tmp_path / "out"
     _pdf_of_shard(root / "mine.pdf", 0, "shard 0's")
     theirs = _pdf_of_shard(root / "theirs.pdf", 1, "shard 1's")
     _shard(root, out, 0)
     assert [d["source"] for d in _status(out)["unclaimed_documents"]] == [str(theirs)]
-    (root / "mine.pdf").unlink()
-    theirs.unlink()
-    # Shard 1 lists an empty corpus (a run that finds no PDF exits 1): nothing is left for
-    # anyone to claim.
+    shutil.move(root, tmp_path / "elsewhere")
+    root.mkdir()  # the mount point, empty
     empty = run_cli("run", str(root), "-o", str(out), "--engine", "text", *SHARDS, "1")
     assert empty.returncode == 1 and "no PDF found" in empty.stderr
-    assert _status(out)["unclaimed_documents"] == []
+    assert [d["source"] for d in _status(out)["unclaimed_documents"]] == [str(theirs)]
+    # The same with the input missing altogether.
+    root.rmdir()
+    gone = run_cli("run", str(root), "-o", str(out), "--engine", "text", *SHARDS, "1")
+    assert gone.returncode != 0
+    assert [d["source"] for d in _status(out)["unclaimed_documents"]] == [str(theirs)]

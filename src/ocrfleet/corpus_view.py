@@ -7,7 +7,9 @@ of calling the corpus finished.
 
 Shards list the corpus at different times (a SLURM array starts when nodes free up), so
 listings disagree: per input path the newest row wins, and a path that a newer listing no
-longer holds (removed, or now a copy of another path) is not reported at all.
+longer holds (removed, or now a copy of another path) is not reported at all. A planning
+that found no PDF or missed an input keeps its shard's previous listing (plan.py): an
+unmounted corpus must not make every other shard's document look gone.
 """
 
 from __future__ import annotations

@@ -254,11 +254,14 @@ def plan_documents(scope: PlanScope, policy: PagePolicy, ledger: Ledger) -> Plan
     record_files(
         ledger, [(d, stored[f.path], stats[f.path]) for d, f in mine.items() if f.path in stats]
     )
-    record_listing(
-        ledger,
-        [(d, f.given, shard[d], probes[f.path].pages) for d, f in first.items()],
-        scope.num_shards,
-    )
+    if first and not plan.missing_inputs:
+        # A listing that found no PDF or lost an input (an unmounted corpus on one node of a
+        # SLURM array) would say every other shard's document is gone: keep the last one.
+        record_listing(
+            ledger,
+            [(d, f.given, shard[d], probes[f.path].pages) for d, f in first.items()],
+            scope.num_shards,
+        )
     # Before any page is done: the files of names freed above (and by a crashed run) go to
     # OUT/retired, so no stale text sits where the current output of an input belongs.
     set_aside(ledger, scope.output_dir, _siblings(scope, ledger))
