@@ -3,6 +3,7 @@ taken over, usable off the main thread."""
 
 from __future__ import annotations
 
+import json
 import signal
 import threading
 from pathlib import Path
@@ -42,6 +43,10 @@ def test_the_api_and_the_cli_write_identical_outputs(tmp_path: Path) -> None:
     )
     assert result.exit_code == 0
     assert result.summary.pages["done"] == 5
+    # Read as the JSON too, as before the summary was typed (and as run-summary.json is).
+    written = json.loads((tmp_path / "api" / "run-summary.json").read_text("utf-8"))
+    assert result.summary["pages"] == written["pages"] == {**written["pages"], "done": 5}
+    assert result.summary.get("no such key", "absent") == "absent"
     api_out = outputs_without_timings(tmp_path / "api")
     assert api_out == outputs_without_timings(tmp_path / "cli")
     assert len(api_out["markdown"]) == 2

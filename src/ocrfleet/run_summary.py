@@ -146,6 +146,14 @@ class RunSummary:
         out["last_run_with_pages"] = last.to_json() if last is not None else None
         return out
 
+    # Read as the JSON it is written as (`summary["pages"]`), as the library's summary was a
+    # dict before it was typed: code written against that keeps working.
+    def __getitem__(self, key: str) -> Any:
+        return self.to_json()[key]
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self.to_json().get(key, default)
+
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> RunSummary:
         last = data["last_run_with_pages"]
