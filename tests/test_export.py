@@ -82,6 +82,10 @@ def test_greek_corpus_to_parquet_documents_and_pages(greek_corpus: Corpus, tmp_p
         out / "markdown" / f"{Path(mixed['output']).with_suffix('')}.md"
     ).read_text("utf-8")
     assert mixed["run_id"] and json.loads(mixed["settings"])["engine"]["name"] == "text"
+    # One shape for every run, old ledgers' flat one: each setting at the top.
+    settings = json.loads(mixed["settings"])
+    assert settings["dpi"] == 144 and settings["gpus"] == []
+    assert not {"render", "policy", "fleet", "sync"} & set(settings)
     assert mixed["model"] is None  # no page went through a model
     assert count(f"SELECT sum(pages) FROM '{docs}/*.parquet'") == 8
     assert (

@@ -355,6 +355,17 @@ class RunConfig:
         )
 
 
+def flat_settings(text: str) -> str:
+    """A stored config in the flat shape of ledgers written before the layers (each layer's
+    settings at the top, `engine` nested as it always was): what export's `settings` column
+    holds for every run, old or new."""
+    data = json.loads(text)
+    for name in LAYERS:
+        if name != "engine" and isinstance(data.get(name), dict):
+            data.update(data.pop(name))
+    return json.dumps(data, sort_keys=True)
+
+
 def stored_setting(data: dict[str, Any], name: str) -> Any:
     """A layer's setting in a stored config (`to_json`'s, or an older flat one)."""
     layer = data.get(_LAYER_OF_FIELD[name])

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+from .config import flat_settings
 from .errors import ConfigError
 from .layout import LEDGER_GLOB, REMOTE_LEDGER_DIR
 from .ledger_rows import StoredPage, read_stored_pages
@@ -153,7 +154,7 @@ class LedgerReader:
                     float(row["started_at"]),
                     engine.get("name"),
                     engine.get("model"),
-                    row["config"],
+                    flat_settings(row["config"]),
                 )
             )
         return runs
