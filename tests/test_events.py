@@ -40,6 +40,13 @@ def test_anything_else_is_refused_by_name(message: object) -> None:
         decode(message)
 
 
+def test_a_known_kind_with_a_field_missing_is_refused_not_a_crash() -> None:
+    message = encode(EVENTS[0])
+    message.pop(next(k for k in message if k != "kind"))
+    with pytest.raises(ValueError, match="not a"):
+        decode(message)
+
+
 def test_run_statistics_count_stored_pages_documents_and_the_first_engine() -> None:
     stats = RunStats()
     for event in EVENTS:

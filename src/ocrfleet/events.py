@@ -63,4 +63,7 @@ def decode(message: object) -> WorkerEvent:
         kind = message.get("kind") if isinstance(message, dict) else type(message).__name__
         raise ValueError(f"not a worker event: {kind!r}")
     cls = KINDS[message["kind"]]
-    return cls(**{f.name: message[f.name] for f in fields(cls) if f.name in message})
+    try:
+        return cls(**{f.name: message[f.name] for f in fields(cls) if f.name in message})
+    except TypeError as exc:  # a field missing: a worker of another version
+        raise ValueError(f"not a {message['kind']!r} event: {exc}") from None

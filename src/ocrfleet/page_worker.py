@@ -399,11 +399,11 @@ class PageWorker:
             PageFinished(
                 status=outcome.status,
                 stored=stored,
-                prompt_tokens=record.get("prompt_tokens", 0),
-                output_tokens=record.get("output_tokens", 0),
-                render_seconds=record.get("render_seconds", 0.0),
-                queue_seconds=record.get("queue_seconds", 0.0),
-                infer_seconds=record.get("infer_seconds", 0.0),
+                prompt_tokens=int(record.get("prompt_tokens") or 0),
+                output_tokens=int(record.get("output_tokens") or 0),
+                render_seconds=float(record.get("render_seconds") or 0.0),
+                queue_seconds=float(record.get("queue_seconds") or 0.0),
+                infer_seconds=float(record.get("infer_seconds") or 0.0),
                 wall_seconds=time.monotonic() - claimed_at,
             )
         )

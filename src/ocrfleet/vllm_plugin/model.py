@@ -157,6 +157,9 @@ class OcrfleetMultiModalProcessor(DeepseekOCRMultiModalProcessor):  # type: igno
 
 
 PIXEL_KEYS = ("pixel_values", "images_crop")
+# vLLM's dual-path encoder graphs read one pixel key a path: normalise only that one (the
+# other, a whole batch of pages, would be converted for nothing, once a path).
+PATH_KEYS = {"global": ("pixel_values",), "local": ("images_crop",)}
 
 
 def _normalise(value: Any, dtype: torch.dtype) -> Any:
@@ -176,10 +179,12 @@ def _normalise(value: Any, dtype: torch.dtype) -> Any:
     dummy_inputs=DeepseekOCRDummyInputsBuilder,
 )
 class OcrfleetDeepseekOCR(DeepseekOCRForCausalLM):  # type: ignore[misc]
-    def _normalised(self, mm_kwargs: Mapping[str, Any]) -> dict[str, Any]:
+    def _normalised(
+        self, mm_kwargs: Mapping[str, Any], keys: tuple[str, ...] = PIXEL_KEYS
+    ) -> dict[str, Any]:
         dtype = self.model_config.dtype
         return {
-            key: _normalise(value, dtype) if key in PIXEL_KEYS else value
+            key: _normalise(value, dtype) if key in keys else value
             for key, value in mm_kwargs.items()
         }
 
@@ -196,8 +201,13 @@ class OcrfleetDeepseekOCR(DeepseekOCRForCausalLM):  # type: ignore[misc]
         path: str = "default",
     ) -> Any:
         return super().prepare_encoder_cudagraph_replay_buffers(
-            self._normalised(mm_kwargs), max_batch_size, max_frames_per_batch, path
+            self._normalised(mm_kwargs, PATH_KEYS.get(path, PIXEL_KEYS)),
+            max_batch_size,
+            max_frames_per_batch,
+            path,
         )
 
     def encoder_eager_forward(self, mm_kwargs: dict[str, Any], path: str = "default") -> Any:
-        return super().encoder_eager_forward(self._normalised(mm_kwargs), path)
+        return super().encoder_eager_forward(
+            self._normalised(mm_kwargs, PATH_KEYS.get(path, PIXEL_KEYS)), path
+        )
