@@ -4,8 +4,12 @@ second set-aside under the same key keeps the first (issue 11 review, items 3 an
 from __future__ import annotations
 
 import os
+import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
+
+import pytest
 
 from ocrfleet.layout import RETIRED_DIR, OutputLayout, ledger_path
 from ocrfleet.ledger import Ledger
@@ -55,6 +59,49 @@ def test_a_failed_move_keeps_its_note_and_the_next_pass_moves_it(tmp_path: Path)
     assert _notes(ledger) == []
     queued = sorted(str(r[0]) for r in ledger.query("SELECT rel FROM stale_remote"))
     assert queued == ["x", "y"]
+    ledger.close()
+
+
+@pytest.fixture
+def read_only_markdown(tmp_path: Path) -> Iterator[Path]:
+    """OUT whose markdown/ is a read-only bind mount of itself (as root, chmod would not
+    stop a move)."""
+    out = tmp_path / "out"
+    markdown = OutputLayout(out).markdown_dir
+    markdown.mkdir(parents=True)
+    if os.geteuid() != 0:
+        pytest.skip("a read-only bind mount needs root")
+    try:
+        subprocess.run(["mount", "--bind", markdown, markdown], check=True, capture_output=True)
+    except (OSError, subprocess.CalledProcessError) as exc:
+        pytest.skip(f"cannot bind-mount: {exc}")
+    try:
+        subprocess.run(
+            ["mount", "-o", "remount,bind,ro", markdown], check=True, capture_output=True
+        )
+        yield out
+    finally:
+        subprocess.run(["umount", markdown], check=False, capture_output=True)
+
+
+def test_a_stale_file_in_a_read_only_markdown_dir_keeps_its_note(
+    read_only_markdown: Path,
+) -> None:
+    out = read_only_markdown
+    layout = OutputLayout(out)
+    ledger = _ledger(out)
+    subprocess.run(["mount", "-o", "remount,bind,rw", layout.markdown_dir], check=True)
+    _write(layout.markdown("x"), "stale text")
+    subprocess.run(["mount", "-o", "remount,bind,ro", layout.markdown_dir], check=True)
+    with ledger.transaction() as db:
+        note_stale(db, "x", "kx", "retired")
+    assert set_aside(ledger, out) == 0  # EXDEV or EROFS: the file cannot leave
+    assert layout.markdown("x").read_text("utf-8") == "stale text"
+    assert _notes(ledger) == ["x"]
+    subprocess.run(["umount", layout.markdown_dir], check=True)
+    assert set_aside(ledger, out) == 1  # writable again: the next planning moves it
+    assert (out / RETIRED_DIR / "kx" / "markdown" / "x.md").read_text("utf-8") == "stale text"
+    assert _notes(ledger) == []
     ledger.close()
 
 
