@@ -11,6 +11,7 @@ import pytest
 
 from ocrfleet.layout import OutputLayout, ledger_path
 from ocrfleet.ledger import Ledger
+from ocrfleet.ledger_rows import NewDocument
 from ocrfleet.output_sync import OutputSync
 from ocrfleet.stale_remote import queued, set_aside_remote
 
@@ -80,4 +81,24 @@ def test_a_key_already_used_in_the_bucket_keeps_the_earlier_copy(
     assert sync.fs.cat(sync.remote_path("retired/k/markdown/x.md")) == b"an earlier set-aside"
     (later,) = [o for o in objects if o.startswith("retired/k~") and o.endswith("/x.md")]
     assert sync.fs.cat(sync.remote_path(later)) == b"x text"
+    ledger.close()
+
+
+def test_a_name_another_shard_holds_stays_in_the_bucket(bucket: str, tmp_path: Path) -> None:
+    """Shards sync from their own directories (Ray): the other shard's checkpoint says the
+    name is its now, whatever this shard's queue says."""
+    out, other = tmp_path / "shard-0", tmp_path / "shard-1"
+    ledger = Ledger(ledger_path(out, 2, 0))
+    sync = _uploaded(out, bucket, ["x", "y"], time.time() - 600)
+    sibling = Ledger(ledger_path(other, 2, 1))
+    sibling.add_documents([NewDocument("e" * 64, "/in/x.pdf", "/in/x.pdf", "X", 10, 1, None)])
+    sibling.close()
+    sync.publish_ledger(ledger_path(other, 2, 1), ledger_path(other, 2, 1).name)
+    for rel in ("x", "y"):
+        _queue(ledger, rel, f"k{rel}", time.time() + 1)
+    assert set_aside_remote(sync, ledger.path) == 2  # y's; x is held (case-insensitively)
+    objects = _objects(sync)
+    assert {"markdown/x.md", "pages/x.jsonl", "retired/ky/markdown/y.md"} <= objects
+    assert "markdown/y.md" not in objects
+    assert queued(ledger.path) == []
     ledger.close()

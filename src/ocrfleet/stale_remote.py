@@ -7,21 +7,23 @@ from a checkpoint has no local files to move at all. Before each upload, every q
 objects (Markdown, JSONL, figures) are moved server-side to <remote>/retired/<key>/ (the same
 layout; a key already used there gets a name from the note's time) and their manifest
 entries dropped. An object whose local file, or whose upload, is newer than the note
-belongs to the name's new holder and stays.
+belongs to the name's new holder and stays, and so does a name another shard's ledger
+checkpoint in the bucket holds.
 """
 
 from __future__ import annotations
 
 import logging
 import sqlite3
+import tempfile
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
-from .layout import RETIRED_DIR, OutputLayout
+from .layout import LEDGER_NAME, REMOTE_LEDGER_DIR, RETIRED_DIR, OutputLayout
 from .output_sync import OutputSync
-from .s3_client import object_mtime, with_retries
-from .stale_outputs import aside_name
+from .s3_client import download, object_mtime, with_retries
+from .stale_outputs import aside_name, held_elsewhere
 
 log = logging.getLogger(__name__)
 # An object stamped this much after a note was uploaded after it (S3's clock is not ours).
@@ -133,6 +135,31 @@ class _Bucket:
         return gone
 
 
+def _held_by_other_shards(bucket: _Bucket, own: str) -> set[str]:
+    """Names (casefolded) the other shards' ledger checkpoints in the bucket hold: each
+    shard syncs from its own directory, and a name another shard holds is its to write."""
+    mine = LEDGER_NAME.match(own)
+    if mine is None or mine.group(2) is None:
+        return set()  # unsharded: no sibling (as plan._siblings)
+    names = [PurePosixPath(rel).name for rel in bucket.under(REMOTE_LEDGER_DIR)]
+    others = [
+        n for n in names if (m := LEDGER_NAME.match(n)) and m.group(2) == mine.group(2) and n != own
+    ]
+    if not others:
+        return set()
+    sync = bucket.sync
+    with tempfile.TemporaryDirectory(prefix="ocrfleet-shards-") as tmp:
+        paths: list[Path] = []
+        for name in others:
+            rel = f"{REMOTE_LEDGER_DIR}/{name}"
+            info = bucket.info(rel)
+            if info is not None:
+                local = Path(tmp) / name
+                download(sync.fs, sync.remote_path(rel), local, info, sync.retries, sync.backoff)
+                paths.append(local)
+        return held_elsewhere(paths)
+
+
 def set_aside_remote(sync: OutputSync, ledger_path: Path) -> int:
     """Act on every queued name; returns how many objects were moved. A failure
     raises (the sync fails and is retried) and leaves the names queued."""
@@ -141,7 +168,9 @@ def set_aside_remote(sync: OutputSync, ledger_path: Path) -> int:
         return 0
     sync.fs.invalidate_cache()
     bucket = _Bucket(sync)
-    gone = [rel for note in notes for rel in bucket.set_aside(note)]
+    elsewhere = _held_by_other_shards(bucket, ledger_path.name)
+    mine = [note for note in notes if note.rel.casefold() not in elsewhere]
+    gone = [rel for note in mine for rel in bucket.set_aside(note)]
     sync.forget(gone)
     _settle(ledger_path, notes)
     if bucket.moved:
