@@ -100,6 +100,10 @@ CREATE TABLE IF NOT EXISTS stale_outputs (
     rel TEXT PRIMARY KEY, key TEXT NOT NULL, reason TEXT NOT NULL, figures_to TEXT,
     at REAL NOT NULL
 );
+-- Set-aside output names whose uploaded copies (--sync-to) are still to move (stale_remote.py).
+CREATE TABLE IF NOT EXISTS stale_remote (
+    rel TEXT NOT NULL, key TEXT NOT NULL, at REAL NOT NULL, PRIMARY KEY (rel, at)
+);
 CREATE TABLE IF NOT EXISTS runs (
     run_id TEXT PRIMARY KEY, started_at REAL NOT NULL, finished_at REAL,
     config TEXT NOT NULL, summary TEXT

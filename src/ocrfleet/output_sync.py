@@ -201,6 +201,17 @@ class OutputSync:
         log.info("uploaded %d file(s) to %s", uploaded, self.remote)
         return uploaded
 
+    def remote_path(self, rel: str) -> str:
+        """The bucket path of the output file `rel` (relative to the output directory)."""
+        return self._remote_path(rel)
+
+    def forget(self, rels: Iterable[str]) -> None:
+        """Drop manifest entries of files no longer in the bucket (set aside remotely)."""
+        files = self._load_manifest()
+        for rel in rels:
+            files.pop(rel, None)
+        self._save_manifest(files)
+
     def ledger_uri(self, ledger_path: Path) -> str:
         return f"{self.remote}/{REMOTE_LEDGER_DIR}/{ledger_path.name}"
 

@@ -16,6 +16,7 @@ import time
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from .attempt_choice import pick_result, prompt_for_attempt
 from .config import RenderConfig, RunConfig
 from .deepseek.postprocess import clean_page
 from .deepseek.prompts import PROMPTS
@@ -81,29 +82,6 @@ def render_settings(
         shared_buffers=min(MAX_SHARED_BUFFERS, per_page * (share + 2)),
         route=needs.route,
     )
-
-
-def prompt_for_attempt(first: str, attempt: int) -> str:
-    """Attempt 1 uses the chosen prompt; later attempts switch: a page that looped under the
-    grounding prompt is asked for plain text (glossAPI's repair retry)."""
-    if attempt == 1:
-        return first
-    return "free" if first == "markdown" else "markdown"
-
-
-def pick_result(results: list[tuple[str, OcrResult]]) -> tuple[str, OcrResult] | None:
-    """The first attempt that ended the page wins; otherwise the least repetitive output."""
-    for name, result in results:
-        if result.finish_reason != "length":
-            return name, result
-    if not results:
-        return None
-
-    def loopiness(item: tuple[str, OcrResult]) -> float:
-        metrics = assess(item[1].text, finish_reason=item[1].finish_reason).metrics
-        return metrics.get("repeated_ngram_ratio", 0.0)
-
-    return min(results, key=loopiness)
 
 
 class PageWorker:
@@ -302,6 +280,9 @@ class PageWorker:
             queued = time.monotonic() - claimed_at
             self._in_engine.add(key)
             attempts = await self._attempts(doc, claim, rendered)
+            if not await self._still_named(doc):  # re-planned while the page was in the engine
+                self._drop(key, attempts)
+                return
             self._finish(doc, claim, rendered, attempts, claimed_at, queue_seconds=queued)
         except EngineDead:
             # Leave the claim and the open attempt: the supervisor reaps this worker and
@@ -324,6 +305,25 @@ class PageWorker:
         self._docs.pop(doc.doc_id, None)
         self._changed.set()  # its new pages may be waiting
         return False
+
+    async def _still_named(self, doc: DocumentRow) -> bool:
+        """After OCR: the document still holds its output name, so its figures may be saved
+        there. A worker that re-planned it (retired, handed over) has noted the name's old
+        files, and a figure saved after that note would be left in the new holder's folder.
+        No await between this check and `_finish`."""
+        if not await self._still_planned(doc):
+            return False
+        try:
+            return self.ledger.document(doc.doc_id).rel == doc.rel
+        except LedgerError:
+            return False
+
+    def _drop(self, key: PageKey, attempts: AttemptLog) -> None:
+        if attempts.last is not None:
+            self.ledger.finish_attempt(*attempts.last)
+        self._open_attempts.pop(key, None)
+        self._docs.pop(key[0], None)
+        self.ledger.release(self.worker_id, [key])
 
     async def _attempts(self, doc: DocumentRow, claim: Claim, rendered: RenderedPage) -> AttemptLog:
         log_ = AttemptLog()

@@ -58,6 +58,7 @@ from .run_summary import (
     ThisRun,
 )
 from .setup_checks import check_run_setup
+from .stale_remote import set_aside_remote
 from .storage import is_remote, stage_inputs
 from .summarize import EXIT_INCOMPLETE, EXIT_KILLED, build_summary
 from .supervisor import SlotState, Supervisor
@@ -160,6 +161,7 @@ class PeriodicSync:
             # its files written before it, and they are in the bucket before it is. (Upload
             # then checkpoint lets a document finish in between; checkpoint then upload lets
             # a node lost mid-upload leave a checkpoint ahead of the files.)
+            set_aside_remote(self.sync, self.db_path)  # before new files take those names
             snapshot = self.sync.snapshot_ledger(self.db_path)
             uploaded = self.sync.upload()
             self.sync.publish_ledger(snapshot, self.db_path.name)

@@ -6,7 +6,10 @@ no longer a copy (removed, edited, moved), a document's old name after it took a
 The ledger notes each such name in the same transaction as the change (`note_stale`), and
 `set_aside` then moves its Markdown, JSONL and figures to OUT/retired/<key>/ (the same
 layout), so no stale text sits where the manifest or a reader expects the current output of
-an input; nothing is deleted. A note left by a crash is acted on at the next planning.
+an input; nothing is deleted. A note left by a crash, or whose move failed (EACCES, EXDEV),
+is acted on at the next planning. A second set-aside under a key already used goes to a
+folder named after the note's time (`aside_name`). Each settled note is queued for the
+bucket of --sync-to (table stale_remote, acted on by stale_remote.py).
 
 Only files written before the note are moved: a file newer than it was written by whoever
 holds the name now (the new bytes at the same path). A name held in another shard's ledger
@@ -20,7 +23,7 @@ import contextlib
 import logging
 import sqlite3
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -61,8 +64,9 @@ def held_elsewhere(ledger_paths: Iterable[Path]) -> set[str]:
     return held
 
 
-def _move(source: Path, target: Path, before: float | None) -> bool:
-    """Move `source` to `target` if it was written before `before` (None: in any case)."""
+def _move(source: Path, target: Path, before: float | None) -> bool | None:
+    """Move `source` to `target` if it was written before `before` (None: in any case).
+    True: moved; False: nothing to move (gone, or newer); None: the move failed."""
     try:
         if before is not None and source.stat().st_mtime > before:
             return False
@@ -71,9 +75,22 @@ def _move(source: Path, target: Path, before: float | None) -> bool:
     except FileNotFoundError:
         return False
     except OSError as exc:
-        log.warning("cannot move %s to %s: %s", source, target, exc)
-        return False
+        log.warning("cannot move %s to %s (retried at the next planning): %s", source, target, exc)
+        return None
     return True
+
+
+def aside_name(key: str, at: float, taken: Callable[[str], bool]) -> str:
+    """The folder under OUT/retired for a note: its key, or when an earlier set-aside under
+    that key holds the same files, a name from the note's time, so neither is overwritten."""
+    if not taken(key):
+        return key
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(at))
+    name, n = f"{key}~{stamp}", 1
+    while taken(name):
+        n += 1
+        name = f"{key}~{stamp}-{n}"
+    return name
 
 
 def _files(folder: Path) -> list[Path]:
@@ -102,24 +119,42 @@ class _Pass:
         self.layout = OutputLayout(root)
         self.notes = notes
         self.moved = 0
+        self.failed: set[str] = set()  # notes kept: a move failed, the next planning retries
+        self._aside: dict[str, OutputLayout] = {}
+
+    def move(self, note: _Note, source: Path, target: Path, before: float | None) -> int:
+        done = _move(source, target, before)
+        if done is None:
+            self.failed.add(note.rel)
+        return int(bool(done))
 
     def staging(self, note: _Note) -> Path:
         return self.layout.root / RETIRED_DIR / ".moving" / short_hash(note.rel)
 
     def aside(self, note: _Note) -> OutputLayout:
-        return OutputLayout(self.layout.root / RETIRED_DIR / note.key)
+        if note.rel not in self._aside:
+            retired = self.layout.root / RETIRED_DIR
+
+            def taken(name: str) -> bool:
+                kept = OutputLayout(retired / name)
+                paths = (kept.markdown(note.rel), kept.pages(note.rel))
+                return any(p.exists() for p in paths) or bool(_files(kept.figures_dir(note.rel)))
+
+            self._aside[note.rel] = OutputLayout(retired / aside_name(note.key, note.at, taken))
+        return self._aside[note.rel]
 
     def run(self) -> int:
         renamed = [n for n in self.notes if n.figures_to is not None]
         for note in renamed:
             for figure in _files(self.layout.figures_dir(note.rel)):
-                _move(figure, self.staging(note) / figure.name, note.at)
+                self.move(note, figure, self.staging(note) / figure.name, note.at)
         for note in self.notes:
             aside, layout = self.aside(note), self.layout
-            moved = int(_move(layout.markdown(note.rel), aside.markdown(note.rel), note.at))
-            moved += _move(layout.pages(note.rel), aside.pages(note.rel), note.at)
+            moved = self.move(note, layout.markdown(note.rel), aside.markdown(note.rel), note.at)
+            moved += self.move(note, layout.pages(note.rel), aside.pages(note.rel), note.at)
             for figure in _files(layout.figures_dir(note.rel)):
-                moved += _move(figure, aside.figures_dir(note.rel) / figure.name, note.at)
+                target = aside.figures_dir(note.rel) / figure.name
+                moved += self.move(note, figure, target, note.at)
             _remove_empty(layout.figures_dir(note.rel))
             if moved:  # why these files are here, next to them
                 with (aside.root / "REASON.txt").open("a", encoding="utf-8") as handle:
@@ -131,7 +166,7 @@ class _Pass:
                 if target.exists() and target.stat().st_mtime > note.at:
                     # Not over a figure the document wrote under its new name since.
                     target = self.aside(note).figures_dir(note.rel) / figure.name
-                self.moved += _move(figure, target, None)
+                self.moved += self.move(note, figure, target, None)
             _remove_empty(self.staging(note))
         return self.moved
 
@@ -143,11 +178,20 @@ def set_aside(ledger: Ledger, root: Path, siblings: Iterable[Path] = ()) -> int:
         return 0
     notes = [_Note(str(r[0]), str(r[1]), str(r[2]), r[3], float(r[4])) for r in rows]
     elsewhere = held_elsewhere(siblings)
-    moved = _Pass(root, [n for n in notes if n.rel.casefold() not in elsewhere]).run()
+    mine = [n for n in notes if n.rel.casefold() not in elsewhere]
+    done = _Pass(root, mine)
+    moved = done.run()
     if moved:
         log.info("%d stale output file(s) moved to %s", moved, root / RETIRED_DIR)
+    settled = [n for n in notes if n.rel not in done.failed]
     with ledger.transaction() as db:  # unless noted again meanwhile
         db.executemany(
-            "DELETE FROM stale_outputs WHERE rel=? AND at=?", [(n.rel, n.at) for n in notes]
+            "DELETE FROM stale_outputs WHERE rel=? AND at=?", [(n.rel, n.at) for n in settled]
+        )
+        # The bucket of --sync-to still holds their uploaded files (stale_remote.py); a
+        # node that restored the ledger from a checkpoint has only these rows to go by.
+        db.executemany(
+            "INSERT OR REPLACE INTO stale_remote (rel, key, at) VALUES (?, ?, ?)",
+            [(n.rel, n.key, n.at) for n in settled if n.rel.casefold() not in elsewhere],
         )
     return moved
