@@ -51,9 +51,18 @@ RETIRED_DIR = "retired"  # outputs no input holds any more (stale_outputs.py)
 FIGURE_LINK = re.compile(r"(!\[[^\]]*\]\()([^()\s]*_figures/(p\d{4}_\d+\.jpg))\)")
 
 
+def figures_folder_name(name: str) -> str:
+    """The folder of the figures of the document named `name`, beside its Markdown."""
+    return f"{name}_figures"
+
+
+def figure_file_name(page: int, index: int) -> str:
+    return f"p{page:04d}_{index}.jpg"
+
+
 def figures_link_prefix(name: str) -> str:
     """The relative link prefix of the figures of the document named `name` (its own folder)."""
-    return quote(f"{name}_figures/")
+    return quote(f"{figures_folder_name(name)}/")
 
 
 def shard_suffix(num_shards: int, shard_index: int) -> str:
@@ -106,15 +115,15 @@ class OutputLayout:
         return self.pages_dir / f"{rel}.jsonl"
 
     def figures_dir(self, rel: str) -> Path:
-        return self.markdown_dir / f"{rel}_figures"
+        return self.markdown_dir / figures_folder_name(rel)
 
     def figure(self, rel: str, page: int, index: int) -> Path:
-        return self.figures_dir(rel) / f"p{page:04d}_{index}.jpg"
+        return self.figures_dir(rel) / figure_file_name(page, index)
 
     def figure_link(self, rel: str, page: int, index: int) -> str:
         """Link from the document's Markdown to a figure: relative, percent-encoded."""
         name = PurePosixPath(rel).name
-        return quote(f"{name}_figures/p{page:04d}_{index}.jpg")
+        return figures_link_prefix(name) + quote(figure_file_name(page, index))
 
     # -- the run's own files
 
