@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -157,7 +158,11 @@ def test_killed_run_resumes(tiny_checkpoint: Path, tmp_path: Path) -> None:
     finished = 0
     while time.monotonic() < deadline and proc.poll() is None:
         if db.exists():
-            with sqlite3.connect(db, timeout=5) as conn:
+            # The ledger file exists a moment before its tables do: not yet, then.
+            with (
+                contextlib.suppress(sqlite3.OperationalError),
+                sqlite3.connect(db, timeout=5) as conn,
+            ):
                 finished = conn.execute(
                     "SELECT COUNT(*) FROM pages WHERE status!='pending'"
                 ).fetchone()[0]
