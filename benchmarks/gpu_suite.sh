@@ -15,7 +15,7 @@
 #   TOKENS=512 bash benchmarks/gpu_suite.sh same-call  # 1 GPU: recipe alone, then ocrfleet's defaults alone
 #   bash benchmarks/gpu_suite.sh graphs-off       # 1 GPU: ocrfleet's defaults without encoder CUDA graphs
 #   bash benchmarks/gpu_suite.sh modes            # 1 GPU: ocrfleet's defaults in tiny/small/base/large
-#   PROFILE_SECONDS=15 …                          # py-spy each engine core once the GPU is busy
+#   PROFILE_SECONDS=15 …                          # py-spy each engine core, a quarter of the pages done
 #   DRY_RUN=1 bash benchmarks/gpu_suite.sh phase1 # print the jobs only
 #
 # Jobs of a phase run at once, each on its own GPU(s) (CUDA_VISIBLE_DEVICES), each with its own
@@ -73,16 +73,29 @@ bench() {  # bench NAME GPUS CACHE recipe|ocrfleet TOKENS [extra args]
     --json "$WORK/parts/$name.json" "$@"
 }
 
-profile_when_busy() {  # NAME: py-spy (raw stacks) every engine core once the GPU is busy
+profile_when_busy() {  # NAME: py-spy (raw stacks) every engine core in the steady state
   [[ -n "${PROFILE_SECONDS:-}" && -z "${DRY_RUN:-}" ]] || return 0
-  local name="$1"
+  local name="$1" since
+  since=$(date +%s)
   (
-    for _ in $(seq 1 200); do
-      u=$(nvidia-smi --query-gpu=utilization.gpu --format=csv,noheader,nounits -i 0 | head -1)
-      [[ "${u:-0}" -ge 40 ]] && break
-      sleep 2
-    done
-    sleep 5
+    # Steady state: a quarter of the job's pages done in the newest ledger (every engine is
+    # up by then). GPU utilisation alone fired during compilation (2026-12-02).
+    python3 - "$WORK" "$since" "$(( ${JOB_PAGES:-$PAGES} / 4 ))" <<'PY'
+import sqlite3, sys, time
+from pathlib import Path
+work, since, want = Path(sys.argv[1]), float(sys.argv[2]), int(sys.argv[3])
+for _ in range(400):
+    ledgers = [p for p in work.glob("ocrfleet-*/run/ocrfleet.sqlite") if p.stat().st_mtime >= since]
+    try:
+        done = max((sqlite3.connect(p, timeout=1).execute(
+            "SELECT count(*) FROM pages WHERE status != 'pending'").fetchone()[0]
+            for p in ledgers), default=0)
+    except sqlite3.Error:
+        done = 0
+    if done >= want:
+        break
+    time.sleep(1)
+PY
     for pid in $(pgrep -f 'VLLM::EngineCore'); do
       "${SITE:-/tmp/site}/bin/py-spy" record --nonblocking -d "$PROFILE_SECONDS" -r 100 -f raw \
         -o "$OUT/profile-$name-$pid.txt" --pid "$pid" >"$OUT/profile-$name-$pid.log" 2>&1 &

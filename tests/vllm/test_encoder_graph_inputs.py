@@ -77,3 +77,43 @@ def test_uint8_pages_reach_the_encoder_normalised_on_every_path(
     assert got["whole"] < 1e-4
     assert got["global"] < 1e-4
     assert got["local"] < 1e-4
+
+
+@pytest.mark.parametrize("parent", ["installed vLLM", "vLLM 0.26 (the GPU kit)"])
+def test_the_tile_grid_stays_on_the_cpu_while_pixels_move(
+    parent: str, tiny_checkpoint: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """vLLM 0.26 moves images_spatial_crop to the GPU with the pixels; the encoder path then
+    reads it with int()/.item(), each read a wait for the GPU. ocrfleet keeps it on the CPU
+    whatever the installed vLLM's processor says ("meta" stands in for the GPU here)."""
+    from transformers import AutoTokenizer
+    from vllm.model_executor.models.deepseek_ocr import DeepseekOCRMultiModalProcessor
+    from vllm.multimodal.inputs import MultiModalFieldConfig
+
+    from ocrfleet.vllm_plugin.model import OcrfleetDeepseekOCRProcessor, OcrfleetMultiModalProcessor
+
+    if parent.startswith("vLLM 0.26"):
+        installed = DeepseekOCRMultiModalProcessor._get_mm_fields_config
+
+        def as_in_vllm_026(self: Any, hf_inputs: Any, kwargs: Any) -> dict[str, Any]:
+            fields = dict(installed(self, hf_inputs, kwargs))
+            fields["images_spatial_crop"] = MultiModalFieldConfig.batched("image")
+            return fields
+
+        monkeypatch.setattr(DeepseekOCRMultiModalProcessor, "_get_mm_fields_config", as_in_vllm_026)
+    tokenizer = AutoTokenizer.from_pretrained(tiny_checkpoint)
+    hf = OcrfleetDeepseekOCRProcessor(tokenizer, ocrfleet_resolution="gundam")
+    pages = [pack_page(page_image(tmp_path, dpi), "gundam") for dpi in (144, 72)]
+    batch = hf(prompt="<image>\n<image>\n" + PROMPT.split("\n")[1], images=pages)
+    assert batch["images_spatial_crop"].shape == (2, 2)
+
+    processor = object.__new__(OcrfleetMultiModalProcessor)  # the fields need no state
+    fields = processor._get_mm_fields_config(batch, {})
+    moved = {}
+    for key in ("pixel_values", "images_crop", "images_spatial_crop"):
+        elems = list(fields[key].build_elems(key, batch[key]))
+        moved[key] = fields[key].field.reduce_data(elems, device="meta")
+    assert moved["images_spatial_crop"].device.type == "cpu"
+    assert moved["images_spatial_crop"].tolist() == batch["images_spatial_crop"].tolist()
+    assert moved["pixel_values"].device.type == "meta"
+    assert moved["images_crop"].device.type == "meta"

@@ -2,10 +2,11 @@
 
 Registered by the plugin (vllm_plugin.register) as an architecture of its own, selected with
 `hf_overrides={"architectures": [ARCHITECTURE]}`; vLLM's files are not touched. It differs
-from vLLM's DeepseekOCRForCausalLM in three places only:
+from vLLM's DeepseekOCRForCausalLM in four places only:
 - the processor takes the resolution mode from `mm_processor_kwargs` (engine or request);
 - a packed page (deepseek/packing.py, prepared in a render process) skips all pixel work in the
   frontend: its uint8 arrays become the model inputs as they are;
+- the tile grid (images_spatial_crop) is kept on the CPU, where the encoder path reads it;
 - the model normalises uint8 inputs on its own device ((x/255 − 0.5)/0.5, as ToTensor and
   Normalize do on the CPU), then casts to the model dtype, as the frontend cast would have —
   on every path into the vision encoder, vLLM's encoder CUDA graphs included (their replay
@@ -28,12 +29,19 @@ from vllm.model_executor.models.deepseek_ocr import (
     DeepseekOCRProcessingInfo,
 )
 from vllm.multimodal import MULTIMODAL_REGISTRY
+from vllm.multimodal.inputs import MultiModalFieldConfig
 from vllm.multimodal.parse import ImageEmbeddingItems, ImageProcessorItems, ImageSize
 from vllm.multimodal.processing import PromptReplacement
 from vllm.transformers_utils.processors.deepseek_ocr import DeepseekOCRProcessor
 
 from ..deepseek.modes import RESOLUTION_KWARG, Mode, image_tokens, mode, page_image_tokens
 from ..deepseek.packing import is_packed, unpack
+
+GRID_KEY = "images_spatial_crop"
+PIXEL_KEYS = ("pixel_values", "images_crop")
+# vLLM's dual-path encoder graphs read one pixel key a path: normalise only that one (the
+# other, a whole batch of pages, would be converted for nothing, once a path).
+PATH_KEYS = {"global": ("pixel_values",), "local": ("images_crop",)}
 
 
 class OcrfleetDeepseekOCRProcessor(DeepseekOCRProcessor):  # type: ignore[misc]
@@ -94,7 +102,7 @@ class OcrfleetDeepseekOCRProcessor(DeepseekOCRProcessor):  # type: ignore[misc]
                 if crops
                 else torch.zeros((0, 3, size, size), dtype=torch.uint8),
                 "images_seq_mask": torch.tensor(mask, dtype=torch.bool),
-                "images_spatial_crop": torch.tensor(grids, dtype=torch.long),
+                GRID_KEY: torch.tensor(grids, dtype=torch.long),
                 "num_image_tokens": counts,
             },
             tensor_type="pt",
@@ -129,6 +137,16 @@ class OcrfleetProcessingInfo(DeepseekOCRProcessingInfo):  # type: ignore[misc]
 
 
 class OcrfleetMultiModalProcessor(DeepseekOCRMultiModalProcessor):  # type: ignore[misc]
+    def _get_mm_fields_config(
+        self, hf_inputs: BatchFeature, hf_processor_mm_kwargs: Mapping[str, object]
+    ) -> Mapping[str, MultiModalFieldConfig]:
+        # The tile grid stays on the CPU (as vLLM ≥ 0.32 has it): the encoder path reads it
+        # with int()/.item() once a page or more, and each read of a GPU tensor waits for the
+        # GPU — the engine core's CPU thread and the GPU then take turns instead of overlapping.
+        fields = dict(super()._get_mm_fields_config(hf_inputs, hf_processor_mm_kwargs))
+        fields[GRID_KEY] = MultiModalFieldConfig.batched("image", keep_on_cpu=True)
+        return fields
+
     def _get_prompt_updates(
         self,
         mm_items: Any,
@@ -154,12 +172,6 @@ class OcrfleetMultiModalProcessor(DeepseekOCRMultiModalProcessor):  # type: igno
         return [
             PromptReplacement(modality="image", target=[image_token_id], replacement=replacement)
         ]
-
-
-PIXEL_KEYS = ("pixel_values", "images_crop")
-# vLLM's dual-path encoder graphs read one pixel key a path: normalise only that one (the
-# other, a whole batch of pages, would be converted for nothing, once a path).
-PATH_KEYS = {"global": ("pixel_values",), "local": ("images_crop",)}
 
 
 def _normalise(value: Any, dtype: torch.dtype) -> Any:
