@@ -13,9 +13,10 @@
 #   bash benchmarks/gpu_suite.sh engines-recipe   # 1 GPU: the recipe alone, then …
 #   bash benchmarks/gpu_suite.sh engines-ocrfleet # … ocrfleet with its defaults alone
 #   TOKENS=512 bash benchmarks/gpu_suite.sh same-call  # 1 GPU: recipe alone, then ocrfleet's defaults alone
+#   SWEEP="--engines-per-gpu 3|…" bash benchmarks/gpu_suite.sh sweep  # recipe, defaults, variants
 #   bash benchmarks/gpu_suite.sh graphs-off       # 1 GPU: ocrfleet's defaults without encoder CUDA graphs
 #   bash benchmarks/gpu_suite.sh modes            # 1 GPU: ocrfleet's defaults in tiny/small/base/large
-#   PROFILE_SECONDS=15 …                          # py-spy each engine core, a quarter of the pages done
+#   PROFILE_SECONDS=15 …                          # py-spy each engine core once every slot has pages
 #   DRY_RUN=1 bash benchmarks/gpu_suite.sh phase1 # print the jobs only
 #
 # Jobs of a phase run at once, each on its own GPU(s) (CUDA_VISIBLE_DEVICES), each with its own
@@ -78,24 +79,27 @@ profile_when_busy() {  # NAME: py-spy (raw stacks) every engine core in the stea
   local name="$1" since
   since=$(date +%s)
   (
-    # Steady state: a quarter of the job's pages done in the newest ledger (every engine is
-    # up by then). GPU utilisation alone fired during compilation (2026-12-02).
-    python3 - "$WORK" "$since" "$(( ${JOB_PAGES:-$PAGES} / 4 ))" <<'PY'
+    # Steady state: every slot of the newest run has sent pages to its engine. Neither GPU use
+    # (it fired during compilation) nor pages done (with --ignore-eos a slot's pages all finish
+    # together, at its end) marked it (2026-12-02).
+    python3 - "$WORK" "$since" <<'PY'
 import sqlite3, sys, time
 from pathlib import Path
-work, since, want = Path(sys.argv[1]), float(sys.argv[2]), int(sys.argv[3])
-for _ in range(400):
+work, since = Path(sys.argv[1]), float(sys.argv[2])
+query = """SELECT (SELECT CAST(value AS INTEGER) FROM meta WHERE key = 'fleet_slots'),
+                  (SELECT count(DISTINCT worker) FROM attempts)"""
+for _ in range(600):
     ledgers = [p for p in work.glob("ocrfleet-*/run/ocrfleet.sqlite") if p.stat().st_mtime >= since]
     try:
-        done = max((sqlite3.connect(p, timeout=1).execute(
-            "SELECT count(*) FROM pages WHERE status != 'pending'").fetchone()[0]
-            for p in ledgers), default=0)
+        slots, sending = max((tuple(v or 0 for v in sqlite3.connect(p, timeout=1)
+                              .execute(query).fetchone()) for p in ledgers), default=(0, 0))
     except sqlite3.Error:
-        done = 0
-    if done >= want:
+        slots, sending = 0, 0
+    if slots and sending >= slots:
         break
     time.sleep(1)
 PY
+    sleep 3
     for pid in $(pgrep -f 'VLLM::EngineCore'); do
       "${SITE:-/tmp/site}/bin/py-spy" record --nonblocking -d "$PROFILE_SECONDS" -r 100 -f raw \
         -o "$OUT/profile-$name-$pid.txt" --pid "$pid" >"$OUT/profile-$name-$pid.log" 2>&1 &
@@ -224,6 +228,23 @@ PY
     profile_when_busy "ocrfleet-$t-defaults"
     finish
     wait
+    ;;
+  sweep)
+    # The recipe, then ocrfleet's defaults, then each variant in SWEEP (ocrfleet run arguments,
+    # variants separated by "|"), one job at a time, TOKENS output tokens a page: which
+    # setting moves a GPU-bound run (e.g. SWEEP="--engines-per-gpu 3|--max-num-seqs 512").
+    t="${TOKENS:-512}"
+    bench "recipe-$t" 0 recipe-a recipe "$t"
+    finish || exit 1
+    JOB_PAGES="${OCRFLEET_PAGES:-1024}" bench "ocrfleet-$t-defaults" 0 ocrfleet-a ocrfleet "$t" --kv-cache-dtype fp8
+    finish || exit 1
+    IFS='|' read -r -a variants <<<"${SWEEP:-}"
+    for i in "${!variants[@]}"; do
+      read -r -a args <<<"${variants[$i]}"
+      JOB_PAGES="${OCRFLEET_PAGES:-1024}" bench "ocrfleet-$t-sweep-$i" 0 ocrfleet-a ocrfleet "$t" \
+        --kv-cache-dtype fp8 -- "${args[@]}"
+      finish || exit 1
+    done
     ;;
   graphs-off)
     # ocrfleet's defaults with vLLM's default compilation settings: no encoder CUDA graphs.
