@@ -6,6 +6,7 @@ import hashlib
 import os
 import sqlite3
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -178,3 +179,60 @@ def test_damage_deep_inside_the_ledger_fails_in_one_line_when_it_is_read(
             "\n".join(x for x in result.stderr.splitlines() if x.startswith("ocrfleet:"))
         )
         assert "ledger" in line and "Traceback" not in result.stderr
+
+
+def _being_created(path: Path, stage: str) -> None:
+    """The ledger as a run leaves it for a moment while creating it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if stage == "empty file":
+        path.touch()  # sqlite3.connect's open(O_CREAT)
+    else:
+        db = sqlite3.connect(path)
+        db.execute("PRAGMA journal_mode=WAL")  # the header, before the schema commits
+        db.close()
+
+
+@pytest.mark.parametrize("stage", ["empty file", "header, no tables yet"])
+def test_status_and_export_wait_for_a_ledger_that_its_run_is_creating(
+    tmp_path: Path, stage: str
+) -> None:
+    """A reader that catches a run's ledger mid-creation (CI saw `no such table: pages`) waits
+    for its schema instead of calling a healthy ledger empty or foreign."""
+    import threading
+
+    from ocrfleet.export import ExportOptions, export
+    from ocrfleet.status import collect_status
+
+    out = tmp_path / "out"
+    for read in (
+        lambda: collect_status(out)["documents"],
+        lambda: export(ExportOptions((str(out),), tmp_path / "export", format="jsonl")).documents,
+    ):
+        path = ledger_of(out)
+        for leftover in out.glob("ocrfleet.sqlite*"):
+            leftover.unlink()
+        _being_created(path, stage)
+
+        def finish_creating(path: Path = path) -> None:
+            time.sleep(0.5)
+            Ledger(path).close()
+
+        creator = threading.Thread(target=finish_creating)
+        creator.start()
+        try:
+            assert read() is not None
+        finally:
+            creator.join()
+
+
+@pytest.mark.parametrize("command", ["status", "export"])
+def test_a_ledger_that_never_gets_its_tables_fails_in_one_line(
+    tmp_path: Path, command: str
+) -> None:
+    out = tmp_path / "out"
+    _being_created(ledger_of(out), "header, no tables yet")
+    to = () if command == "status" else ("--to", str(tmp_path / "x"))
+    result = run_cli(command, str(out), *to)
+    assert result.returncode == 2, result.stderr
+    line = one_line_error(result.stderr)
+    assert "ocrfleet.sqlite" in line and "no ocrfleet tables" in line

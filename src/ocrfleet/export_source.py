@@ -22,6 +22,7 @@ from urllib.parse import quote
 from .config import flat_settings
 from .errors import ConfigError
 from .layout import LEDGER_GLOB, REMOTE_LEDGER_DIR
+from .ledger_file import reader_problem
 from .ledger_rows import StoredPage, read_stored_pages
 from .s3_client import make_filesystem, with_retries
 from .status import find_ledgers
@@ -128,6 +129,9 @@ class LedgerReader:
 
     def __init__(self, source: LedgerSource) -> None:
         self.source = source
+        problem = reader_problem(source.path)
+        if problem is not None:
+            raise ConfigError(f"{source.path}: {problem}")
         uri = f"file:{quote(str(source.path.resolve()))}?mode=ro"
         try:
             self._db = sqlite3.connect(uri, uri=True, isolation_level=None, timeout=60)

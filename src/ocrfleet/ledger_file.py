@@ -5,10 +5,11 @@ happily treat a 0-byte file as a new database (all work redone), and a corrupt o
 with a raw traceback. `check_ledger_file` names the problem in one line; with
 `--fresh-ledger` the unusable file is moved aside (never deleted) and a new ledger starts.
 
-`status` must only read: `connect_read_only` opens the ledger without creating tables,
-stamping a schema version or switching the journal mode, and works in a read-only output
-directory (there it reads a private copy, since SQLite cannot read a WAL database in a
-directory where it may not create its shared-memory file).
+Readers beside a running run (`status`, export) give a ledger caught mid-creation a moment
+to become whole (`reader_problem`). `status` must only read: `connect_read_only` opens the
+ledger without creating tables, stamping a schema version or switching the journal mode, and
+works in a read-only output directory (there it reads a private copy, since SQLite cannot read
+a WAL database in a directory where it may not create its shared-memory file).
 """
 
 from __future__ import annotations
@@ -28,6 +29,10 @@ log = logging.getLogger(__name__)
 
 SQLITE_HEADER = b"SQLite format 3\x00"
 COMPANIONS = ("-wal", "-shm")
+# Every ledger has it once its run's schema transaction has committed.
+SCHEMA_MARK_TABLE = "pages"
+# A ledger being created becomes whole within milliseconds; a loaded disk gets more.
+READER_SETTLE_SECONDS = 3.0
 
 
 def ledger_problem(path: Path) -> str | None:
@@ -51,6 +56,46 @@ def ledger_problem(path: Path) -> str | None:
         return str(exc.args[0]) if exc.args else "the ledger is corrupt"
     db.close()
     return None
+
+
+def reader_problem(path: Path, settle_s: float = READER_SETTLE_SECONDS) -> str | None:
+    """`ledger_problem` for a reader beside a running run (status, export). A run creates
+    its ledger in steps: SQLite makes an empty file, then writes its header, then commits the
+    schema; a reader in between would call a healthy ledger empty or foreign. A ledger in
+    such a state gets `settle_s` to become whole before it is called unusable."""
+    deadline = time.monotonic() + settle_s
+    while True:
+        problem, being_created = _problem_seen_by_reader(path)
+        if problem is None or not being_created or time.monotonic() >= deadline:
+            return problem
+        time.sleep(0.05)
+
+
+def _problem_seen_by_reader(path: Path) -> tuple[str | None, bool]:
+    """The ledger's problem, and whether it may be one that its run is still creating."""
+    problem = ledger_problem(path)
+    if problem is not None:
+        with contextlib.suppress(OSError):
+            return problem, path.stat().st_size == 0
+        return problem, False
+    if not path.exists():
+        return None, False
+    try:
+        db = connect_read_only(path)
+    except LedgerError as exc:
+        return str(exc.args[0]) if exc.args else "the ledger is corrupt", False
+    try:
+        found = db.execute(
+            "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = ?",
+            (SCHEMA_MARK_TABLE,),
+        ).fetchone()[0]
+    except sqlite3.DatabaseError as exc:
+        return f"the ledger is corrupt ({exc})", False
+    finally:
+        db.close()
+    if found:
+        return None, False
+    return "the ledger has no ocrfleet tables (not an ocrfleet ledger)", True
 
 
 def check_ledger_file(path: Path, *, fresh: bool) -> None:

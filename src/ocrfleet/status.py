@@ -13,7 +13,7 @@ from .corpus_view import CorpusClaims
 from .errors import ConfigError, LedgerError
 from .layout import LEDGER_GLOB, OutputLayout
 from .ledger import Ledger
-from .ledger_file import ledger_problem
+from .ledger_file import reader_problem
 from .ledger_schema import DOC_STATUSES, PAGE_STATUSES
 from .ocr_queue import route_report
 
@@ -35,7 +35,7 @@ def collect_status(output_dir: Path) -> dict[str, Any]:
     attention_total = 0
     claims = CorpusClaims({}, set(), set())
     for path in find_ledgers(output_dir):
-        problem = ledger_problem(path)
+        problem = reader_problem(path)
         if problem is not None:
             raise LedgerError(f"{path}: {problem}")
         try:
