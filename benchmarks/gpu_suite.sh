@@ -255,7 +255,7 @@ PY
     export CUDA_MPS_PIPE_DIRECTORY="$WORK/mps/pipe" CUDA_MPS_LOG_DIRECTORY="$WORK/mps/log"
     mkdir -p "$CUDA_MPS_PIPE_DIRECTORY" "$CUDA_MPS_LOG_DIRECTORY"
     if [[ -z "${DRY_RUN:-}" ]]; then
-      nvidia-cuda-mps-control -d
+      CUDA_VISIBLE_DEVICES=0 nvidia-cuda-mps-control -d
       trap 'echo quit | nvidia-cuda-mps-control || true' EXIT
     fi
     t="${TOKENS:-512}"
