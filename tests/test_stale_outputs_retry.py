@@ -127,3 +127,47 @@ def test_a_second_set_aside_under_one_key_keeps_the_first(tmp_path: Path) -> Non
         assert (kept.figures_dir("x") / "p0001_1.jpg").read_text("utf-8") == version + " figure"
         assert f"x: {version} retired" in (folder / "REASON.txt").read_text("utf-8")
     ledger.close()
+
+
+@pytest.fixture
+def retired_on_another_filesystem(tmp_path: Path) -> Iterator[Path]:
+    """OUT whose retired/ is a tmpfs of its own: a rename into it fails with EXDEV."""
+    out = tmp_path / "out"
+    retired = out / RETIRED_DIR
+    retired.mkdir(parents=True)
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    try:
+        subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", retired],
+            check=True,
+            capture_output=True,
+        )
+    except (OSError, subprocess.CalledProcessError) as exc:
+        pytest.skip(f"cannot mount a tmpfs: {exc}")
+    try:
+        yield out
+    finally:
+        subprocess.run(["umount", retired], check=False, capture_output=True)
+
+
+def test_stale_files_move_onto_another_filesystem(retired_on_another_filesystem: Path) -> None:
+    out = retired_on_another_filesystem
+    layout = OutputLayout(out)
+    ledger = _ledger(out)
+    _write(layout.markdown("x"), "stale text")
+    _write(layout.pages("x"), "stale record")
+    _write(layout.figures_dir("x") / "p0001_1.jpg", "stale figure")
+    written = layout.markdown("x").stat().st_mtime
+    with ledger.transaction() as db:
+        note_stale(db, "x", "kx", "retired")
+    assert set_aside(ledger, out) == 3
+    kept = OutputLayout(out / RETIRED_DIR / "kx")
+    assert kept.markdown("x").read_text("utf-8") == "stale text"
+    assert kept.pages("x").read_text("utf-8") == "stale record"
+    assert (kept.figures_dir("x") / "p0001_1.jpg").read_text("utf-8") == "stale figure"
+    assert kept.markdown("x").stat().st_mtime == written  # its age goes with it
+    assert not layout.markdown("x").exists() and not layout.pages("x").exists()
+    assert not list((out / RETIRED_DIR).rglob("*.partial"))
+    assert _notes(ledger) == []
+    ledger.close()

@@ -6,10 +6,11 @@ no longer a copy (removed, edited, moved), a document's old name after it took a
 The ledger notes each such name in the same transaction as the change (`note_stale`), and
 `set_aside` then moves its Markdown, JSONL and figures to OUT/retired/<key>/ (the same
 layout), so no stale text sits where the manifest or a reader expects the current output of
-an input; nothing is deleted. A note left by a crash, or whose move failed (EACCES, EXDEV),
-is acted on at the next planning. A second set-aside under a key already used goes to a
-folder named after the note's time (`aside_name`). Each settled note is queued for the
-bucket of --sync-to (table stale_remote, acted on by stale_remote.py).
+an input; nothing is deleted. A note left by a crash, or whose move failed (EACCES, EROFS),
+is acted on at the next planning; onto another filesystem (EXDEV) a move is a copy, then a
+removal. A second set-aside under a key already used goes to a folder named after the note's
+time (`aside_name`). Each settled note is queued for the bucket of --sync-to (table
+stale_remote, acted on by stale_remote.py).
 
 Only files written before the note are moved: a file newer than it was written by whoever
 holds the name now (the new bytes at the same path). A name held in another shard's ledger
@@ -20,7 +21,9 @@ along (`figures_to`): its stored pages link them.
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
+import shutil
 import sqlite3
 import time
 from collections.abc import Callable, Iterable
@@ -71,13 +74,33 @@ def _move(source: Path, target: Path, before: float | None) -> bool | None:
         if before is not None and source.stat().st_mtime > before:
             return False
         target.parent.mkdir(parents=True, exist_ok=True)
-        source.replace(target)
+        try:
+            source.replace(target)
+        except OSError as exc:
+            if exc.errno != errno.EXDEV:
+                raise
+            _copy_across(source, target)
     except FileNotFoundError:
         return False
     except OSError as exc:
         log.warning("cannot move %s to %s (retried at the next planning): %s", source, target, exc)
         return None
     return True
+
+
+def _copy_across(source: Path, target: Path) -> None:
+    """A move onto another filesystem (OUT/retired mounted apart): the copy takes its final
+    name whole (a rename on its own filesystem), and only then does the source go; a source
+    that cannot go takes its copy back, so the note's retry finds things as they were."""
+    partial = target.with_name(f".{target.name}.partial")
+    shutil.copy2(source, partial)  # the time too: a file's age decides what moves
+    partial.replace(target)
+    try:
+        source.unlink()
+    except OSError:
+        with contextlib.suppress(OSError):
+            target.unlink()
+        raise
 
 
 def aside_name(key: str, at: float, taken: Callable[[str], bool]) -> str:
