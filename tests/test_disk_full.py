@@ -16,27 +16,14 @@ import pytest
 from ocrfleet.diskfull import DiskFull, is_disk_full
 from ocrfleet.testing import samples
 from tests.conftest import outputs_without_timings, run_cli
+from tests.mounts import tmpfs_at
 
 
 @pytest.fixture
 def small_disk(tmp_path: Path) -> Iterator[Path]:
     """A 1 MiB tmpfs (root only); unmounted afterwards."""
-    if os.geteuid() != 0:
-        pytest.skip("mounting a small tmpfs needs root")
-    mnt = tmp_path / "small"
-    mnt.mkdir()
-    try:
-        subprocess.run(
-            ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mnt)],
-            check=True,
-            capture_output=True,
-        )
-    except (OSError, subprocess.CalledProcessError) as exc:
-        pytest.skip(f"cannot mount a tmpfs: {exc}")
-    try:
+    with tmpfs_at(tmp_path / "small", "1m") as mnt:
         yield mnt
-    finally:
-        subprocess.run(["umount", "-l", str(mnt)], check=False, capture_output=True)
 
 
 def test_disk_full_stops_cleanly_and_resumes_identically(tmp_path: Path, small_disk: Path) -> None:

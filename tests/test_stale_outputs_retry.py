@@ -15,6 +15,7 @@ from ocrfleet.layout import RETIRED_DIR, OutputLayout, ledger_path
 from ocrfleet.ledger import Ledger
 from ocrfleet.ledger_rows import NewDocument
 from ocrfleet.stale_outputs import note_stale, set_aside
+from tests.mounts import tmpfs_at
 
 
 def _ledger(out: Path) -> Ledger:
@@ -133,22 +134,8 @@ def test_a_second_set_aside_under_one_key_keeps_the_first(tmp_path: Path) -> Non
 def retired_on_another_filesystem(tmp_path: Path) -> Iterator[Path]:
     """OUT whose retired/ is a tmpfs of its own: a rename into it fails with EXDEV."""
     out = tmp_path / "out"
-    retired = out / RETIRED_DIR
-    retired.mkdir(parents=True)
-    if os.geteuid() != 0:
-        pytest.skip("mounting a tmpfs needs root")
-    try:
-        subprocess.run(
-            ["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", retired],
-            check=True,
-            capture_output=True,
-        )
-    except (OSError, subprocess.CalledProcessError) as exc:
-        pytest.skip(f"cannot mount a tmpfs: {exc}")
-    try:
+    with tmpfs_at(out / RETIRED_DIR, "16m"):
         yield out
-    finally:
-        subprocess.run(["umount", retired], check=False, capture_output=True)
 
 
 def test_stale_files_move_onto_another_filesystem(retired_on_another_filesystem: Path) -> None:
