@@ -14,10 +14,10 @@ import asyncio
 import sqlite3
 import time
 from pathlib import Path
-from typing import Any
 
 from ocrfleet.config import EngineConfig
-from ocrfleet.engines.base import EngineNeeds, OcrRequest, OcrResult
+from ocrfleet.engines.base import OcrRequest, OcrResult
+from tests.swapping import InputSwappingEngine
 
 FIGURE = (
     "<|ref|>text<|/ref|><|det|>[[100, 50, 900, 90]]<|/det|>\nold bytes' page\n\n"
@@ -26,25 +26,13 @@ FIGURE = (
 WAIT_S = 30.0
 
 
-class RacingEngine:
+class RacingEngine(InputSwappingEngine):
     name = "racing"
+    concurrency = 4
 
     def __init__(self, config: EngineConfig) -> None:
-        self.target = Path(config.extra_args["target"])
-        self.replacement = Path(config.extra_args["replacement"])
+        super().__init__(config)
         self.ledger = Path(config.extra_args["ledger"])
-        self.done = False
-
-    @property
-    def needs(self) -> EngineNeeds:
-        return EngineNeeds(image=True, text_layer=True)
-
-    @property
-    def max_concurrency(self) -> int:
-        return 4
-
-    async def start(self) -> None:
-        return None
 
     async def ocr(self, request: OcrRequest) -> OcrResult:
         if self.done:
@@ -64,12 +52,6 @@ class RacingEngine:
             return False
         finally:
             db.close()
-
-    async def close(self) -> None:
-        return None
-
-    def describe(self) -> dict[str, Any]:
-        return {"engine": "racing"}
 
 
 def racing(config: EngineConfig) -> RacingEngine:

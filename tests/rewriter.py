@@ -12,36 +12,22 @@ import asyncio
 import os
 import threading
 import time
-from pathlib import Path
-from typing import Any
 
 from ocrfleet.config import EngineConfig
-from ocrfleet.engines.base import EngineNeeds, OcrRequest, OcrResult
+from ocrfleet.engines.base import OcrRequest, OcrResult
+from tests.swapping import InputSwappingEngine
 
 
-class RewritingEngine:
+class RewritingEngine(InputSwappingEngine):
     name = "rewriting"
 
     def __init__(self, config: EngineConfig) -> None:
-        self.target = Path(config.extra_args["target"])
-        self.replacement = Path(config.extra_args["replacement"])
+        super().__init__(config)
         self.at_page = int(config.extra_args["at_page"])
         # "chunks": written in that many pieces, "pause" seconds apart, from a thread (a slow cp).
         self.chunks = int(config.extra_args.get("chunks", 1))
         self.pause = float(config.extra_args.get("pause", 0.0))
         self.keep_mtime = bool(config.extra_args.get("keep_mtime", False))
-        self.done = False
-
-    @property
-    def needs(self) -> EngineNeeds:
-        return EngineNeeds(image=True, text_layer=True)
-
-    @property
-    def max_concurrency(self) -> int:
-        return 1
-
-    async def start(self) -> None:
-        return None
 
     async def ocr(self, request: OcrRequest) -> OcrResult:
         if request.page.page == self.at_page and not self.done:
@@ -65,12 +51,6 @@ class RewritingEngine:
                 time.sleep(self.pause)
         if self.keep_mtime:
             os.utime(self.target, ns=(before.st_atime_ns, before.st_mtime_ns))
-
-    async def close(self) -> None:
-        return None
-
-    def describe(self) -> dict[str, Any]:
-        return {"engine": "rewriting"}
 
 
 def rewriting(config: EngineConfig) -> RewritingEngine:
