@@ -37,25 +37,32 @@ READER_SETTLE_SECONDS = 3.0
 
 def ledger_problem(path: Path) -> str | None:
     """Why the ledger at `path` cannot be used, or None (also when there is none yet)."""
+    problem, db = _open_checked(path)
+    if db is not None:
+        db.close()
+    return problem
+
+
+def _open_checked(path: Path) -> tuple[str | None, sqlite3.Connection | None]:
+    """The ledger's problem, or none and a read-only connection (none when there is no
+    ledger yet)."""
     try:
         if not path.exists():
-            return None
+            return None, None
         if not path.is_file():
-            return "the ledger is not a regular file"
+            return "the ledger is not a regular file", None
         with path.open("rb") as handle:
             head = handle.read(len(SQLITE_HEADER))
     except OSError as exc:
-        return f"the ledger cannot be read ({exc.strerror or exc})"
+        return f"the ledger cannot be read ({exc.strerror or exc})", None
     if not head:
-        return "the ledger is empty (0 bytes): it holds no progress at all"
+        return "the ledger is empty (0 bytes): it holds no progress at all", None
     if head != SQLITE_HEADER:
-        return "the ledger is corrupt (not an SQLite database)"
+        return "the ledger is corrupt (not an SQLite database)", None
     try:
-        db = connect_read_only(path)
+        return None, connect_read_only(path)
     except LedgerError as exc:
-        return str(exc.args[0]) if exc.args else "the ledger is corrupt"
-    db.close()
-    return None
+        return (str(exc.args[0]) if exc.args else "the ledger is corrupt"), None
 
 
 def reader_problem(path: Path, settle_s: float = READER_SETTLE_SECONDS) -> str | None:
@@ -73,17 +80,13 @@ def reader_problem(path: Path, settle_s: float = READER_SETTLE_SECONDS) -> str |
 
 def _problem_seen_by_reader(path: Path) -> tuple[str | None, bool]:
     """The ledger's problem, and whether it may be one that its run is still creating."""
-    problem = ledger_problem(path)
+    problem, db = _open_checked(path)
     if problem is not None:
         with contextlib.suppress(OSError):
             return problem, path.stat().st_size == 0
         return problem, False
-    if not path.exists():
+    if db is None:
         return None, False
-    try:
-        db = connect_read_only(path)
-    except LedgerError as exc:
-        return str(exc.args[0]) if exc.args else "the ledger is corrupt", False
     try:
         found = db.execute(
             "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = ?",
