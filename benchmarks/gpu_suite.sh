@@ -14,7 +14,7 @@
 #   bash benchmarks/gpu_suite.sh engines-ocrfleet # … ocrfleet with its defaults alone
 #   TOKENS=512 bash benchmarks/gpu_suite.sh same-call  # 1 GPU: recipe alone, then ocrfleet's defaults alone
 #   SWEEP="--engines-per-gpu 3|…" bash benchmarks/gpu_suite.sh sweep  # recipe, defaults, variants
-#   bash benchmarks/gpu_suite.sh mps              # 1 GPU: the defaults under a private CUDA MPS daemon
+#   bash benchmarks/gpu_suite.sh mps              # 1 GPU: the defaults (+ SWEEP) under the suite's MPS daemon
 #   bash benchmarks/gpu_suite.sh graphs-off       # 1 GPU: ocrfleet's defaults without encoder CUDA graphs
 #   bash benchmarks/gpu_suite.sh modes            # 1 GPU: ocrfleet's defaults in tiny/small/base/large
 #   PROFILE_SECONDS=15 …                          # py-spy each engine core once every slot has pages
@@ -251,7 +251,9 @@ PY
     # ocrfleet's defaults with the engines' kernels under a private CUDA MPS daemon (its own
     # pipe and log folders: no system daemon, no compute-mode change; it quits at the end).
     # Without MPS the engines sharing a GPU take turns on it (time slices); with it their
-    # kernels can run side by side. A measurement only: ocrfleet does not start MPS itself.
+    # kernels can run side by side. ocrfleet's defaults now start such a daemon themselves
+    # (--mps auto); with this one in the environment they use it instead. For runs without
+    # MPS, give a variant --mps off.
     export CUDA_MPS_PIPE_DIRECTORY="$WORK/mps/pipe" CUDA_MPS_LOG_DIRECTORY="$WORK/mps/log"
     mkdir -p "$CUDA_MPS_PIPE_DIRECTORY" "$CUDA_MPS_LOG_DIRECTORY"
     if [[ -z "${DRY_RUN:-}" ]]; then
@@ -259,8 +261,18 @@ PY
       trap 'echo quit | nvidia-cuda-mps-control || true' EXIT
     fi
     t="${TOKENS:-512}"
-    JOB_PAGES="${OCRFLEET_PAGES:-1024}" bench "ocrfleet-$t-defaults-mps" 0 ocrfleet-a ocrfleet "$t" --kv-cache-dtype fp8
-    finish || status=$?
+    if [[ -z "${MPS_SKIP_DEFAULTS:-}" ]]; then
+      JOB_PAGES="${OCRFLEET_PAGES:-1024}" bench "ocrfleet-$t-defaults-mps" 0 ocrfleet-a ocrfleet "$t" --kv-cache-dtype fp8
+      finish || status=$?
+    fi
+    # SWEEP variants under the same daemon, as in the sweep phase.
+    IFS='|' read -r -a variants <<<"${SWEEP:-}"
+    for i in "${!variants[@]}"; do
+      read -r -a args <<<"${variants[$i]}"
+      JOB_PAGES="${OCRFLEET_PAGES:-1024}" bench "ocrfleet-$t-mps-sweep-$i" 0 ocrfleet-a ocrfleet "$t" \
+        --kv-cache-dtype fp8 -- "${args[@]}"
+      finish || status=$?
+    done
     [[ -z "${DRY_RUN:-}" ]] && tail -n 20 "$CUDA_MPS_LOG_DIRECTORY/control.log" >>"$OUT/$phase-logs.txt" 2>/dev/null
     exit "${status:-0}"
     ;;

@@ -94,14 +94,17 @@ def cli_env() -> dict[str, str]:
     return env
 
 
-def run_cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    """`python -m ocrfleet ARGS` in a real process, as a user would run it."""
+def run_cli(
+    *args: str, timeout: float = 300, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """`python -m ocrfleet ARGS` in a real process, as a user would run it (env: in place of
+    the test's own environment)."""
     return subprocess.run(
         [sys.executable, "-m", "ocrfleet", *args],
         capture_output=True,
         text=True,
         timeout=timeout,
-        env=cli_env(),
+        env=cli_env() if env is None else env,
         check=False,
     )
 

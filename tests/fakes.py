@@ -12,13 +12,16 @@ and "barrier" ({"dir": D, "count": N}): start() waits until N engines have start
 of work sharing do not depend on how fast each worker process starts; "stagger" ({"dir": D,
 "seconds": S}): the k-th engine to start (from 0) is ready k×S seconds after the first;
 "start_seconds" (every start takes that long); "fail_first_starts" ({"dir": D, "count": N}):
-the first N starts among all engines fail, as concurrent vLLM starts on one GPU did. At
-most "concurrency" pages are inside the engine at once, as in vLLM's batch.
+the first N starts among all engines fail, as concurrent vLLM starts on one GPU did;
+"record_env" (a directory): start() writes the CUDA and MPS variables it was given to
+<dir>/<pid>.json. At most "concurrency" pages are inside the engine at once, as in vLLM's
+batch.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import time
 from collections import defaultdict
@@ -42,6 +45,7 @@ class ScriptedEngine:
         self.stagger: dict[str, Any] | None = config.extra_args.get("stagger")
         self.start_seconds = float(config.extra_args.get("start_seconds", 0.0))
         self.fail_first: dict[str, Any] | None = config.extra_args.get("fail_first_starts")
+        self.record_env: str | None = config.extra_args.get("record_env")
         self._running = asyncio.Semaphore(self.concurrency)
         self.calls: defaultdict[tuple[str, int], int] = defaultdict(int)
         self.started = False
@@ -57,6 +61,10 @@ class ScriptedEngine:
         return self.concurrency
 
     async def start(self) -> None:
+        if self.record_env:
+            seen = {k: v for k, v in os.environ.items() if k.startswith("CUDA_")}
+            Path(self.record_env).mkdir(parents=True, exist_ok=True)
+            (Path(self.record_env) / f"{os.getpid()}.json").write_text(json.dumps(seen))
         if self.fail_start:
             raise RuntimeError("scripted engine cannot start")
         if self.fail_first and self._arrival(Path(self.fail_first["dir"])) < int(

@@ -161,6 +161,8 @@ class FleetConfig:
     workers: int = 1
     # None: auto (engine_slots.choose_engines_per_gpu), resolved by the runner before workers.
     engines_per_gpu: int | None = None
+    # CUDA MPS for engines sharing a GPU: auto, on or off (gpu_sharing.choose_mps).
+    mps: str = "auto"
     max_worker_restarts: int = 5
     max_page_crashes: int = 2
     lease_seconds: float = 120.0
@@ -180,6 +182,8 @@ class FleetConfig:
             raise ConfigError("--batch-pages must be at least 1")
         if self.workers < 1 or (self.engines_per_gpu is not None and self.engines_per_gpu < 1):
             raise ConfigError("--workers and --engines-per-gpu must be at least 1")
+        if self.mps not in ("auto", "on", "off"):
+            raise ConfigError(f"--mps takes auto, on or off, not {self.mps!r}")
         if self.gpu_sample_seconds < 0:
             raise ConfigError("--gpu-sample-seconds must be 0 (off) or positive")
 

@@ -28,6 +28,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -67,6 +68,9 @@ class EnginesPerGpu:
     by_cpu: int | None = None
     # Each engine's KV cache (vLLM kv_cache_memory_bytes) when K > 1 and the memory is known.
     kv_cache_bytes: int | None = None
+    # CUDA MPS (gpu_sharing): whether the engines sharing each GPU ran under it, and why.
+    mps: bool = False
+    mps_reason: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -168,6 +172,8 @@ class WorkerSpec:
     # An explicit KV budget (vLLM kv_cache_memory_bytes): no memory profiling, so engines
     # sharing the GPU may start at once.
     kv_cache_bytes: int | None = None
+    # The pipe and log folders of this GPU's MPS daemon (gpu_sharing); None: no MPS.
+    mps: tuple[str, str] | None = None
 
     @property
     def label(self) -> str:
@@ -175,7 +181,10 @@ class WorkerSpec:
 
 
 def plan_workers(
-    config: RunConfig, cpu_count: int, kv_cache_bytes: int | None = None
+    config: RunConfig,
+    cpu_count: int,
+    kv_cache_bytes: int | None = None,
+    mps: Mapping[int, tuple[str, str]] | None = None,
 ) -> list[WorkerSpec]:
     """Slots: one engine per GPU (× engines-per-gpu), or --workers CPU workers."""
     count = config.worker_count
@@ -194,5 +203,6 @@ def plan_workers(
     per_gpu = config.fleet.engines_per_gpu or 1
     for gpu in config.fleet.gpus:
         for _ in range(per_gpu):
-            specs.append(WorkerSpec(len(specs), (gpu,), render, per_gpu, kv_cache_bytes))
+            daemon = (mps or {}).get(gpu)
+            specs.append(WorkerSpec(len(specs), (gpu,), render, per_gpu, kv_cache_bytes, daemon))
     return specs

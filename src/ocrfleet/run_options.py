@@ -182,6 +182,15 @@ RUN_OPTIONS: tuple[Option, ...] = (
         type=_engines_per_gpu_arg,
     ),
     Option(
+        ("--mps",),
+        "CUDA MPS, so engines sharing a GPU run their kernels side by side: auto (where "
+        "engines share a GPU and nvidia-cuda-mps-control is installed), on, off; a private "
+        "daemon per GPU, quit at the end",
+        "fleet",
+        default="auto",
+        choices=("auto", "on", "off"),
+    ),
+    Option(
         ("--max-worker-restarts",),
         "restarts per engine worker (backoff 1 s … 60 s) before giving up on it",
         "fleet",

@@ -39,6 +39,7 @@ from .engines import engine_kind
 from .errors import ConfigError
 from .events import PageFinished, WorkerEvent
 from .filemode import apply_to_ledger
+from .gpu_sharing import GpuSharing, gpu_sharing
 from .gpu_telemetry import GpuReadings
 from .handover import ShmFiles
 from .layout import OutputLayout, shard_suffix
@@ -240,7 +241,12 @@ def _run_locked(config: RunConfig, suffix: str, handle_signals: bool) -> RunResu
         slots: list[SlotSummary] = []
         periodic = PeriodicSync(sync, db_path, config.sync.sync_interval)
         if counts.pages["pending"]:
-            with periodic:
+            with periodic, _gpu_sharing(config, layout, suffix) as sharing:
+                engines_per_gpu = replace(
+                    engines_per_gpu,
+                    mps=bool(sharing.daemons),
+                    mps_reason=sharing.choice.reason,
+                )
                 _interrupted, killed, slots = _supervise(
                     config,
                     db_path,
@@ -249,6 +255,7 @@ def _run_locked(config: RunConfig, suffix: str, handle_signals: bool) -> RunResu
                     counts,
                     engines_per_gpu.kv_cache_bytes,
                     handle_signals,
+                    sharing.pipes(),
                 )
         finalize_ready_documents(ledger, layout, f"supervisor:{os.getpid()}")
         write_duplicate_outputs(ledger, layout)
@@ -320,6 +327,20 @@ def resolve_engines_per_gpu(config: RunConfig) -> tuple[RunConfig, EnginesPerGpu
     return replace(config, fleet=replace(config.fleet, engines_per_gpu=choice.engines)), choice
 
 
+def _gpu_sharing(
+    config: RunConfig, layout: OutputLayout, suffix: str
+) -> contextlib.AbstractContextManager[GpuSharing]:
+    """CUDA MPS daemons for the GPUs of this run, where engines share them (gpu_sharing)."""
+    return gpu_sharing(
+        config.fleet.mps,
+        config.fleet.engines_per_gpu or 1,
+        config.fleet.gpus,
+        f"{socket.gethostname()}:{config.output_dir.resolve()}:{suffix}",
+        layout.logs_dir,
+        tensor_parallel=config.engine.tensor_parallel_size,
+    )
+
+
 def _supervise(
     config: RunConfig,
     db_path: Path,
@@ -328,8 +349,9 @@ def _supervise(
     counts: Any,
     kv_cache_bytes: int | None,
     handle_signals: bool,
+    mps: dict[int, tuple[str, str]],
 ) -> tuple[bool, bool, list[SlotSummary]]:
-    specs = plan_workers(config, os.cpu_count() or 1, kv_cache_bytes)
+    specs = plan_workers(config, os.cpu_count() or 1, kv_cache_bytes, mps)
     if not specs:
         raise ConfigError("no engine worker fits the GPUs given; check --gpus and TP size")
     total = sum(counts.pages.values())

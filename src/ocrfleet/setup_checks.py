@@ -21,6 +21,7 @@ from .config import RunConfig
 from .engines import engine_kind
 from .engines.base import ModuleFinder
 from .errors import ConfigError
+from .gpu_sharing import choose_mps
 
 # Below this, the ledger and a few documents' outputs do not fit: the run would die mid-way.
 # A disk with (nearly) no room left: refused before anything starts. Running out later is
@@ -45,6 +46,8 @@ def check_run_setup(
     """Every check, cheapest and most basic first; raises ConfigError at the first failure."""
     engine_kind(config.engine).check(config, installed)  # vLLM's install, GPUs, model, ...
     check_output_dir(config.output_dir, min_free_bytes)
+    if config.fleet.mps == "on":  # its control program, before anything is planned
+        choose_mps("on", 1, config.fleet.gpus, os.environ, config.engine.tensor_parallel_size)
 
 
 def listed_gpus() -> list[int]:

@@ -88,6 +88,12 @@ def _worker_main(config_json: str, spec: WorkerSpec, conn: Connection, db_path: 
     _die_with_parent()
     if spec.gpus:
         os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(str(g) for g in spec.gpus)
+    if spec.mps is not None:
+        # The GPU's private MPS daemon shows it as device 0 (gpu_sharing).
+        pipe, logs = spec.mps
+        os.environ.update(
+            CUDA_VISIBLE_DEVICES="0", CUDA_MPS_PIPE_DIRECTORY=pipe, CUDA_MPS_LOG_DIRECTORY=logs
+        )
     config = RunConfig.from_json(config_json)
     engine_config = engine_kind(config.engine).per_slot_config(config.engine, spec)
     config = replace(config, engine=engine_config)  # its share of the GPU, if shared
