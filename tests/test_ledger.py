@@ -148,3 +148,33 @@ def test_two_connections_share_one_ledger(tmp_path: Path) -> None:
     one.add_documents([doc(1, pages=4)])
     got = one.claim("A", 2, 60, suspect=False) + two.claim("B", 2, 60, suspect=False)
     assert sorted(c.page for c in got) == [1, 2, 3, 4]
+
+
+def test_engines_sharing_faults_on_a_gpu_hold_one_suspect_page_between_them(
+    ledger: Ledger,
+) -> None:
+    """Under CUDA MPS a GPU fault ends every engine on that GPU: were each engine to hold a
+    suspect (a page in flight at an earlier crash), one poison page would count a second crash
+    against the others' innocent suspects and fail them. So one suspect per GPU and host."""
+    ledger.add_documents([doc(1, pages=6)])
+    d = f"{1:064x}"
+    ledger.register_worker("h:1:0", 0, 1, "gpu0")
+    for claim in ledger.claim("h:1:0", 6, 60, suspect=False):
+        ledger.start_attempt("h:1:0", d, claim.page, 1, "markdown")
+    assert ledger.reap_worker("h:1:0", max_crashes=2) == []  # all six pages are suspects now
+    workers = [("h:2:0", "gpu0"), ("h:3:1", "gpu0"), ("h:4:2", "gpu1"), ("g:5:0", "gpu0")]
+    for slot, (worker, gpu) in enumerate(workers):
+        ledger.register_worker(worker, slot, slot + 2, gpu)
+
+    first = ledger.claim("h:2:0", 1, 60, suspect=True, shared_faults=True)
+    assert [c.crashes for c in first] == [1]
+    # Its neighbour on gpu0 waits; another GPU and another host each get their own.
+    assert ledger.claim("h:3:1", 1, 60, suspect=True, shared_faults=True) == []
+    assert len(ledger.claim("h:4:2", 1, 60, suspect=True, shared_faults=True)) == 1
+    assert len(ledger.claim("g:5:0", 1, 60, suspect=True, shared_faults=True)) == 1
+    # Once gpu0's suspect is done, the neighbour gets the next one.
+    ledger.start_attempt("h:2:0", d, first[0].page, 2, "markdown")
+    ledger.finish_page("h:2:0", outcome(d, first[0].page))
+    assert len(ledger.claim("h:3:1", 1, 60, suspect=True, shared_faults=True)) == 1
+    # Without a shared fault domain (no MPS) each engine holds its own suspect, as before.
+    assert len(ledger.claim("h:2:0", 1, 60, suspect=True)) == 1

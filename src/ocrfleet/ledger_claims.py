@@ -12,6 +12,16 @@ from .ledger_base import LedgerConnection
 from .ledger_rows import AttemptClose, Claim, PageOutcome
 from .page_record import PageRecord, encode_record
 
+# A live suspect held by another worker on my host (worker ids start with it) and my GPU
+# (workers.gpu, the slot's device label). Parameters: my worker id, now, my worker id.
+SUSPECT_HELD_ON_MY_GPU = (
+    " AND NOT EXISTS (SELECT 1 FROM pages AS held"
+    " JOIN workers AS w ON w.worker = held.claimed_by JOIN workers AS me ON me.worker = ?"
+    " WHERE held.status = 'pending' AND held.crashes > 0 AND held.lease_until >= ?"
+    " AND held.claimed_by != ? AND w.gpu = me.gpu"
+    " AND substr(w.worker, 1, instr(w.worker, ':')) = substr(me.worker, 1, instr(me.worker, ':')))"
+)
+
 
 class LedgerClaims(LedgerConnection):
     # ---- workers and claims -----------------------------------------------------------
@@ -47,6 +57,7 @@ class LedgerClaims(LedgerConnection):
         *,
         suspect: bool,
         in_flight: int | None = None,
+        shared_faults: bool = False,
     ) -> list[Claim]:
         """Claim up to `limit` claimable pages in document order.
 
@@ -58,9 +69,18 @@ class LedgerClaims(LedgerConnection):
         others claims no more than its fair share of the pages still to do: an engine ready
         first, able to hold 1,000 pages, would otherwise take a whole small corpus, or the
         whole tail of a large one, while the other GPUs idle (H200×2, 2026-11-27).
+
+        `shared_faults`: this worker's GPU is one fault domain with the other engines on it
+        (CUDA MPS: a fatal GPU fault in one engine ends every engine on that GPU), so a suspect
+        is handed out only when no other worker of the same host and GPU holds one; otherwise
+        one poison page would count a crash against every engine's suspect and fail innocent
+        pages with it.
         """
         now = time.time()
         crash_filter = "crashes > 0" if suspect else "crashes = 0"
+        if suspect and shared_faults:
+            crash_filter += SUSPECT_HELD_ON_MY_GPU
+        args = (worker, now, worker) if suspect and shared_faults else ()
         limit = 1 if suspect else limit
         with self.transaction() as db:
             if in_flight is not None and not suspect:
@@ -72,7 +92,7 @@ class LedgerClaims(LedgerConnection):
                 " SELECT rowid FROM pages WHERE status='pending' AND " + crash_filter + " AND"
                 " (claimed_by IS NULL OR lease_until < ?) ORDER BY doc_seq, page LIMIT ?)"
                 " RETURNING doc_id, page, attempts, crashes, doc_seq",
-                (worker, now + lease_seconds, now, limit),
+                (worker, now + lease_seconds, *args, now, limit),
             ).fetchall()
         rows.sort(key=lambda r: (r["doc_seq"], r["page"]))
         return [Claim(r["doc_id"], r["page"], r["attempts"], r["crashes"]) for r in rows]

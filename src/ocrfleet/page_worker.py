@@ -96,8 +96,12 @@ class PageWorker:
         *,
         render_workers: int,
         on_event: EventSink | None = None,
+        shared_faults: bool = False,
     ) -> None:
         self.config = config
+        # Engines on this GPU share one fault domain (CUDA MPS): one suspect page at a time
+        # among them (ledger claim).
+        self.shared_faults = shared_faults
         self.ledger = ledger
         self.engine = engine
         self.worker_id = worker_id
@@ -186,7 +190,11 @@ class PageWorker:
         claims: list[Claim] = []
         if not self._suspects:
             claims = self.ledger.claim(
-                self.worker_id, 1, self.config.fleet.lease_seconds, suspect=True
+                self.worker_id,
+                1,
+                self.config.fleet.lease_seconds,
+                suspect=True,
+                shared_faults=self.shared_faults,
             )
             self._suspects.update((c.doc_id, c.page) for c in claims)
         room -= len(claims)

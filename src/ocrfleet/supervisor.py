@@ -109,7 +109,13 @@ def _worker_main(config_json: str, spec: WorkerSpec, conn: Connection, db_path: 
     sampler = start_gpu_sampler(Path(db_path), me, spec.gpus, config.fleet.gpu_sample_seconds)
     engine = create_engine(config.engine)
     worker = PageWorker(
-        config, ledger, engine, me, render_workers=spec.render_workers, on_event=send
+        config,
+        ledger,
+        engine,
+        me,
+        render_workers=spec.render_workers,
+        on_event=send,
+        shared_faults=spec.mps is not None,
     )
     code = asyncio.run(_serve(worker, conn, send))
     if sampler is not None:
