@@ -13,13 +13,21 @@ import os
 import shutil
 import stat
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from ocrfleet.errors import ConfigError
-from ocrfleet.gpu_sharing import MPS_CONTROL, choose_mps, gpu_sharing, pipe_root
+from ocrfleet.gpu_sharing import (
+    MPS_CONTROL,
+    MpsDaemon,
+    choose_mps,
+    gpu_sharing,
+    pipe_root,
+    probe_daemon,
+)
 from tests.conftest import cli_env, run_cli
 from tests.test_supervisor import SCRIPTED, make_corpus, scripted_args
 
@@ -228,3 +236,36 @@ def test_the_rule(tmp_path: Path) -> None:
         choose_mps("on", 1, (0, 1), found, tensor_parallel=2)
     with pytest.raises(ConfigError, match=f"--mps on: {MPS_CONTROL} is not installed"):
         choose_mps("on", 4, (0,), missing)
+
+
+def test_a_daemon_that_serves_no_cuda_client_is_quit_and_the_run_goes_on_without(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Each daemon is probed with a CUDA context, as an engine will make one (here the probe
+    is scripted to fail: this machine has no GPU, where the real probe passes untried)."""
+    env = environment(tmp_path)
+
+    def refused(daemon: MpsDaemon, _environ: Mapping[str, str]) -> str | None:
+        return "cuDevicePrimaryCtxRetain returned CUDA error 805" if daemon.gpu == 1 else None
+
+    with gpu_sharing(
+        "auto", 2, (0, 1), "probed", tmp_path / "logs", environ=env, probe=refused
+    ) as sharing:
+        assert sharing.daemons == {} and not sharing.choice.use
+        assert "CUDA MPS for GPU 1 did not start" in sharing.choice.reason
+        assert "error 805" in sharing.choice.reason
+    # Both daemons started, then both quit at once (GPU 0's too), before any engine.
+    assert [c["call"] for c in calls(tmp_path)] == ["start", "start", "quit", "quit"]
+    assert any("without MPS" in r.message for r in caplog.records)
+    with (
+        pytest.raises(ConfigError, match="--mps on: CUDA MPS for GPU 1 did not start"),
+        gpu_sharing("on", 2, (0, 1), "probed", tmp_path / "logs", environ=env, probe=refused),
+    ):
+        pass
+
+
+def test_the_probe_passes_where_there_is_no_cuda_driver(tmp_path: Path) -> None:
+    daemon = MpsDaemon(0, tmp_path / "pipe", tmp_path / "logs")
+    if Path("/usr/lib/x86_64-linux-gnu/libcuda.so.1").exists():
+        pytest.skip("a CUDA driver is installed here")
+    assert probe_daemon(daemon, {"PATH": os.environ.get("PATH", "")}) is None

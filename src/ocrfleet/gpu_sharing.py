@@ -15,7 +15,8 @@ folder (NVIDIA's MPS guide: a client must not name the GPU by its host index).
 auto (the default) uses MPS where more than one engine shares a GPU, nvidia-cuda-mps-control
 is installed and no MPS daemon is already set up (CUDA_MPS_PIPE_DIRECTORY in the environment
 or the system daemon's pipe folder): engines then join that one as they would anyway. A
-daemon that does not start leaves the run without MPS, with a warning. `on` uses it for one
+daemon that does not start, or through which a CUDA context cannot be made (the probe, before
+any engine starts), leaves the run without MPS, with a warning. `on` uses it for one
 engine per GPU too and fails in one line where it cannot; `off` never uses it.
 """
 
@@ -27,9 +28,10 @@ import logging
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -46,6 +48,27 @@ LOG_ENV = "CUDA_MPS_LOG_DIRECTORY"
 CONTROL_SOCKET = "control"
 START_SECONDS = 15.0
 COMMAND_SECONDS = 30.0
+PROBE_SECONDS = 120.0
+# A CUDA context made through a daemon, as each engine will make one: the MPS server starts
+# and must take a client. Exit 0: it did; NO_DRIVER: no CUDA driver library on this machine
+# (nothing to probe: the engines could not use a GPU either); else the failing call's error.
+NO_DRIVER = 3
+PROBE = """
+import ctypes, sys
+try:
+    cuda = ctypes.CDLL("libcuda.so.1")
+except OSError:
+    sys.exit(3)
+device, context = ctypes.c_int(), ctypes.c_void_p()
+calls = (("cuInit", (0,)), ("cuDeviceGet", (ctypes.byref(device), 0)),
+         ("cuDevicePrimaryCtxRetain", (ctypes.byref(context), device)))
+for name, args in calls:
+    code = getattr(cuda, name)(*args)
+    if code:
+        sys.exit(f"{name} returned CUDA error {code}")
+release = getattr(cuda, "cuDevicePrimaryCtxRelease_v2", None) or cuda.cuDevicePrimaryCtxRelease
+release(device)
+"""
 
 
 @dataclass(frozen=True)
@@ -57,7 +80,7 @@ class MpsChoice:
 
 
 @dataclass(frozen=True)
-class MpsDaemon:
+class MpsDaemon:  # one GPU's private daemon
     gpu: int
     pipe: Path
     logs: Path
@@ -76,6 +99,10 @@ class GpuSharing:
     def pipes(self) -> dict[int, tuple[str, str]]:
         """GPU → (pipe folder, log folder) for the engines on it."""
         return {g: (str(d.pipe), str(d.logs)) for g, d in self.daemons.items()}
+
+
+# A check that a started daemon serves CUDA clients: None, or why not (one line).
+Probe = Callable[[MpsDaemon, Mapping[str, str]], str | None]
 
 
 def choose_mps(
@@ -134,6 +161,27 @@ def _control(daemon: MpsDaemon, environ: Mapping[str, str], command: str) -> Non
         )
 
 
+def probe_daemon(daemon: MpsDaemon, environ: Mapping[str, str]) -> str | None:
+    """None when a CUDA context through the daemon works (or there is no CUDA driver here to
+    try it with), else what failed (one line)."""
+    env = {**daemon.env(environ), "CUDA_VISIBLE_DEVICES": "0"}  # as the engines will see it
+    try:
+        done = subprocess.run(
+            [sys.executable, "-c", PROBE],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=PROBE_SECONDS,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return f"a CUDA context through it: {exc}"
+    if done.returncode in (0, NO_DRIVER):
+        return None
+    said = done.stderr.strip().splitlines()
+    return f"a CUDA context through it failed: {said[-1] if said else done.returncode}"
+
+
 def _start(daemon: MpsDaemon, environ: Mapping[str, str]) -> str | None:
     """Start one daemon; None when its control socket is up, else why not (one line)."""
     if (daemon.pipe / CONTROL_SOCKET).exists():
@@ -173,6 +221,7 @@ def gpu_sharing(
     log_dir: Path,
     environ: Mapping[str, str] | None = None,
     tensor_parallel: int = 1,
+    probe: Probe = probe_daemon,
 ) -> Iterator[GpuSharing]:
     """Decide, start a daemon per GPU where MPS is used, and quit them all on the way out
     (a finished, failed or interrupted run alike)."""
@@ -181,7 +230,7 @@ def gpu_sharing(
     root = pipe_root(run_key)
     try:
         if sharing.choice.use:
-            sharing = _start_all(sharing, mode, gpus, root, log_dir, environ)  # warns if not
+            sharing = _start_all(sharing, mode, gpus, root, log_dir, environ, probe)
         else:
             log.info("CUDA MPS: off (%s)", sharing.choice.reason)
         if sharing.daemons:
@@ -199,12 +248,17 @@ def _start_all(
     root: Path,
     log_dir: Path,
     environ: Mapping[str, str],
+    probe: Probe,
 ) -> GpuSharing:
+    """Start and probe each GPU's daemon; at the first that fails, quit them all and go on
+    without MPS (a warning), or stop (--mps on)."""
     for gpu in gpus:
         daemon = MpsDaemon(gpu, root / f"gpu{gpu}", log_dir / f"mps-gpu{gpu}")
         problem = _start(daemon, environ)
         if problem is None:
             sharing.daemons[gpu] = daemon
+            problem = probe(daemon, environ)
+        if problem is None:
             continue
         message = f"CUDA MPS for GPU {gpu} did not start: {problem}"
         _quit_all(sharing, environ)
