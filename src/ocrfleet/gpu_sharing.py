@@ -147,39 +147,44 @@ def pipe_root(run_key: str) -> Path:
     return Path(tempfile.gettempdir()) / f"ocrfleet-mps-{os.getuid()}-{key}"
 
 
-def _control(daemon: MpsDaemon, environ: Mapping[str, str], command: str) -> None:
-    """Send one command ("quit") to a daemon; a daemon already gone is fine."""
-    with contextlib.suppress(OSError, subprocess.TimeoutExpired):
-        subprocess.run(
-            [MPS_CONTROL],
-            input=command + "\n",
-            env=daemon.env(environ),
+def _run(
+    argv: list[str], env: Mapping[str, str], timeout: float, stdin: str | None = None
+) -> subprocess.CompletedProcess[str] | str:
+    """A short command's result, or why it could not run (one line)."""
+    try:
+        return subprocess.run(
+            argv,
+            input=stdin,
+            env=dict(env),
             capture_output=True,
             text=True,
-            timeout=COMMAND_SECONDS,
+            timeout=timeout,
             check=False,
         )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return str(exc)
+
+
+def _last_line(text: str) -> str | None:
+    lines = text.strip().splitlines()
+    return lines[-1] if lines else None
+
+
+def _control(daemon: MpsDaemon, environ: Mapping[str, str], command: str) -> None:
+    """Send one command ("quit") to a daemon; a daemon already gone is fine."""
+    _run([MPS_CONTROL], daemon.env(environ), COMMAND_SECONDS, stdin=command + "\n")
 
 
 def probe_daemon(daemon: MpsDaemon, environ: Mapping[str, str]) -> str | None:
     """None when a CUDA context through the daemon works (or there is no CUDA driver here to
     try it with), else what failed (one line)."""
     env = {**daemon.env(environ), "CUDA_VISIBLE_DEVICES": "0"}  # as the engines will see it
-    try:
-        done = subprocess.run(
-            [sys.executable, "-c", PROBE],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=PROBE_SECONDS,
-            check=False,
-        )
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        return f"a CUDA context through it: {exc}"
+    done = _run([sys.executable, "-c", PROBE], env, PROBE_SECONDS)
+    if isinstance(done, str):
+        return f"a CUDA context through it: {done}"
     if done.returncode in (0, NO_DRIVER):
         return None
-    said = done.stderr.strip().splitlines()
-    return f"a CUDA context through it failed: {said[-1] if said else done.returncode}"
+    return f"a CUDA context through it failed: {_last_line(done.stderr) or done.returncode}"
 
 
 def _start(daemon: MpsDaemon, environ: Mapping[str, str]) -> str | None:
@@ -190,20 +195,12 @@ def _start(daemon: MpsDaemon, environ: Mapping[str, str]) -> str | None:
     for folder in (daemon.pipe, daemon.logs):
         folder.mkdir(mode=0o700, parents=True, exist_ok=True)
     env = {**daemon.env(environ), "CUDA_VISIBLE_DEVICES": str(daemon.gpu)}
-    try:
-        done = subprocess.run(
-            [MPS_CONTROL, "-d"],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=COMMAND_SECONDS,
-            check=False,
-        )
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        return f"{MPS_CONTROL} -d: {exc}"
+    done = _run([MPS_CONTROL, "-d"], env, COMMAND_SECONDS)
+    if isinstance(done, str):
+        return f"{MPS_CONTROL} -d: {done}"
     if done.returncode != 0:
-        said = (done.stderr or done.stdout).strip().splitlines()
-        return f"{MPS_CONTROL} -d exited {done.returncode}: {said[-1] if said else 'no message'}"
+        said = _last_line(done.stderr or done.stdout) or "no message"
+        return f"{MPS_CONTROL} -d exited {done.returncode}: {said}"
     deadline = time.monotonic() + START_SECONDS
     while not (daemon.pipe / CONTROL_SOCKET).exists():
         if time.monotonic() > deadline:
