@@ -12,7 +12,9 @@ import ctypes.util
 import json
 import os
 import shutil
+import signal
 import stat
+import subprocess
 import sys
 from collections.abc import Mapping
 from pathlib import Path
@@ -30,7 +32,7 @@ from ocrfleet.gpu_sharing import (
     probe_daemon,
 )
 from tests.conftest import cli_env, run_cli
-from tests.test_supervisor import SCRIPTED, make_corpus, scripted_args
+from tests.test_supervisor import SCRIPTED, finished_pages, make_corpus, scripted_args, wait_for
 
 STAND_IN = f"""#!{sys.executable}
 import json, os, sys
@@ -270,3 +272,50 @@ def test_the_probe_passes_where_there_is_no_cuda_driver(tmp_path: Path) -> None:
     if ctypes.util.find_library("cuda") is not None:
         pytest.skip("a CUDA driver is installed here: the probe would really run")
     assert probe_daemon(daemon, {"PATH": os.environ.get("PATH", "")}) is None
+
+
+def start_run(tmp_path: Path, env: dict[str, str]) -> subprocess.Popen[str]:
+    """`ocrfleet run`, 2 slow engines on "GPU 0", in the background."""
+    return subprocess.Popen(
+        [
+            sys.executable, "-m", "ocrfleet", "run", str(tmp_path / "in"), "-o",
+            str(tmp_path / "out"), *SCRIPTED, "--gpus", "0", "--engines-per-gpu", "2",
+            "--no-progress", *scripted_args(delay=0.5, concurrency=1),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )  # fmt: skip
+
+
+@pytest.mark.slow
+def test_a_stopped_run_quits_its_daemon_and_a_killed_runs_daemon_is_quit_by_the_next(
+    tmp_path: Path,
+) -> None:
+    total = make_corpus(tmp_path / "in", docs=2, pages=10)
+    out = tmp_path / "out"
+    env = environment(tmp_path)
+
+    proc = start_run(tmp_path, env)  # SIGTERM: a graceful stop quits the daemon
+    wait_for(lambda: finished_pages(out) >= 2)
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 3, stderr  # stopped with pages left
+    made = [c["call"] for c in calls(tmp_path)]
+    assert made == ["start", "quit"], made
+    pipe = Path(calls(tmp_path)[0]["env"]["CUDA_MPS_PIPE_DIRECTORY"])
+    assert not pipe.parent.exists()
+
+    proc = start_run(tmp_path, env)  # kill -9: no chance to quit the daemon
+    wait_for(lambda: len(calls(tmp_path)) == 3 and finished_pages(out) >= 4)
+    proc.kill()
+    proc.communicate(timeout=60)
+    assert [c["call"] for c in calls(tmp_path)][2:] == ["start"]
+    assert (pipe / "control").exists()  # the daemon outlived its run
+
+    result, summary = run(tmp_path, env, "0", 2)  # the next run on OUT quits it first
+    assert result.returncode == 0, result.stderr
+    assert [c["call"] for c in calls(tmp_path)][3:] == ["quit", "start", "quit"]
+    assert not pipe.parent.exists()
+    assert summary is not None and summary["pages"]["done"] == total
