@@ -99,9 +99,7 @@ class PageWorker:
         shared_faults: bool = False,
     ) -> None:
         self.config = config
-        # Engines on this GPU share one fault domain (CUDA MPS): one suspect page at a time
-        # among them (ledger claim).
-        self.shared_faults = shared_faults
+        self.shared_faults = shared_faults  # one GPU fault ends its engines (MPS): see claim
         self.ledger = ledger
         self.engine = engine
         self.worker_id = worker_id
@@ -188,24 +186,15 @@ class PageWorker:
 
     def _claim(self, room: int) -> list[Claim]:
         claims: list[Claim] = []
+        me, lease = self.worker_id, self.config.fleet.lease_seconds
         if not self._suspects:
-            claims = self.ledger.claim(
-                self.worker_id,
-                1,
-                self.config.fleet.lease_seconds,
-                suspect=True,
-                shared_faults=self.shared_faults,
-            )
+            shared = self.shared_faults
+            claims = self.ledger.claim(me, 1, lease, suspect=True, shared_faults=shared)
             self._suspects.update((c.doc_id, c.page) for c in claims)
         room -= len(claims)
         if room > 0:
-            claims += self.ledger.claim(
-                self.worker_id,
-                room,
-                self.config.fleet.lease_seconds,
-                suspect=False,
-                in_flight=len(self._tasks) + len(claims),
-            )
+            held = len(self._tasks) + len(claims)
+            claims += self.ledger.claim(me, room, lease, suspect=False, in_flight=held)
         return claims
 
     def _spawn(self, claim: Claim) -> None:
