@@ -19,6 +19,7 @@ from typing import Any, Literal
 from .deepseek.prompts import PROMPTS
 from .engines.names import can_ocr, names_problem
 from .errors import ConfigError
+from .gpu_sharing import MPS_MODES
 from .layout import OutputLayout
 
 # "vllm", "text", "tesseract", "auto" (route each page: text layer or OCR engine), or
@@ -182,7 +183,7 @@ class FleetConfig:
             raise ConfigError("--batch-pages must be at least 1")
         if self.workers < 1 or (self.engines_per_gpu is not None and self.engines_per_gpu < 1):
             raise ConfigError("--workers and --engines-per-gpu must be at least 1")
-        if self.mps not in ("auto", "on", "off"):
+        if self.mps not in MPS_MODES:
             raise ConfigError(f"--mps takes auto, on or off, not {self.mps!r}")
         if self.gpu_sample_seconds < 0:
             raise ConfigError("--gpu-sample-seconds must be 0 (off) or positive")

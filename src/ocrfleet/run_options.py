@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from .config import RESOLUTIONS
+from .gpu_sharing import MPS_MODES
 from .options import COMMAND, RAY_GROUP, VLLM_GROUP, Option
 
 
@@ -188,7 +189,7 @@ RUN_OPTIONS: tuple[Option, ...] = (
         "daemon per GPU, quit at the end",
         "fleet",
         default="auto",
-        choices=("auto", "on", "off"),
+        choices=MPS_MODES,
     ),
     Option(
         ("--max-worker-restarts",),
