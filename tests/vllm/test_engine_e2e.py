@@ -178,3 +178,28 @@ def test_killed_run_resumes(tiny_checkpoint: Path, tmp_path: Path) -> None:
     counts = Counter(r["page"] for r in records(out))
     assert counts == Counter({1: 1, 2: 1, 3: 1})
     assert (out / "markdown" / "three.md").read_text("utf-8").count("<!-- page ") == 3
+
+
+def test_an_engine_that_cannot_start_is_reported_by_vllms_root_cause(
+    tiny_checkpoint: Path, tmp_path: Path
+) -> None:
+    """vLLM ends a failed engine start with "See root cause above": the summary and the
+    give-up line quote the GPU worker's exception instead (the tiny checkpoint has no
+    weights, so loading real ones fails inside vLLM's worker process)."""
+    pdf = samples.text_pdf(tmp_path / "in" / "a.pdf", [samples.paragraph(0)])
+    out = tmp_path / "out"
+    real_weights = ["auto" if arg == "dummy" else arg for arg in CPU_ENGINE_ARGS]
+    assert real_weights != CPU_ENGINE_ARGS
+    result = run_ocrfleet(
+        "run", str(pdf), "-o", str(out), "--engine", "vllm", "--model", str(tiny_checkpoint),
+        *real_weights, *SMALL_PAGES, "--max-tokens", "8", "--no-progress",
+        "--max-worker-restarts", "0",
+    )  # fmt: skip
+    assert result.returncode == 3, result.stderr[-3000:]  # incomplete: no engine, no page
+    [worker] = json.loads((out / "run-summary.json").read_text("utf-8"))["workers"]
+    assert worker["gave_up"] and not worker["engine_ready"] and worker["pages"] == 0
+    assert worker["start_error"].startswith("RuntimeError: Cannot find any model weights")
+    assert worker["start_error"].endswith("(see logs/worker-0.out)")
+    give_up = [line for line in result.stderr.splitlines() if "giving up on it" in line]
+    assert len(give_up) == 1 and "Cannot find any model weights" in give_up[0], give_up
+    assert "See root cause above" not in result.stderr
