@@ -75,6 +75,7 @@ def test_a_slot_that_fails_at_start_restarts_and_still_gets_its_share(tmp_path: 
     assert sum(pages) == total and min(pages) > 0, pages  # the restarted slot did pages too
     assert sorted(w["restarts"] for w in summary["workers"]) == [0, 0, 1]
     assert all(w["engine_ready"] for w in summary["workers"])
+    assert not any(w["stopped_while_starting"] for w in summary["workers"])
 
 
 @pytest.mark.slow
@@ -111,10 +112,41 @@ def test_engines_still_starting_when_every_page_is_done_are_stopped(tmp_path: Pa
     assert [w["pages"] for w in summary["workers"]] == [total, 0, 0]
     assert [w["engine_ready"] for w in summary["workers"]] == [True, False, False]
     assert all(w["start_error"] is None and not w["gave_up"] for w in summary["workers"])
+    # Why the two have no page: they were stopped while starting, said in the summary and log.
+    assert [w["stopped_while_starting"] for w in summary["workers"]] == [False, True, True]
+    stopped = [line for line in result.stderr.splitlines() if "still starting: stopped" in line]
+    assert len(stopped) == 2, result.stderr[-2000:]
     with sqlite3.connect(out / "ocrfleet.sqlite") as db:
         assert (
             db.execute("SELECT COUNT(*) FROM workers WHERE stopped_at IS NULL").fetchone()[0] == 0
         )
+
+
+@pytest.mark.slow
+def test_a_slot_whose_restart_is_not_ready_before_the_end_says_why_it_has_no_page(
+    tmp_path: Path,
+) -> None:
+    """H200, 2026-12-03: one of four engines failed at start, and its restart was still
+    starting when the others had done every page. Its summary entry and the log say so."""
+    total = make_corpus(tmp_path / "in", docs=1, pages=4)
+    _, summary, result = run_on_one_gpu(
+        tmp_path, 2,
+        *scripted_args(
+            fail_first_starts={"dir": str(tmp_path / "starts"), "count": 1},
+            # The first engine to get through its start is ready at once, the next in 120 s.
+            stagger={"dir": str(tmp_path / "ready"), "seconds": 120},
+        ),
+        timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    failed, other = summary["workers"]
+    assert other["pages"] == total and not other["stopped_while_starting"]
+    assert failed["pages"] == 0 and failed["restarts"] == 1 and not failed["gave_up"]
+    assert failed["stopped_while_starting"] and not failed["engine_ready"]
+    assert "out of GPU memory" in failed["start_error"]
+    [line] = [x for x in result.stderr.splitlines() if "still starting: stopped" in x]
+    assert "worker 0 (gpu0): every page is done" in line, line
+    assert "its last start failed: RuntimeError: scripted engine failed at start" in line, line
 
 
 @pytest.mark.parametrize(

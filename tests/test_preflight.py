@@ -61,7 +61,12 @@ def good_smoke(text: str = "A survey of municipal records", rc: int = 0) -> Smok
                 "wall_seconds": 95.0,
                 "engine_start_seconds": 90.0,
                 "pages_per_second_after_engine_start": 0.5,
-            }
+            },
+            "engines_per_gpu": {
+                "engines": 1,
+                "mps": False,
+                "mps_reason": "one engine per GPU: nothing to share",
+            },
         }
         (out / "run-summary.json").write_text(json.dumps(summary), encoding="utf-8")
         return rc, "", "12:00:00 INFO 1 document(s) in this shard\n"
@@ -167,6 +172,12 @@ def test_four_l4_node_passes_everything(smi_file: str, options: PreflightOptions
     assert baseline["versions"]["vllm"] == "0.26.0" and baseline["versions"]["torch"]
     assert baseline["pages_per_second"] == 0.5 and baseline["date"]
     assert "0.500 pages/s" in by_name(checks)["throughput"].detail
+    # How GPU 0 was shared in the smoke run, as a long run with the same defaults would.
+    assert baseline["engines_per_gpu"]["engines"] == 1
+    assert (
+        "1 engine(s), CUDA MPS off (one engine per GPU: nothing to share)"
+        in by_name(checks)["throughput"].detail
+    )
 
 
 def test_old_driver_fails_with_a_hint(options: PreflightOptions) -> None:

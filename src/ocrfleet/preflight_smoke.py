@@ -177,9 +177,26 @@ def throughput_check(
         "pages_per_second_basis": basis,
         "engine_start_seconds": this_run.engine_start_seconds,
         "wall_seconds": wall,
+        # How the run shared GPU 0 (engines per GPU, CUDA MPS) and why: a long run does the same.
+        "engines_per_gpu": summary.get("engines_per_gpu"),
         "run_summary": str(summary_path),
     }
     from .writers import write_json
 
     write_json(out_path, baseline)
-    return Check("throughput", True, f"{float(rate):.3f} pages/s on GPU 0 ({basis}) → {out_path}")
+    return Check(
+        "throughput",
+        True,
+        f"{float(rate):.3f} pages/s on GPU 0 ({basis}{_sharing(summary)}) → {out_path}",
+    )
+
+
+def _sharing(summary: dict[str, Any]) -> str:
+    """How the run shared GPU 0, from its summary's engines_per_gpu (if any), as
+    '; 4 engine(s), CUDA MPS on (why)'."""
+    sharing = summary.get("engines_per_gpu") or {}
+    if not sharing.get("engines"):
+        return ""
+    mps = "on" if sharing.get("mps") else "off"
+    reason = f" ({sharing['mps_reason']})" if sharing.get("mps_reason") else ""
+    return f"; {sharing['engines']} engine(s), CUDA MPS {mps}{reason}"

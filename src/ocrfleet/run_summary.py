@@ -79,6 +79,9 @@ class SlotSummary:
     engine_ready: bool
     start_error: str | None
     last_error: str | None
+    # Its engine was still starting (or waiting to) when every page was done: it was stopped,
+    # which is why it may have no page (absent from summaries written before 2026-12-03).
+    stopped_while_starting: bool = False
 
 
 @dataclass(frozen=True)

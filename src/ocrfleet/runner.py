@@ -401,6 +401,7 @@ def _supervise(
             engine_ready=s.ready_at is not None,
             start_error=s.start_error,
             last_error=s.last_error,
+            stopped_while_starting=s.retired,
         )
         for s in result.slots
     ]

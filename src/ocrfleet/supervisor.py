@@ -311,8 +311,16 @@ class Supervisor:
         if not any(s.waiting or s.starting for s in self.slots) or self.ledger.has_pending_pages():
             return
         for state in self.slots:
+            if state.waiting or (state.starting and not state.retired):
+                log.info(
+                    "worker %d (%s): every page is done while its engine is still starting: "
+                    "stopped%s",
+                    state.spec.slot,
+                    state.spec.label,
+                    f" (its last start failed: {state.start_error})" if state.start_error else "",
+                )
             if state.waiting:
-                state.waiting, state.done = False, True
+                state.waiting, state.done, state.retired = False, True, True
             elif state.starting and state.process is not None and not state.retired:
                 state.retired = True
                 # Its own process group once it has run that far (vLLM's engine core is in
