@@ -327,8 +327,8 @@ def run_ocrfleet(args: argparse.Namespace, extra: list[str]) -> dict[str, Any]:
             sum(w["pages_per_second"] for w in summary["workers"]), 4
         ),
         "statuses": summary["pages"],
-        # A slot that restarted or did no page: the end of its vLLM output, where the cause
-        # is (an H200 slot failed at start on 2026-12-03 and its log was not kept).
+        # A slot that restarted or did no page: the error lines of its vLLM output, where the
+        # cause is (an H200 slot failed at start on 2026-12-03 and its log was not kept).
         "troubled_slot_logs": troubled_slot_logs(out, summary["workers"]),
         # Per page, a digest of its text: two runs of one checkpoint (dummy weights are seeded)
         # that differ only in an engine setting must give the same text page by page.

@@ -91,8 +91,9 @@ def _quoted(path: Path, line: str) -> WorkerError:
 def last_worker_error(layout: OutputLayout, slot: int) -> WorkerError | None:
     """The most recent error line of worker `slot`, from whichever of its files has one
     (the more recently written file first). Where that line only points elsewhere ("See
-    root cause above"), the cause instead: the last other error line of worker-N.out, where
-    vLLM's processes write (before the pointer, where the pointer is in that file too)."""
+    root cause above"), the cause instead: the last exception of worker-N.out (where vLLM's
+    processes write) that is no such pointer, before the pointer if it is in that file too;
+    the pointer itself where there is none."""
     files = [layout.worker_log(slot), layout.worker_out(slot)]
     existing = [f for f in files if f.is_file()]
     existing.sort(key=lambda f: f.stat().st_mtime_ns, reverse=True)
