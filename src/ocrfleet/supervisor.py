@@ -311,23 +311,24 @@ class Supervisor:
         if not any(s.waiting or s.starting for s in self.slots) or self.ledger.has_pending_pages():
             return
         for state in self.slots:
-            if state.waiting or (state.starting and not state.retired):
-                log.info(
-                    "worker %d (%s): every page is done while its engine is still starting: "
-                    "stopped%s",
-                    state.spec.slot,
-                    state.spec.label,
-                    f" (its last start failed: {state.start_error})" if state.start_error else "",
-                )
+            loading = state.process if state.starting and not state.retired else None
+            if not (state.waiting or loading is not None):
+                continue
+            log.info(
+                "worker %d (%s): every page is done while its engine is still starting: stopped%s",
+                state.spec.slot,
+                state.spec.label,
+                f" (its last start failed: {state.start_error})" if state.start_error else "",
+            )
+            state.retired = True
             if state.waiting:
-                state.waiting, state.done, state.retired = False, True, True
-            elif state.starting and state.process is not None and not state.retired:
-                state.retired = True
+                state.waiting, state.done = False, True
+            elif loading is not None:
                 # Its own process group once it has run that far (vLLM's engine core is in
                 # it); the process itself in any case.
                 with contextlib.suppress(ProcessLookupError, PermissionError):
-                    os.killpg(state.process.pid or 0, signal.SIGKILL)
-                state.process.kill()
+                    os.killpg(loading.pid or 0, signal.SIGKILL)
+                loading.kill()
 
     def _declare_fleet(self) -> None:
         self.ledger.set_fleet_slots(sum(1 for s in self.slots if not (s.gave_up or s.done)))
