@@ -13,6 +13,7 @@
 #   bash benchmarks/gpu_suite.sh engines-recipe   # 1 GPU: the recipe alone, then …
 #   bash benchmarks/gpu_suite.sh engines-ocrfleet # … ocrfleet with its defaults alone
 #   TOKENS=512 bash benchmarks/gpu_suite.sh same-call  # 1 GPU: recipe alone, then ocrfleet's defaults alone
+#                                                      # (then each SWEEP variant, as in sweep)
 #   SWEEP="--engines-per-gpu 3|…" bash benchmarks/gpu_suite.sh sweep  # recipe, defaults, variants
 #   bash benchmarks/gpu_suite.sh mps              # 1 GPU: the defaults (+ SWEEP) under the suite's MPS daemon
 #   bash benchmarks/gpu_suite.sh graphs-off       # 1 GPU: ocrfleet's defaults without encoder CUDA graphs
@@ -89,7 +90,7 @@ from pathlib import Path
 work, since = Path(sys.argv[1]), float(sys.argv[2])
 query = """SELECT (SELECT CAST(value AS INTEGER) FROM meta WHERE key = 'fleet_slots'),
                   (SELECT count(DISTINCT worker) FROM attempts)"""
-for _ in range(600):
+for _ in range(240):  # not forever: a slot that never sends leaves the call time to finish
     ledgers = [p for p in work.glob("ocrfleet-*/run/ocrfleet.sqlite") if p.stat().st_mtime >= since]
     try:
         slots, sending = max((tuple(v or 0 for v in sqlite3.connect(p, timeout=1)
@@ -101,11 +102,15 @@ for _ in range(600):
     time.sleep(1)
 PY
     sleep 3
+    mkdir -p "$WORK/profile-$name"
     for pid in $(pgrep -f 'VLLM::EngineCore'); do
       "${SITE:-/tmp/site}/bin/py-spy" record --nonblocking -d "$PROFILE_SECONDS" -r 100 -f raw \
-        -o "$OUT/profile-$name-$pid.txt" --pid "$pid" >"$OUT/profile-$name-$pid.log" 2>&1 &
+        -o "$WORK/profile-$name/$pid.txt" --pid "$pid" >"$WORK/profile-$name/$pid.log" 2>&1 &
     done
     wait
+    # One file: the device machine returns at most 8 files a call (2026-12-03: five engines'
+    # profiles and logs crowded out the phase's JSON).
+    tar -czf "$OUT/profile-$name.tgz" -C "$WORK" "profile-$name"
   ) &
 }
 
@@ -142,6 +147,18 @@ PY
   pids=()
   names=()
   return "$status"
+}
+
+run_variants() {  # PREFIX TOKENS: each SWEEP variant (ocrfleet run arguments, "|" between)
+  local prefix="$1" t="$2" i
+  local -a variants args
+  IFS='|' read -r -a variants <<<"${SWEEP:-}"
+  for i in "${!variants[@]}"; do
+    read -r -a args <<<"${variants[$i]}"
+    JOB_PAGES="${OCRFLEET_PAGES:-1024}" bench "$prefix-$i" 0 ocrfleet-a ocrfleet "$t" \
+      --kv-cache-dtype fp8 -- "${args[@]}"
+    finish || return 1
+  done
 }
 
 case "$phase" in
@@ -227,8 +244,10 @@ PY
     finish || exit 1
     JOB_PAGES="${OCRFLEET_PAGES:-1024}" bench "ocrfleet-$t-defaults" 0 ocrfleet-a ocrfleet "$t" --kv-cache-dtype fp8
     profile_when_busy "ocrfleet-$t-defaults"
-    finish
+    finish || exit 1
     wait
+    # SWEEP variants after the defaults, in the same call: e.g. SWEEP="--engines-per-gpu 4".
+    run_variants "ocrfleet-$t-variant" "$t"
     ;;
   sweep)
     # The recipe, then ocrfleet's defaults, then each variant in SWEEP (ocrfleet run arguments,
@@ -239,13 +258,7 @@ PY
     finish || exit 1
     JOB_PAGES="${OCRFLEET_PAGES:-1024}" bench "ocrfleet-$t-defaults" 0 ocrfleet-a ocrfleet "$t" --kv-cache-dtype fp8
     finish || exit 1
-    IFS='|' read -r -a variants <<<"${SWEEP:-}"
-    for i in "${!variants[@]}"; do
-      read -r -a args <<<"${variants[$i]}"
-      JOB_PAGES="${OCRFLEET_PAGES:-1024}" bench "ocrfleet-$t-sweep-$i" 0 ocrfleet-a ocrfleet "$t" \
-        --kv-cache-dtype fp8 -- "${args[@]}"
-      finish || exit 1
-    done
+    run_variants "ocrfleet-$t-sweep" "$t" || exit 1
     ;;
   mps)
     # ocrfleet's defaults with the engines' kernels under a private CUDA MPS daemon (its own
@@ -266,13 +279,7 @@ PY
       finish || status=$?
     fi
     # SWEEP variants under the same daemon, as in the sweep phase.
-    IFS='|' read -r -a variants <<<"${SWEEP:-}"
-    for i in "${!variants[@]}"; do
-      read -r -a args <<<"${variants[$i]}"
-      JOB_PAGES="${OCRFLEET_PAGES:-1024}" bench "ocrfleet-$t-mps-sweep-$i" 0 ocrfleet-a ocrfleet "$t" \
-        --kv-cache-dtype fp8 -- "${args[@]}"
-      finish || status=$?
-    done
+    run_variants "ocrfleet-$t-mps-sweep" "$t" || status=$?
     [[ -z "${DRY_RUN:-}" ]] && tail -n 20 "$CUDA_MPS_LOG_DIRECTORY/control.log" >>"$OUT/$phase-logs.txt" 2>/dev/null
     exit "${status:-0}"
     ;;

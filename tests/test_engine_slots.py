@@ -155,8 +155,12 @@ def test_a_slot_whose_restart_is_not_ready_before_the_end_says_why_it_has_no_pag
         # g6.12xlarge: 4× L4 (22.5 GiB usable), 48 vCPUs: memory allows one engine.
         ("NVIDIA L4", 22.5, 4, 48, 1),
         ("NVIDIA A100-SXM4-40GB", 39.4, 8, 96, 2),
-        ("NVIDIA H100 80GB HBM3", 79.6, 8, 208, 4),
-        ("NVIDIA H200", 139.8, 1, 16, 4),
+        # Memory allows 5 (4.1 GiB of KV each), and so does the CPU.
+        ("NVIDIA H100 80GB HBM3", 79.6, 8, 208, 5),
+        # The lent H200 host: 16 cores, 5 engines (the cap); with 12 cores the CPU allows 4.
+        ("NVIDIA H200", 139.8, 1, 16, 5),
+        ("NVIDIA H200", 139.8, 1, 12, 4),
+        ("NVIDIA H200", 139.8, 1, 64, 5),
         # The same H200 with 6 cores: CPU-bound engines, two of them.
         ("NVIDIA H200", 139.8, 1, 6, 2),
         ("NVIDIA H200", 139.8, 1, 2, 1),
@@ -174,7 +178,7 @@ def test_engines_per_gpu_auto_rule(
     )
     assert choice.engines == expected, choice
     assert choice.by_memory is not None and choice.by_cpu is not None
-    assert choice.engines == max(1, min(choice.by_memory, choice.by_cpu, 4))
+    assert choice.engines == max(1, min(choice.by_memory, choice.by_cpu, 5))
 
 
 def test_weights_come_from_a_local_checkpoint(tmp_path: Path) -> None:
