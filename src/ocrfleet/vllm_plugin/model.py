@@ -2,7 +2,7 @@
 
 Registered by the plugin (vllm_plugin.register) as an architecture of its own, selected with
 `hf_overrides={"architectures": [ARCHITECTURE]}`; vLLM's files are not touched. It differs
-from vLLM's DeepseekOCRForCausalLM in four places only:
+from vLLM's DeepseekOCRForCausalLM in five places only:
 - the processor takes the resolution mode from `mm_processor_kwargs` (engine or request);
 - a packed page (deepseek/packing.py, prepared in a render process) skips all pixel work in the
   frontend: its uint8 arrays become the model inputs as they are;
@@ -10,7 +10,9 @@ from vLLM's DeepseekOCRForCausalLM in four places only:
 - the model normalises uint8 inputs on its own device ((x/255 − 0.5)/0.5, as ToTensor and
   Normalize do on the CPU), then casts to the model dtype, as the frontend cast would have —
   on every path into the vision encoder, vLLM's encoder CUDA graphs included (their replay
-  copies the inputs into float buffers: unnormalised uint8 would be cast silently).
+  copies the inputs into float buffers: unnormalised uint8 would be cast silently);
+- the encoder graphs' sub-batches are cut by slicing, without a wait for the GPU
+  (encoder_batch.py).
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from vllm.transformers_utils.processors.deepseek_ocr import DeepseekOCRProcessor
 
 from ..deepseek.modes import RESOLUTION_KWARG, Mode, image_tokens, mode, page_image_tokens
 from ..deepseek.packing import is_packed, unpack
+from .encoder_batch import select_pages
 
 GRID_KEY = "images_spatial_crop"
 PIXEL_KEYS = ("pixel_values", "images_crop")
@@ -223,3 +226,10 @@ class OcrfleetDeepseekOCR(DeepseekOCRForCausalLM):  # type: ignore[misc]
         return super().encoder_eager_forward(
             self._normalised(mm_kwargs, PATH_KEYS.get(path, PIXEL_KEYS)), path
         )
+
+    def select_encoder_cudagraph_items(
+        self, mm_kwargs: dict[str, Any], indices: list[int]
+    ) -> dict[str, Any]:
+        # vLLM's version indexes the pixels with a list: a synchronous copy to the GPU that
+        # waits for the previous step (encoder_batch.py says how much it cost).
+        return select_pages(mm_kwargs, indices)
