@@ -107,6 +107,8 @@ def versions() -> dict[str, Any]:
         mhz = [float(x.split(":", 1)[1]) for x in lines if x.startswith("cpu MHz")]
         info["cpu_mhz_mean"] = round(statistics.mean(mhz), 1) if mhz else None
     info["cpu_cores"] = os.cpu_count()
+    # Torch threads of the job's processes (unset: ocrfleet's GPU engines take 1 themselves).
+    info["omp_num_threads"] = os.environ.get("OMP_NUM_THREADS")
     return info
 
 

@@ -33,7 +33,9 @@ MODEL="${MODEL:-$WORK/ckpt-full}"
 PAGES="${PAGES:-512}"
 RENDER="${RENDER_WORKERS:-12}"
 JOB_TIMEOUT="${JOB_TIMEOUT:-540}"
-THREADS="${THREADS:-$(( $(nproc) / 4 > 0 ? $(nproc) / 4 : 1 ))}"
+# OMP_NUM_THREADS for every job when THREADS is set; unset (the default), each job gets what a
+# user's run gets (ocrfleet's GPU engines: 1 thread, engine_environment; the recipe: torch's own).
+THREADS="${THREADS:-}"
 export PYTHONPATH="${SITE:-/tmp/site}${PYTHONPATH:+:$PYTHONPATH}"
 export VLLM_NO_USAGE_STATS=1 HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1
 # Greedy decoding needs no FlashInfer sampler; without flashinfer-cubin vLLM would JIT-compile
@@ -48,12 +50,13 @@ mkdir -p "$OUT" "$WORK/parts" "$WORK/logs"
 
 pids=()
 names=()
+JOB_ENV=()  # VAR=value words a SWEEP variant starts with
 
 job() {  # job NAME GPUS CACHE command...
   local name="$1" gpus="$2" cache="$3"
   shift 3
   if [[ -n "${DRY_RUN:-}" ]]; then
-    echo "[$name] CUDA_VISIBLE_DEVICES=$gpus VLLM_CACHE_ROOT=$WORK/vcache/$cache $*"
+    echo "[$name] CUDA_VISIBLE_DEVICES=$gpus VLLM_CACHE_ROOT=$WORK/vcache/$cache ${JOB_ENV[*]} $*"
     return
   fi
   # Start from the warm phase's compile cache (torch.compile artefacts): starts in seconds.
@@ -61,9 +64,9 @@ job() {  # job NAME GPUS CACHE command...
     cp -r "$WORK/vcache/warm" "$WORK/vcache/$cache"
   fi
   mkdir -p "$WORK/vcache/$cache"
-  # Each job gets the CPU share a GPU of the host has (OMP/torch threads), as on a 1-GPU host.
-  CUDA_VISIBLE_DEVICES="$gpus" VLLM_CACHE_ROOT="$WORK/vcache/$cache" OMP_NUM_THREADS="$THREADS" \
-    timeout "$JOB_TIMEOUT" "$@" >"$WORK/logs/$name.log" 2>&1 &
+  local -a envs=(CUDA_VISIBLE_DEVICES="$gpus" VLLM_CACHE_ROOT="$WORK/vcache/$cache" "${JOB_ENV[@]}")
+  [[ -n "$THREADS" ]] && envs+=(OMP_NUM_THREADS="$THREADS")
+  env "${envs[@]}" timeout "$JOB_TIMEOUT" "$@" >"$WORK/logs/$name.log" 2>&1 &
   pids+=("$!")
   names+=("$name")
 }
@@ -149,14 +152,21 @@ PY
   return "$status"
 }
 
-run_variants() {  # PREFIX TOKENS: each SWEEP variant (ocrfleet run arguments, "|" between)
+run_variants() {  # PREFIX TOKENS: each SWEEP variant (ocrfleet run arguments, "|" between;
+  # leading VAR=value words go to the job's environment, e.g. "OMP_NUM_THREADS=4")
   local prefix="$1" t="$2" i
   local -a variants args
   IFS='|' read -r -a variants <<<"${SWEEP:-}"
   for i in "${!variants[@]}"; do
     read -r -a args <<<"${variants[$i]}"
+    JOB_ENV=()
+    while ((${#args[@]})) && [[ "${args[0]}" =~ ^[A-Z_][A-Z0-9_]*= ]]; do
+      JOB_ENV+=("${args[0]}")
+      args=("${args[@]:1}")
+    done
     JOB_PAGES="${OCRFLEET_PAGES:-1024}" bench "$prefix-$i" 0 ocrfleet-a ocrfleet "$t" \
       --kv-cache-dtype fp8 -- "${args[@]}"
+    JOB_ENV=()
     finish || return 1
   done
 }

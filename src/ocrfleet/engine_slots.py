@@ -42,9 +42,11 @@ ENGINE_OVERHEAD_BYTES = int(3.5 * GIB)
 KV_MARGIN_BYTES = GIB // 2
 MIN_KV_BYTES = 4 * GIB
 CORES_PER_ENGINE = 3
-# Measured on H200s with 16 cores (vLLM 0.26, MPS): 5 engines did 26.21 pages/s (GPU busy
-# 0.80) where 4 did 24.74 (0.73) on a host whose cores ran the recipe at 5.8 pages/s; on a host
-# with faster cores 6 did 25.48 where 4 did 27.35. Each engine also holds a CUDA context.
+# Measured on H200s with 16 cores (vLLM 0.26, MPS): 5 engines 26.19 pages/s, 204-205 pages on
+# each, 4.05x the recipe (2026-12-04, results/gpu-engines-h200-2026-12-04.json); 5 beat 4 on
+# two 2026-12-03 leases (26.61 vs 25.38 in one call, 26.21 vs 24.74; noted by hand, their files
+# were lost); on a host with faster cores 6 did 25.48 where 4 did 27.35 (…-02d.json). Each
+# engine also holds a CUDA context.
 MAX_ENGINES_PER_GPU = 5
 
 

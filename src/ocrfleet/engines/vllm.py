@@ -138,11 +138,21 @@ ENGINE_ENVIRONMENT = {
     "VLLM_USE_FLASHINFER_SAMPLER": "0",
     "VLLM_WORKER_MULTIPROC_METHOD": "spawn",
 }
+# On a GPU, one torch thread per engine process: vLLM's own default for its GPU worker
+# processes (multiproc_executor.set_multiprocessing_worker_envs), which a single-GPU engine
+# (uniproc, in the engine-core process) does not get. Without it each of K engines sharing a
+# GPU starts an OpenMP pool of every core for its host-side copies: stacking a step's pixels
+# took 18-23 % of an engine core's samples with 4 threads each (H200, 5 engines, 2026-12-04;
+# one thread is not measured yet). Not on CPU vLLM, whose model runs on those threads.
+GPU_ENGINE_ENVIRONMENT = {"OMP_NUM_THREADS": "1"}
 
 
-def apply_engine_environment(environ: MutableMapping[str, str]) -> dict[str, str]:
-    """Set ENGINE_ENVIRONMENT's values the user has not set; return those that were set."""
-    applied = {k: v for k, v in ENGINE_ENVIRONMENT.items() if k not in environ}
+def apply_engine_environment(
+    environ: MutableMapping[str, str], *, on_gpu: bool = False
+) -> dict[str, str]:
+    """Set the engine defaults the user has not set; return those that were set."""
+    defaults = {**ENGINE_ENVIRONMENT, **(GPU_ENGINE_ENVIRONMENT if on_gpu else {})}
+    applied = {k: v for k, v in defaults.items() if k not in environ}
     environ.update(applied)
     return applied
 
@@ -182,10 +192,11 @@ class VllmEngine:
             from ..vllm_plugin import register
 
             register()
-        applied = apply_engine_environment(os.environ)
+        on_cuda = torch.cuda.is_available()
+        applied = apply_engine_environment(os.environ, on_gpu=on_cuda)
         if applied:
             log.info("engine environment defaults: %s", applied)
-        kwargs = engine_kwargs(self.config, on_cuda=torch.cuda.is_available())
+        kwargs = engine_kwargs(self.config, on_cuda=on_cuda)
         self._kwargs = kwargs
         log.info("starting vLLM %s engine: %s", vllm.__version__, kwargs)
         began = time.monotonic()
