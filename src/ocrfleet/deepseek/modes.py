@@ -84,12 +84,18 @@ def crop_grid(m: Mode, width: int, height: int) -> tuple[int, int]:
     return tile_grid(width, height, m.image_size)
 
 
+def tile_count(grid: tuple[int, int]) -> int:
+    """Tiles a page has besides its global view: none unless the grid is more than one tile."""
+    columns, rows = grid
+    return columns * rows if columns > 1 or rows > 1 else 0
+
+
 def image_tokens(m: Mode, grid: tuple[int, int]) -> int:
     """Image tokens for one page (vLLM's "v1" strategy, the view separator included)."""
     base_queries = math.ceil((m.base_size // PATCH) / DOWNSAMPLE)
     tokens = base_queries * (base_queries + 1) + 1
     columns, rows = grid
-    if columns > 1 or rows > 1:
+    if tile_count(grid):
         queries = math.ceil((m.image_size // PATCH) / DOWNSAMPLE)
         tokens += (queries * columns + 1) * (queries * rows)
     return tokens

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageOps
 
-from .modes import MODES, Mode, crop_grid
+from .modes import MODES, Mode, crop_grid, tile_count
 
 MAGIC = b"OCRFLEET"
 VERSION = 1
@@ -101,7 +101,7 @@ def unpack(packed: np.ndarray) -> Unpacked:
     m = MODES[MODE_NAMES[mode_index]]
     base = m.base_size
     view = packed[1 : 1 + base]
-    count = columns * rows if (columns > 1 or rows > 1) else 0
+    count = tile_count((columns, rows))
     rows_per_tile = m.image_size * m.image_size // base
     body = packed[1 + base : 1 + base + count * rows_per_tile]
     if view.shape != (base, base, 3) or body.shape[0] != count * rows_per_tile:

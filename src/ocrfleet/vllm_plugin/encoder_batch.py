@@ -17,17 +17,18 @@ from typing import Any
 
 import torch
 
+from ..deepseek.modes import tile_count
+
 PIXELS = "pixel_values"
 CROPS = "images_crop"
 GRID = "images_spatial_crop"
 
 
 def crop_spans(grid: torch.Tensor) -> list[tuple[int, int]]:
-    """Each page's rows in the batch's tile tensor: a page split into a grid of more than one
-    tile has width × height tiles, a page of one tile (or none) has none (vLLM's rule)."""
+    """Each page's rows in the batch's tile tensor, in page order."""
     spans, start = [], 0
     for width, height in grid.tolist():  # one read: the grid is on the CPU (keep_on_cpu)
-        count = width * height if width > 1 or height > 1 else 0
+        count = tile_count((width, height))
         spans.append((start, start + count))
         start += count
     return spans

@@ -38,13 +38,13 @@ from vllm.transformers_utils.processors.deepseek_ocr import DeepseekOCRProcessor
 
 from ..deepseek.modes import RESOLUTION_KWARG, Mode, image_tokens, mode, page_image_tokens
 from ..deepseek.packing import is_packed, unpack
-from .encoder_batch import select_pages
+from .encoder_batch import CROPS, GRID, PIXELS, select_pages
 
-GRID_KEY = "images_spatial_crop"
-PIXEL_KEYS = ("pixel_values", "images_crop")
+GRID_KEY = GRID
+PIXEL_KEYS = (PIXELS, CROPS)
 # vLLM's dual-path encoder graphs read one pixel key a path: normalise only that one (the
 # other, a whole batch of pages, would be converted for nothing, once a path).
-PATH_KEYS = {"global": ("pixel_values",), "local": ("images_crop",)}
+PATH_KEYS = {"global": (PIXELS,), "local": (CROPS,)}
 
 
 class OcrfleetDeepseekOCRProcessor(DeepseekOCRProcessor):  # type: ignore[misc]
@@ -100,8 +100,8 @@ class OcrfleetDeepseekOCRProcessor(DeepseekOCRProcessor):  # type: ignore[misc]
         return BatchFeature(
             data={
                 "input_ids": torch.tensor([ids], dtype=torch.long),
-                "pixel_values": torch.stack(views).contiguous(),
-                "images_crop": torch.stack(crops).contiguous()
+                PIXELS: torch.stack(views).contiguous(),
+                CROPS: torch.stack(crops).contiguous()
                 if crops
                 else torch.zeros((0, 3, size, size), dtype=torch.uint8),
                 "images_seq_mask": torch.tensor(mask, dtype=torch.bool),
